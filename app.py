@@ -1,0 +1,131 @@
+"""HTTP API of the Customer service: one view function per endpoint.
+
+Views parse the request, call a command handler and shape the answer; the
+rules live in chalicelib.domain, the storage in chalicelib.eventstore.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+
+from chalice import (
+    BadRequestError,
+    Chalice,
+    ChaliceViewError,
+    ConflictError,
+    NotFoundError,
+    Response,
+)
+
+from chalicelib import http
+from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
+from chalicelib.domain.customer import Customer, CustomerAlreadyExists, CustomerNotFound, InvalidValue
+from chalicelib.eventstore.events import CommandContext
+from chalicelib.eventstore.store import ConcurrencyError, RetriesExhausted
+from chalicelib.handlers import StaleVersion
+from chalicelib.infra.logs import correlation_id, log
+from chalicelib.service import customer_service
+
+app = Chalice(app_name="customer-service")
+
+
+class PreconditionFailedError(ChaliceViewError):
+    STATUS_CODE = 412
+
+
+def domain_errors(view):
+    """Answer domain errors with the matching 4xx, in Chalice's error shape."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except (http.BadRequest, InvalidValue) as error:
+            raise BadRequestError(str(error)) from None
+        except CustomerNotFound as error:
+            raise NotFoundError(str(error)) from None
+        except StaleVersion as error:
+            raise PreconditionFailedError(str(error)) from None
+        except (RetriesExhausted, ConcurrencyError, CustomerAlreadyExists) as error:
+            log("command_conflict", level="warning", error=str(error))
+            raise ConflictError(
+                f"the customer was changed by others at the same time; try again ({error})"
+            ) from None
+
+    return wrapper
+
+
+@app.middleware("http")
+def with_correlation_id(event, get_response):
+    try:
+        cid = http.correlation_id(event.headers.get("x-correlation-id"))
+    except http.BadRequest as error:
+        cid = str(uuid.uuid4())
+        response = Response(
+            body={"Code": "BadRequestError", "Message": str(error)}, status_code=400
+        )
+    else:
+        token = correlation_id.set(cid)
+        try:
+            response = get_response(event)
+        finally:
+            correlation_id.reset(token)
+    response.headers["X-Correlation-Id"] = cid
+    return response
+
+
+def _context() -> CommandContext:
+    request_id = (app.current_request.context or {}).get("requestId") or str(uuid.uuid4())
+    return CommandContext(correlation_id=correlation_id.get() or str(uuid.uuid4()), causation_id=request_id)
+
+
+def _customer_response(customer: Customer, status_code: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        body=customer.to_dict(),
+        status_code=status_code,
+        headers={"ETag": http.etag(customer.version), **(headers or {})},
+    )
+
+
+@app.route("/customer", methods=["POST"])
+@domain_errors
+def create_customer():
+    body = http.json_object(app.current_request.raw_body, {"name": str, "email": str})
+    command = CreateCustomer(name=body["name"], email=body["email"], customer_id=uuid.uuid4())
+    customer = customer_service().create(command, _context())
+    log("customer_created", customer_id=str(customer.id), version=customer.version)
+    return _customer_response(customer, 201, {"Location": f"/customer/{customer.id}"})
+
+
+@app.route("/customer/{customer_id}", methods=["GET"])
+@domain_errors
+def get_customer(customer_id):
+    customer = customer_service().get(http.customer_id(customer_id))
+    return _customer_response(customer)
+
+
+@app.route("/customer/{customer_id}/email", methods=["POST"])
+@domain_errors
+def change_email(customer_id):
+    request = app.current_request
+    command = ChangeEmail(
+        customer_id=http.customer_id(customer_id),
+        expected_version=http.if_match(request.headers.get("if-match")),
+        email=http.json_object(request.raw_body, {"email": str})["email"],
+    )
+    customer = customer_service().change_email(command, _context())
+    log("customer_email_changed", customer_id=str(customer.id), version=customer.version)
+    return _customer_response(customer)
+
+
+@app.route("/customer/{customer_id}", methods=["DELETE"])
+@domain_errors
+def delete_customer(customer_id):
+    command = DeleteCustomer(
+        customer_id=http.customer_id(customer_id),
+        expected_version=http.if_match(app.current_request.headers.get("if-match")),
+    )
+    customer = customer_service().delete(command, _context())
+    log("customer_deleted", customer_id=str(customer.id), version=customer.version)
+    return Response(body="", status_code=204, headers={"ETag": http.etag(customer.version)})

@@ -1,0 +1,138 @@
+"""The Customer aggregate: its events, its commands, and its rules."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from chalicelib.eventstore.aggregate import Aggregate
+from chalicelib.eventstore.events import DomainEvent, EventRegistry
+
+MAX_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit, less the angle brackets
+MAX_LOCAL_PART_LENGTH = 64
+
+# Pragmatic syntax check: what mail systems accept in practice (dot-atom
+# local part, dotted domain of letters, digits and hyphens), not the full
+# RFC 5322 grammar with quoted strings and comments.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^({_LOCAL})@({_LABEL}(?:\.{_LABEL})+)$")
+
+
+class DomainError(Exception):
+    """A command that the rules refuse."""
+
+
+class InvalidValue(DomainError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class CustomerNotFound(DomainError):
+    pass
+
+
+class CustomerAlreadyExists(DomainError):
+    pass
+
+
+registry = EventRegistry()
+
+
+@registry.register
+@dataclass(frozen=True)
+class CustomerCreated(DomainEvent):
+    name: str
+    email: str
+
+
+@registry.register
+@dataclass(frozen=True)
+class CustomerEmailChanged(DomainEvent):
+    email: str
+
+
+@registry.register
+@dataclass(frozen=True)
+class CustomerDeleted(DomainEvent):
+    pass
+
+
+def valid_name(name: str) -> str:
+    stripped = name.strip()
+    if not stripped:
+        raise InvalidValue("name", "must not be empty")
+    if len(stripped) > MAX_NAME_LENGTH:
+        raise InvalidValue("name", f"must be at most {MAX_NAME_LENGTH} characters")
+    return stripped
+
+
+def valid_email(email: str) -> str:
+    """The email as stored: domain in lower case (domains are case-insensitive,
+    local parts are not), surrounding blanks refused rather than guessed at."""
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise InvalidValue("email", f"must be at most {MAX_EMAIL_LENGTH} characters")
+    match = _EMAIL.match(email)
+    if not match:
+        raise InvalidValue("email", f"{email!r} is not a valid email address")
+    local, domain = match.groups()
+    if len(local) > MAX_LOCAL_PART_LENGTH:
+        raise InvalidValue("email", f"the part before @ must be at most {MAX_LOCAL_PART_LENGTH} characters")
+    return f"{local}@{domain.lower()}"
+
+
+class Customer(Aggregate):
+    stream_type = "Customer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str | None = None
+        self.email: str | None = None
+        self.deleted = False
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0 and not self.deleted
+
+    # Commands: check the rules, then record what happened.
+
+    def create(self, customer_id: uuid.UUID, name: str, email: str) -> None:
+        if self.version > 0:
+            raise CustomerAlreadyExists(f"customer {customer_id} already exists")
+        name, email = valid_name(name), valid_email(email)
+        self.id = customer_id
+        self._record(CustomerCreated(name=name, email=email))
+
+    def change_email(self, email: str) -> None:
+        self.ensure_exists()
+        email = valid_email(email)
+        if email == self.email:
+            return
+        self._record(CustomerEmailChanged(email=email))
+
+    def delete(self) -> None:
+        self.ensure_exists()
+        self._record(CustomerDeleted())
+
+    def ensure_exists(self) -> None:
+        if not self.exists:
+            raise CustomerNotFound(f"customer {self.id} not found")
+
+    # State: rebuilt from events, no rules here.
+
+    def apply(self, event: DomainEvent) -> None:
+        match event:
+            case CustomerCreated(name=name, email=email):
+                self.name, self.email = name, email
+            case CustomerEmailChanged(email=email):
+                self.email = email
+            case CustomerDeleted():
+                self.deleted = True
+            case _:
+                raise TypeError(f"Customer cannot apply {type(event).__name__}")
+
+    def to_dict(self) -> dict:
+        return {"id": str(self.id), "name": self.name, "email": self.email, "version": self.version}

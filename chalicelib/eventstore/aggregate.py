@@ -1,0 +1,51 @@
+"""Aggregate base: state is rebuilt by applying events in order."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar, Iterable, TypeVar
+
+from .events import DomainEvent
+
+A = TypeVar("A", bound="Aggregate")
+
+
+class Aggregate:
+    """Subclasses set `stream_type`, implement `apply`, and call `_record`
+    from their command methods; they never touch storage."""
+
+    stream_type: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.id: uuid.UUID | None = None
+        self.version = 0
+        self._pending: list[DomainEvent] = []
+
+    def apply(self, event: DomainEvent) -> None:
+        raise NotImplementedError
+
+    def _record(self, event: DomainEvent) -> None:
+        self.apply(event)
+        self.version += 1
+        self._pending.append(event)
+
+    @property
+    def pending_events(self) -> list[DomainEvent]:
+        return list(self._pending)
+
+    @property
+    def loaded_version(self) -> int:
+        """The version the store had when this aggregate was loaded."""
+        return self.version - len(self._pending)
+
+    def mark_saved(self) -> None:
+        self._pending.clear()
+
+    @classmethod
+    def rehydrate(cls: type[A], stream_id: uuid.UUID, events: Iterable[DomainEvent]) -> A:
+        aggregate = cls()
+        aggregate.id = stream_id
+        for event in events:
+            aggregate.apply(event)
+            aggregate.version += 1
+        return aggregate

@@ -1,0 +1,122 @@
+"""Domain events, their stored envelope, and the registry that maps the two."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """Base class of events: a frozen dataclass of JSON-able fields.
+
+    `event_type` is the name stored with the event and published to Kafka;
+    it must never change once events of that type exist.
+    """
+
+    event_type: ClassVar[str] = ""
+    schema_version: ClassVar[int] = 1
+
+    def to_data(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> DomainEvent:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What is known about the cause of an event, stored beside its data."""
+
+    event_id: str
+    occurred_at: str
+    correlation_id: str
+    causation_id: str | None
+
+    @staticmethod
+    def new(correlation_id: str, causation_id: str | None) -> Metadata:
+        return Metadata(
+            event_id=str(uuid.uuid4()),
+            occurred_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who asked: carried from the request into every event it causes."""
+
+    correlation_id: str
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event ready to be appended: serialized, not yet positioned."""
+
+    event_type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as the store holds it."""
+
+    global_position: int
+    stream_id: uuid.UUID
+    stream_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+
+class UnknownEventType(LookupError):
+    pass
+
+
+class EventRegistry:
+    """Maps stored event type names to classes and back."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type[DomainEvent]] = {}
+
+    def register(self, cls: type[DomainEvent]) -> type[DomainEvent]:
+        name = cls.event_type or cls.__name__
+        if self._by_name.get(name, cls) is not cls:
+            raise ValueError(f"event type {name!r} is registered twice")
+        cls.event_type = name
+        self._by_name[name] = cls
+        return cls
+
+    def serialize(self, event: DomainEvent, metadata: Metadata) -> NewEvent:
+        return NewEvent(
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            data=event.to_data(),
+            metadata=metadata.to_dict(),
+        )
+
+    def deserialize(self, recorded: RecordedEvent) -> DomainEvent:
+        try:
+            cls = self._by_name[recorded.event_type]
+        except KeyError:
+            raise UnknownEventType(recorded.event_type) from None
+        if recorded.schema_version != cls.schema_version:
+            raise UnknownEventType(
+                f"{recorded.event_type} v{recorded.schema_version}"
+                f" (this code reads v{cls.schema_version})"
+            )
+        return cls.from_data(recorded.data)

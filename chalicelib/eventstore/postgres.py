@@ -1,0 +1,74 @@
+"""The event store on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Sequence
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .events import NewEvent, RecordedEvent
+from .store import ConcurrencyError
+
+# One statement, so one round trip and one implicit transaction: the events
+# and their outbox rows commit together or not at all. Rows are numbered in
+# the order given (WITH ORDINALITY) so versions and positions agree.
+_APPEND = """
+WITH new_events AS (
+    INSERT INTO events (stream_id, stream_type, version, event_type,
+                        schema_version, data, metadata)
+    SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + u.n,
+           u.event_type, u.schema_version, u.data, u.metadata
+    FROM unnest(%(event_types)s::text[], %(schema_versions)s::int[],
+                %(data)s::jsonb[], %(metadata)s::jsonb[])
+         WITH ORDINALITY AS u(event_type, schema_version, data, metadata, n)
+    ORDER BY u.n
+    RETURNING global_position, stream_id
+)
+INSERT INTO outbox (global_position, stream_id)
+SELECT global_position, stream_id FROM new_events ORDER BY global_position
+RETURNING global_position
+"""
+
+_LOAD = """
+SELECT global_position, stream_id, stream_type, version, event_type,
+       schema_version, data, metadata, recorded_at
+FROM events WHERE stream_id = %s ORDER BY version
+"""
+
+
+class PostgresEventStore:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def append(
+        self,
+        stream_id: uuid.UUID,
+        stream_type: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+    ) -> list[int]:
+        params = {
+            "stream_id": stream_id,
+            "stream_type": stream_type,
+            "expected_version": expected_version,
+            "event_types": [e.event_type for e in events],
+            "schema_versions": [e.schema_version for e in events],
+            "data": [json.dumps(e.data) for e in events],
+            "metadata": [json.dumps(e.metadata) for e in events],
+        }
+        with self._pool.connection() as conn:
+            try:
+                rows = conn.execute(_APPEND, params).fetchall()
+            except psycopg.errors.UniqueViolation as error:
+                if error.diag.constraint_name == "events_stream_version_key":
+                    raise ConcurrencyError(stream_id, expected_version) from None
+                raise
+        return sorted(row[0] for row in rows)
+
+    def load(self, stream_id: uuid.UUID) -> list[RecordedEvent]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(_LOAD, (stream_id,)).fetchall()
+        return [RecordedEvent(*row) for row in rows]

@@ -1,0 +1,126 @@
+"""The event store contract, an in-memory implementation for fast tests,
+and the repository that loads and saves aggregates through any store."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Callable, Generic, Protocol, Sequence, TypeVar
+
+from .aggregate import Aggregate
+from .events import CommandContext, EventRegistry, Metadata, NewEvent, RecordedEvent
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+
+
+class ConcurrencyError(Exception):
+    """The stream moved on since it was read: reload and decide again."""
+
+    def __init__(self, stream_id: uuid.UUID, expected_version: int) -> None:
+        super().__init__(f"stream {stream_id} is no longer at version {expected_version}")
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+
+
+class RetriesExhausted(Exception):
+    """A command lost the race for its stream more times than allowed."""
+
+
+class EventStore(Protocol):
+    def append(
+        self,
+        stream_id: uuid.UUID,
+        stream_type: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+    ) -> list[int]:
+        """Append events as versions expected_version+1.. atomically, with one
+        outbox row each; return their global positions. Raises ConcurrencyError."""
+        ...
+
+    def load(self, stream_id: uuid.UUID) -> list[RecordedEvent]:
+        """All events of a stream in version order (empty when unknown)."""
+        ...
+
+
+class InMemoryEventStore:
+    """A fake for unit tests: the same contract, no database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[RecordedEvent] = []
+        self.outbox: list[int] = []
+
+    def append(self, stream_id, stream_type, expected_version, events):
+        with self._lock:
+            current = sum(1 for e in self.events if e.stream_id == stream_id)
+            if current != expected_version:
+                raise ConcurrencyError(stream_id, expected_version)
+            positions = []
+            for offset, event in enumerate(events, start=1):
+                position = len(self.events) + 1
+                self.events.append(
+                    RecordedEvent(
+                        global_position=position,
+                        stream_id=stream_id,
+                        stream_type=stream_type,
+                        version=expected_version + offset,
+                        event_type=event.event_type,
+                        schema_version=event.schema_version,
+                        data=event.data,
+                        metadata=event.metadata,
+                        recorded_at=datetime.now(timezone.utc),
+                    )
+                )
+                self.outbox.append(position)
+                positions.append(position)
+            return positions
+
+    def load(self, stream_id):
+        with self._lock:
+            return [e for e in self.events if e.stream_id == stream_id]
+
+
+class Repository(Generic[A]):
+    """Loads an aggregate from its stream and appends what it recorded."""
+
+    def __init__(self, store: EventStore, registry: EventRegistry, aggregate_cls: type[A]) -> None:
+        self._store = store
+        self._registry = registry
+        self._cls = aggregate_cls
+
+    def get(self, stream_id: uuid.UUID) -> A:
+        recorded = self._store.load(stream_id)
+        return self._cls.rehydrate(stream_id, (self._registry.deserialize(r) for r in recorded))
+
+    def save(self, aggregate: A, context: CommandContext) -> None:
+        pending = aggregate.pending_events
+        if not pending:
+            return
+        assert aggregate.id is not None, "an aggregate needs an id before it is saved"
+        new_events = [
+            self._registry.serialize(event, Metadata.new(context.correlation_id, context.causation_id))
+            for event in pending
+        ]
+        self._store.append(aggregate.id, self._cls.stream_type, aggregate.loaded_version, new_events)
+        aggregate.mark_saved()
+
+
+def retry_on_conflict(attempt: Callable[[], T], max_retries: int) -> T:
+    """Run attempt (load, decide, append) again when it lost a race.
+
+    Jittered backoff spreads out writers that collided, so that a burst of
+    them settles instead of colliding again in lockstep.
+    """
+    for retry in range(max_retries + 1):
+        try:
+            return attempt()
+        except ConcurrencyError:
+            if retry == max_retries:
+                break
+            time.sleep(random.uniform(0, 0.002 * (2**retry)))
+    raise RetriesExhausted(f"gave up after {max_retries + 1} attempts")

@@ -1,0 +1,103 @@
+"""Turning HTTP requests into command inputs, with messages a person can act on.
+
+Everything here raises BadRequest with the exact reason; nothing is stored
+before a request has passed through these checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def json_object(raw_body: bytes | None, fields: dict[str, type]) -> dict[str, Any]:
+    """The body as a JSON object with exactly these fields of these types."""
+    if not raw_body:
+        raise BadRequest(f"the request body must be a JSON object with {_list(fields)}")
+    try:
+        body = json.loads(raw_body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, not {_json_type(body)}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; expected {_list(fields)}")
+    missing = [name for name in fields if name not in body]
+    if missing:
+        raise BadRequest(f"missing field(s): {', '.join(missing)}")
+    for name, expected in fields.items():
+        if not isinstance(body[name], expected):
+            raise BadRequest(
+                f"{name} must be a {_json_type_name(expected)}, not {_json_type(body[name])}"
+            )
+    return body
+
+
+def customer_id(raw: str) -> uuid.UUID:
+    """A customer id in its canonical form (36 characters, with hyphens)."""
+    try:
+        parsed = uuid.UUID(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(raw) != 36:
+        raise BadRequest(f"{raw!r} is not a customer id (a UUID such as 123e4567-e89b-12d3-a456-426614174000)")
+    return parsed
+
+
+def if_match(header: str | None) -> int | None:
+    """The version named by If-Match ("3", or * for any), None when absent."""
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip()
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        value = value[1:-1]
+    if not value.isdigit() or len(value) > 9:
+        raise BadRequest(f'If-Match must be a version in quotes, such as "3", not {header!r}')
+    return int(value)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def correlation_id(header: str | None) -> str:
+    if header is None or header == "":
+        return str(uuid.uuid4())
+    if not _CORRELATION_ID.match(header):
+        raise BadRequest(
+            "X-Correlation-Id must be 1 to 128 characters of letters, digits and . _ : -"
+        )
+    return header
+
+
+def _list(fields: dict[str, type]) -> str:
+    return ", ".join(f"{name} ({_json_type_name(t)})" for name, t in fields.items())
+
+
+def _json_type_name(t: type) -> str:
+    return {str: "string", int: "number", bool: "boolean", dict: "object", list: "array"}.get(t, t.__name__)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,22 @@
+"""One JSON line per thing worth logging, always with the correlation id."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+
+
+def log(event: str, level: str = "info", **fields: Any) -> None:
+    line = {
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "level": level,
+        "event": event,
+        "correlation_id": correlation_id.get(),
+        **fields,
+    }
+    print(json.dumps(line, default=str), file=sys.stderr, flush=True)

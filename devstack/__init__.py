@@ -1,0 +1,1 @@
+"""The local stack: embedded services and emulated AWS triggers. Never deployed."""

