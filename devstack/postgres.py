@@ -153,7 +153,8 @@ def _prepare_permissions(data_dir: Path, bin_path: Path) -> str | None:
         for name in dirs + files:
             target = Path(root, name)
             if not target.is_symlink():
-                target.chmod(target.stat().st_mode | (0o055 if target.is_dir() or os.access(target, os.X_OK) else 0o044))
+                executable = target.is_dir() or os.access(target, os.X_OK)
+                target.chmod(target.stat().st_mode | (0o055 if executable else 0o044))
     os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     os.chmod(data_dir, 0o700)
     return SYSTEM_USER

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import ClassVar, TypeVar
 
 from .events import DomainEvent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 
@@ -41,7 +41,7 @@ class Metadata:
     def new(correlation_id: str, causation_id: str | None) -> Metadata:
         return Metadata(
             event_id=str(uuid.uuid4()),
-            occurred_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            occurred_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             correlation_id=correlation_id,
             causation_id=causation_id,
         )

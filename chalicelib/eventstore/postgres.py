@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -24,6 +24,10 @@ WITH new_events AS (
     FROM unnest(%(event_types)s::text[], %(schema_versions)s::int[],
                 %(data)s::jsonb[], %(metadata)s::jsonb[])
          WITH ORDINALITY AS u(event_type, schema_version, data, metadata, n)
+    -- The unique key stops two writers at one version; this stops a writer
+    -- that expects a version the stream has not reached (a gap).
+    WHERE %(expected_version)s = coalesce(
+        (SELECT max(version) FROM events WHERE stream_id = %(stream_id)s), 0)
     ORDER BY u.n
     RETURNING global_position, stream_id
 )
@@ -66,6 +70,8 @@ class PostgresEventStore:
                 if error.diag.constraint_name == "events_stream_version_key":
                     raise ConcurrencyError(stream_id, expected_version) from None
                 raise
+        if len(rows) != len(events):
+            raise ConcurrencyError(stream_id, expected_version)
         return sorted(row[0] for row in rows)
 
     def load(self, stream_id: uuid.UUID) -> list[RecordedEvent]:

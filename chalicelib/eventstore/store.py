@@ -7,8 +7,9 @@ import random
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Generic, Protocol, TypeVar
 
 from .aggregate import Aggregate
 from .events import CommandContext, EventRegistry, Metadata, NewEvent, RecordedEvent
@@ -73,7 +74,7 @@ class InMemoryEventStore:
                         schema_version=event.schema_version,
                         data=event.data,
                         metadata=event.metadata,
-                        recorded_at=datetime.now(timezone.utc),
+                        recorded_at=datetime.now(UTC),
                     )
                 )
                 self.outbox.append(position)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
@@ -13,7 +13,7 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cor
 
 def log(event: str, level: str = "info", **fields: Any) -> None:
     line = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "level": level,
         "event": event,
         "correlation_id": correlation_id.get(),
