@@ -1,0 +1,1 @@
+"""Operator commands, run against whatever DATABASE_URL names."""
