@@ -21,7 +21,9 @@ class DomainEvent:
     schema_version: ClassVar[int] = 1
 
     def to_data(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Shallow on purpose: fields are JSON values already, and asdict's
+        # deep copy showed up in the write path's profile.
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> DomainEvent:
@@ -47,7 +49,12 @@ class Metadata:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        }
 
 
 @dataclass(frozen=True)

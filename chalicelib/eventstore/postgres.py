@@ -15,15 +15,17 @@ from .store import ConcurrencyError
 # One statement, so one round trip and one implicit transaction: the events
 # and their outbox rows commit together or not at all. Rows are numbered in
 # the order given (WITH ORDINALITY) so versions and positions agree.
+# One statement, so one round trip and one implicit transaction: the events
+# and their outbox rows commit together or not at all. The events travel as
+# one JSON array (cheaper to send than four typed arrays) and are numbered in
+# the order given, so versions and positions agree.
 _APPEND = """
 WITH new_events AS (
     INSERT INTO events (stream_id, stream_type, version, event_type,
                         schema_version, data, metadata)
     SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + u.n,
-           u.event_type, u.schema_version, u.data, u.metadata
-    FROM unnest(%(event_types)s::text[], %(schema_versions)s::int[],
-                %(data)s::jsonb[], %(metadata)s::jsonb[])
-         WITH ORDINALITY AS u(event_type, schema_version, data, metadata, n)
+           u.e->>'event_type', (u.e->>'schema_version')::int, u.e->'data', u.e->'metadata'
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS u(e, n)
     -- The unique key stops two writers at one version; this stops a writer
     -- that expects a version the stream has not reached (a gap).
     WHERE %(expected_version)s = coalesce(
@@ -58,10 +60,11 @@ class PostgresEventStore:
             "stream_id": stream_id,
             "stream_type": stream_type,
             "expected_version": expected_version,
-            "event_types": [e.event_type for e in events],
-            "schema_versions": [e.schema_version for e in events],
-            "data": [json.dumps(e.data) for e in events],
-            "metadata": [json.dumps(e.metadata) for e in events],
+            "events": json.dumps([
+                {"event_type": e.event_type, "schema_version": e.schema_version,
+                 "data": e.data, "metadata": e.metadata}
+                for e in events
+            ]),
         }
         with self._pool.connection() as conn:
             try:

@@ -4,6 +4,10 @@ is Lambda cold start) and kept by warm invocations of the same container."""
 from __future__ import annotations
 
 import threading
+import time
+import weakref
+
+import psycopg
 
 from psycopg_pool import ConnectionPool
 
@@ -12,26 +16,47 @@ _pool: ConnectionPool | None = None
 _pool_url: str | None = None
 
 
+# A connection idle for longer than this is pinged before use; one in steady
+# use is not, which saves a round trip on every request.
+IDLE_CHECK_SECONDS = 5.0
+_returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _note_return(conn: psycopg.Connection) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    # A connection that died while the container slept (database restart,
+    # failover, NAT timeout) is replaced instead of failing a request.
+    if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+        ConnectionPool.check_connection(conn)
+
+
+def new_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
+    pool = ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max(1, max_size),
+        # Each statement is its own transaction unless a block asks for one:
+        # an append is a single statement, so a single round trip.
+        kwargs={"autocommit": True},
+        check=_check_if_idle,
+        reset=_note_return,
+        open=False,
+        name="customer-service",
+    )
+    pool.open(wait=True, timeout=10)
+    return pool
+
+
 def get_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
     global _pool, _pool_url
     with _lock:
         if _pool is None or _pool_url != database_url:
             if _pool is not None:
                 _pool.close()
-            _pool = ConnectionPool(
-                database_url,
-                min_size=1,
-                max_size=max(1, max_size),
-                # Each statement is its own transaction unless a block asks
-                # for one: an append is a single statement, so one round trip.
-                kwargs={"autocommit": True},
-                # A connection that died while the container slept (database
-                # restart, failover) is replaced instead of failing a request.
-                check=ConnectionPool.check_connection,
-                open=False,
-                name="customer-service",
-            )
-            _pool.open(wait=True, timeout=10)
+            _pool = new_pool(database_url, max_size)
             _pool_url = database_url
         return _pool
 
