@@ -8,7 +8,6 @@ import time
 import weakref
 
 import psycopg
-
 from psycopg_pool import ConnectionPool
 
 _lock = threading.Lock()
@@ -16,20 +15,21 @@ _pool: ConnectionPool | None = None
 _pool_url: str | None = None
 
 
-# A connection idle for longer than this is pinged before use; one in steady
-# use is not, which saves a round trip on every request.
+# A connection not handed out for longer than this is pinged before use; one
+# in steady use is not, which saves a round trip on every request.
 IDLE_CHECK_SECONDS = 5.0
-_returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
-
-
-def _note_return(conn: psycopg.Connection) -> None:
-    _returned_at[conn] = time.monotonic()
+_handed_out_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
 
 
 def _check_if_idle(conn: psycopg.Connection) -> None:
     # A connection that died while the container slept (database restart,
-    # failover, NAT timeout) is replaced instead of failing a request.
-    if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+    # failover, NAT timeout) is replaced instead of failing a request. Times
+    # are noted here rather than in a `reset` callback, which would make the
+    # pool return every connection through a worker thread.
+    now = time.monotonic()
+    last = _handed_out_at.get(conn)
+    _handed_out_at[conn] = now
+    if last is None or now - last > IDLE_CHECK_SECONDS:
         ConnectionPool.check_connection(conn)
 
 
@@ -42,7 +42,6 @@ def new_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
         # an append is a single statement, so a single round trip.
         kwargs={"autocommit": True},
         check=_check_if_idle,
-        reset=_note_return,
         open=False,
         name="customer-service",
     )

@@ -1,0 +1,27 @@
+"""Import is Lambda cold start: it must open no connection of any kind."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+GUARD = """
+import socket
+def refuse(*args, **kwargs):
+    raise AssertionError("network I/O at import time")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+socket.create_connection = refuse
+import app
+print(sorted(app.app.routes))
+"""
+
+
+def test_importing_the_app_does_no_network_io():
+    result = subprocess.run(
+        [sys.executable, "-c", GUARD],
+        cwd=Path(__file__).resolve().parents[2],
+        env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "PATH": ""},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "/customer/{customer_id}" in result.stdout
