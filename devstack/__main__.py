@@ -20,11 +20,15 @@ from devstack.postgres import AlreadyRunning, EmbeddedPostgres, port_in_use
 PROJECT = Path(__file__).resolve().parent.parent
 # Runtime data stays out of chalicelib/ and app.py, which are what the app is
 # made of; `chalice local` also runs without its file-watching reloader.
-STATE = PROJECT / ".devstack"
+STATE = Path(os.environ.get("DEVSTACK_DIR") or PROJECT / ".devstack").resolve()
 
 
 def say(message: str) -> None:
-    print(f"[stack] {message}", flush=True)
+    # Shutting down must go on even when the terminal or a pipe is gone.
+    try:
+        print(f"[stack] {message}", flush=True)
+    except OSError:
+        pass
 
 
 def hold_single_instance_lock() -> object:
@@ -66,10 +70,14 @@ def main() -> int:
             say("using PostgreSQL from DATABASE_URL")
         else:
             pg_port = int(os.environ.get("PGPORT", "54329"))
+            postgres = EmbeddedPostgres(STATE / "pgdata", pg_port)
+            # We hold the stack lock, so a server still running on our data
+            # is an orphan of a stack that was killed: stop it cleanly.
+            if postgres.stop_orphan():
+                say("stopped a PostgreSQL left running by an earlier stack")
             if port_in_use(pg_port):
                 sys.exit(f"[stack] port {pg_port} for PostgreSQL is taken; set PGPORT=... to use another")
-            postgres = EmbeddedPostgres(STATE / "pgdata", pg_port)
-            say(f"starting embedded PostgreSQL (data in {postgres.data_dir.relative_to(PROJECT)}) ...")
+            say(f"starting embedded PostgreSQL (data in {postgres.data_dir}) ...")
             database_url = postgres.start()
         applied = migrate(database_url)
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")

@@ -89,6 +89,17 @@ class EmbeddedPostgres:
                     raise TimeoutError("PostgreSQL did not accept connections in time") from None
                 time.sleep(0.1)
 
+    def stop_orphan(self, timeout: float = 30) -> bool:
+        """Stop a server left running on this data folder; True if there was one."""
+        pid = _running_pid(self.data_dir)
+        if not pid:
+            return False
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while _running_pid(self.data_dir) == pid and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return True
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
