@@ -7,6 +7,7 @@ rules live in chalicelib.domain, the storage in chalicelib.eventstore.
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 
 from chalice import (
@@ -15,6 +16,7 @@ from chalice import (
     ChaliceViewError,
     ConflictError,
     NotFoundError,
+    Rate,
     Response,
 )
 
@@ -25,7 +27,8 @@ from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import ConcurrencyError, RetriesExhausted
 from chalicelib.handlers import StaleVersion
 from chalicelib.infra.logs import correlation_id, log
-from chalicelib.service import customer_service
+from chalicelib.infra.settings import Settings
+from chalicelib.service import customer_service, outbox_relay
 
 app = Chalice(app_name="customer-service")
 
@@ -129,3 +132,26 @@ def delete_customer(customer_id):
     customer = customer_service().delete(command, _context())
     log("customer_deleted", customer_id=str(customer.id), version=customer.version)
     return Response(body="", status_code=204, headers={"ETag": http.etag(customer.version)})
+
+
+# Stop this long before the Lambda timeout, so the lock is released and the
+# last batch marked before the platform would kill the invocation.
+_DRAIN_SAFETY_MARGIN_SECONDS = 5.0
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_outbox")
+def drain_outbox(event):
+    """Publish the outbox to Kafka. Each invocation keeps draining, woken by
+    PostgreSQL notifications, until close to its timeout; the schedule only
+    makes sure one is always running."""
+    settings = Settings.from_env()
+    seconds = settings.drain_max_seconds
+    if event.context is not None and hasattr(event.context, "get_remaining_time_in_millis"):
+        seconds = min(seconds, event.context.get_remaining_time_in_millis() / 1000 - _DRAIN_SAFETY_MARGIN_SECONDS)
+    result = outbox_relay(settings).run(deadline=time.monotonic() + max(0.0, seconds))
+    if result.locked_out:
+        log("outbox_drain_skipped", reason="another drain is running")
+    else:
+        log("outbox_drained", published=result.published, batches=result.batches, failures=result.failures,
+            last_error=result.last_error)
+    return {"published": result.published, "failures": result.failures, "locked_out": result.locked_out}

@@ -1,8 +1,11 @@
-"""Test harness: a real PostgreSQL for the session, a clean database per test.
+"""Test harness: a real PostgreSQL and a real Kafka-protocol broker for the
+session, a clean database and a fresh topic per test.
 
 With DATABASE_URL set, the tests create (and drop) a database of their own on
 that server, so they never touch the data in the database it names. Without
-it, one embedded server is started for the whole session.
+it, one embedded server is started for the whole session. Likewise
+KAFKA_BOOTSTRAP_SERVERS, else an embedded broker; each test that needs one
+gets a topic of its own.
 """
 
 from __future__ import annotations
@@ -71,3 +74,31 @@ def db(database_url, monkeypatch):
             )
     monkeypatch.setenv("DATABASE_URL", database_url)
     return database_url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    from devstack.kafka import EmbeddedKafka
+    from devstack.postgres import free_port
+
+    broker = EmbeddedKafka(free_port())
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic(kafka_bootstrap, monkeypatch):
+    """A topic of this test's own, and the app pointed at it."""
+    from devstack.kafka import create_topic
+
+    name = f"customer-events-test-{uuid.uuid4().hex[:10]}"
+    create_topic(kafka_bootstrap, name, partitions=3)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC", name)
+    return name

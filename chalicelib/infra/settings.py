@@ -16,6 +16,12 @@ class Settings:
     database_url: str
     db_pool_max_size: int
     command_max_retries: int
+    kafka_bootstrap_servers: str | None
+    kafka_topic: str
+    event_source: str
+    drain_max_seconds: float
+    drain_batch_size: int
+    outbox_retention_hours: float
 
     @staticmethod
     def from_env() -> Settings:
@@ -28,7 +34,20 @@ class Settings:
             database_url=url,
             db_pool_max_size=_int("DB_POOL_MAX_SIZE", 4),
             command_max_retries=_int("COMMAND_MAX_RETRIES", 5),
+            kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None,
+            kafka_topic=os.environ.get("KAFKA_TOPIC", "").strip() or "customer-events",
+            event_source=os.environ.get("EVENT_SOURCE", "").strip() or "/customer-service",
+            drain_max_seconds=float(_int("DRAIN_MAX_SECONDS", 55)),
+            drain_batch_size=max(1, _int("DRAIN_BATCH_SIZE", 500)),
+            outbox_retention_hours=float(_int("OUTBOX_RETENTION_HOURS", 168)),
         )
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigurationError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set: use `make run` for a local stack, or set it to your brokers"
+            )
+        return self.kafka_bootstrap_servers
 
 
 def _int(name: str, default: int) -> int:

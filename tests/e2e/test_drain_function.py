@@ -1,0 +1,44 @@
+"""The scheduled drain function, invoked the way the schedule invokes it."""
+
+import json
+
+import pytest
+from chalice.test import Client
+
+from app import app
+from tests.support.kafka import cloudevent, read_topic
+
+
+@pytest.fixture
+def client(db, topic):
+    with Client(app) as client:
+        yield client
+
+
+def scheduled_event(client):
+    return client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={},
+        resources=["arn:aws:events:eu-west-1:123456789012:rule/customer-service-dev-drain_outbox"])
+
+
+def test_schedule_drains_what_the_api_wrote(client, kafka_bootstrap, topic):
+    created = client.http.post("/customer", headers={"Content-Type": "application/json",
+                                                     "X-Correlation-Id": "drain-e2e"},
+                               body=json.dumps({"name": "Ada", "email": "ada@example.com"}))
+    customer_id = created.json_body["id"]
+    response = client.lambda_.invoke("drain_outbox", scheduled_event(client))
+    assert response.payload == {"published": 1, "failures": 0, "locked_out": False}
+
+    (record,) = read_topic(kafka_bootstrap, topic, expected=1)
+    event = cloudevent(record)
+    assert record.key.decode() == customer_id
+    assert (event["type"], event["subject"], event["correlationid"]) == ("CustomerCreated", customer_id, "drain-e2e")
+
+    again = client.lambda_.invoke("drain_outbox", scheduled_event(client))
+    assert again.payload["published"] == 0
+
+
+def test_drain_without_kafka_configured_fails_loudly(client, monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    with pytest.raises(Exception, match="KAFKA_BOOTSTRAP_SERVERS is not set"):
+        client.lambda_.invoke("drain_outbox", scheduled_event(client))

@@ -1,0 +1,244 @@
+"""The outbox relay against real PostgreSQL and a real Kafka-protocol broker."""
+
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import psycopg
+import pytest
+
+from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
+from chalicelib.eventstore.events import CommandContext
+from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay, backlog
+from chalicelib.eventstore.postgres import _APPEND, PostgresEventStore
+from chalicelib.handlers import CustomerService
+from chalicelib.infra import db as infra_db
+from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
+from tests.support.kafka import cloudevent, read_topic
+
+CTX = CommandContext(correlation_id="corr-relay", causation_id="cause-relay")
+
+
+class Crash(BaseException):
+    """The process dies: not an error anyone handles."""
+
+
+@pytest.fixture
+def service(db):
+    pool = infra_db.new_pool(db, max_size=8)
+    yield CustomerService(PostgresEventStore(pool))
+    pool.close()
+
+
+@pytest.fixture
+def publisher(kafka_bootstrap, topic):
+    publisher = KafkaPublisher(kafka_bootstrap, topic, source="/customer-service")
+    yield publisher
+    publisher.close()
+
+
+def relay(db, publish, **options):
+    return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publish, **options)
+
+
+def create(service, n=0):
+    return service.create(
+        CreateCustomer(name=f"Customer {n}", email=f"c{n}@example.com", customer_id=uuid.uuid4()), CTX)
+
+
+def unpublished(db) -> int:
+    with psycopg.connect(db) as conn:
+        return backlog(conn).unpublished
+
+
+def test_drain_publishes_cloudevents_keyed_by_customer(db, service, publisher, kafka_bootstrap, topic):
+    customer = create(service)
+    service.change_email(ChangeEmail(customer_id=customer.id, email="new@example.com"), CTX)
+    result = relay(db, publisher).drain_once()
+    assert (result.published, result.failures) == (2, 0)
+    assert unpublished(db) == 0
+
+    records = read_topic(kafka_bootstrap, topic, expected=2)
+    assert len(records) == 2
+    assert {r.key for r in records} == {str(customer.id).encode()}
+    first, second = sorted((cloudevent(r) for r in records), key=lambda e: e["streamversion"])
+    with psycopg.connect(db) as conn:
+        event_id, occurred_at = conn.execute(
+            "SELECT metadata->>'event_id', metadata->>'occurred_at' FROM events ORDER BY version LIMIT 1").fetchone()
+    assert first == {
+        "specversion": "1.0", "id": event_id, "source": "/customer-service", "type": "CustomerCreated",
+        "subject": str(customer.id), "time": occurred_at, "datacontenttype": "application/json",
+        "data": {"name": "Customer 0", "email": "c0@example.com"},
+        "streamtype": "Customer", "streamversion": 1, "position": first["position"],
+        "correlationid": "corr-relay", "causationid": "cause-relay",
+    }
+    assert second["type"] == "CustomerEmailChanged" and second["data"] == {"email": "new@example.com"}
+    headers = dict(sorted(records, key=lambda r: r.offset)[0].headers)
+    assert headers["event-type"] in (b"CustomerCreated", b"CustomerEmailChanged")
+    assert headers["content-type"].startswith(b"application/cloudevents+json")
+
+
+def test_crash_after_publishing_and_before_marking_republishes(db, service, publisher, kafka_bootstrap, topic):
+    customers = [create(service, n) for n in range(5)]
+
+    def publish_then_die(events):
+        publisher(events)
+        raise Crash()
+
+    with pytest.raises(Crash):
+        relay(db, publish_then_die).drain_once()
+    assert unpublished(db) == 5  # published, but not marked
+
+    result = relay(db, publisher).drain_once()  # the next run; the lock was freed
+    assert result.published == 5 and unpublished(db) == 0
+    records = read_topic(kafka_bootstrap, topic, expected=10)
+    seen = [cloudevent(r)["subject"] for r in records]
+    assert sorted(set(seen)) == sorted(str(c.id) for c in customers)
+    assert len(seen) == 10  # each twice: duplicates allowed, loss never
+
+
+def test_an_earlier_transaction_committing_late_is_not_skipped(db, service, publisher, kafka_bootstrap, topic):
+    early = psycopg.connect(db)  # a transaction, left open
+    early_id = uuid.uuid4()
+    early.execute(_APPEND, {
+        "stream_id": early_id, "stream_type": "Customer", "expected_version": 0,
+        "events": json.dumps([{"event_type": "CustomerCreated", "schema_version": 1,
+                               "data": {"name": "Early", "email": "early@example.com"},
+                               "metadata": {"event_id": str(uuid.uuid4()), "occurred_at": "2026-01-01T00:00:00+00:00",
+                                            "correlation_id": "early", "causation_id": None}}]),
+    })
+    late = create(service)  # takes a higher outbox id, commits first
+    assert relay(db, publisher).drain_once().published == 1
+
+    early.commit()
+    early.close()
+    with psycopg.connect(db) as conn:
+        ids = dict(conn.execute("SELECT stream_id, id FROM outbox").fetchall())
+    assert ids[early_id] < ids[late.id]  # committed out of id order
+    assert relay(db, publisher).drain_once().published == 1
+
+    records = read_topic(kafka_bootstrap, topic, expected=2)
+    assert sorted(cloudevent(r)["subject"] for r in records) == sorted([str(early_id), str(late.id)])
+
+
+def test_per_customer_order_is_kept_on_the_topic(db, service, publisher, kafka_bootstrap, topic):
+    customers = [create(service, n) for n in range(12)]
+    for round_ in range(4):  # interleaved across customers
+        for n, customer in enumerate(customers):
+            service.change_email(ChangeEmail(customer_id=customer.id, email=f"c{n}-{round_}@example.com"), CTX)
+    service.delete(DeleteCustomer(customer_id=customers[0].id), CTX)
+    result = relay(db, publisher, batch_size=7).drain_once()  # many batches
+    assert result.published == 12 * 5 + 1 and result.batches > 5
+
+    by_key = defaultdict(list)
+    for record in sorted(read_topic(kafka_bootstrap, topic, expected=61), key=lambda r: (r.partition, r.offset)):
+        by_key[record.key.decode()].append(cloudevent(record)["streamversion"])
+    assert by_key[str(customers[0].id)] == [1, 2, 3, 4, 5, 6]
+    for customer in customers[1:]:
+        assert by_key[str(customer.id)] == [1, 2, 3, 4, 5]
+
+
+def test_producer_cannot_reorder_on_retry():
+    # Idempotence with one request in flight: a retried batch can neither be
+    # duplicated by the broker nor overtaken by the next one.
+    assert PRODUCER_SETTINGS["enable_idempotence"] is True
+    assert PRODUCER_SETTINGS["max_in_flight_requests_per_connection"] == 1
+    assert PRODUCER_SETTINGS["acks"] == "all"
+
+
+def test_only_one_drain_runs_at_a_time(db, service, publisher):
+    create(service)
+    with psycopg.connect(db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+        began = time.monotonic()
+        result = relay(db, publisher).run(deadline=time.monotonic() + 30)
+        assert result.locked_out and result.published == 0
+        assert time.monotonic() - began < 5  # returned at once, not after its 30 s
+        assert unpublished(db) == 1
+    assert relay(db, publisher).drain_once().published == 1
+
+
+def test_two_concurrent_invocations_one_drains_one_returns(db, service, publisher):
+    for n in range(3):
+        create(service, n)
+    stop = threading.Event()
+    results = []
+    first = threading.Thread(target=lambda: results.append(relay(db, publisher).run(time.monotonic() + 30, stop)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while unpublished(db) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = relay(db, publisher).run(time.monotonic() + 30)
+    stop.set()
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("NOTIFY outbox")
+    first.join(timeout=10)
+    assert second.locked_out
+    assert results[0].published == 3 and not results[0].locked_out
+
+
+def test_a_sleeping_drain_is_woken_by_a_commit(db, service, publisher, kafka_bootstrap, topic):
+    # No polling to fall back on: only the notification can wake it in time.
+    sleeper = relay(db, publisher, idle_wait=600)
+    stop = threading.Event()
+    thread = threading.Thread(target=sleeper.run, args=(time.monotonic() + 600, stop))
+    thread.start()
+    try:
+        time.sleep(0.5)  # let it go to sleep on an empty outbox
+        customer = create(service)
+        deadline = time.monotonic() + 10
+        while unpublished(db) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert unpublished(db) == 0
+        records = read_topic(kafka_bootstrap, topic, expected=1)
+        assert [cloudevent(r)["subject"] for r in records] == [str(customer.id)]
+    finally:
+        stop.set()
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("NOTIFY outbox")
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, service, monkeypatch, capfd):
+    from chalicelib.service import outbox_relay
+    from devstack.kafka import EmbeddedKafka, create_topic
+    from devstack.postgres import free_port
+
+    broker = EmbeddedKafka(free_port())  # not started yet: the broker is down
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+    monkeypatch.setenv("KAFKA_TOPIC", "customer-events")
+    customers = [create(service, n) for n in range(3)]
+
+    stop = threading.Event()
+    results = []
+    drain = threading.Thread(target=lambda: results.append(outbox_relay().run(time.monotonic() + 120, stop)))
+    drain.start()
+    try:
+        logged = ""
+        deadline = time.monotonic() + 30
+        while "outbox_publish_failed" not in logged and time.monotonic() < deadline:
+            time.sleep(0.2)
+            logged += capfd.readouterr().err
+        assert "outbox_publish_failed" in logged
+        assert broker.bootstrap_servers in logged
+        assert unpublished(db) == 3  # the outbox keeps everything
+
+        broker.start()
+        create_topic(broker.bootstrap_servers, "customer-events")
+        customers.append(create(service, 3))
+        deadline = time.monotonic() + 60
+        while unpublished(db) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert unpublished(db) == 0
+        records = read_topic(broker.bootstrap_servers, "customer-events", expected=4)
+        assert sorted({cloudevent(r)["subject"] for r in records}) == sorted(str(c.id) for c in customers)
+    finally:
+        stop.set()
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("NOTIFY outbox")
+        drain.join(timeout=30)
+        broker.stop()
+    assert results and results[0].failures >= 1
