@@ -1,7 +1,9 @@
 """`make run`: the whole service on this machine, stopped by one Ctrl-C.
 
-Starts what is not configured from outside (PostgreSQL unless DATABASE_URL is
-set), applies migrations, then serves the API with `chalice local`.
+Starts what is not configured from outside (PostgreSQL unless DATABASE_URL
+is set, a Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set),
+applies migrations, creates the topic, then runs the API with `chalice local`
+and the scheduled outbox drain, which `chalice local` does not run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from chalicelib.eventstore.migrations import migrate
+from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import AlreadyRunning, EmbeddedPostgres, port_in_use
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -48,14 +51,44 @@ def hold_single_instance_lock() -> object:
     return handle
 
 
+def port_setting(name: str, default: int) -> int:
+    port = int(os.environ.get(name, str(default)))
+    if port_in_use(port):
+        sys.exit(f"[stack] port {port} is taken by another program; set {name}=... to use another")
+    return port
+
+
+class Stack:
+    """What this run started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, object]] = []
+
+    def add(self, name: str, thing: object) -> None:
+        self.started.append((name, thing))
+
+    def first_exited(self) -> str | None:
+        for name, thing in self.started:
+            if isinstance(thing, subprocess.Popen) and thing.poll() is not None:
+                return f"{name} exited with code {thing.returncode}"
+        return None
+
+    def stop(self) -> None:
+        for _name, thing in reversed(self.started):
+            if isinstance(thing, subprocess.Popen):
+                if thing.poll() is None:
+                    thing.terminate()
+                    try:
+                        thing.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        thing.kill()
+            else:
+                thing.stop()
+
+
 def main() -> int:
     lock = hold_single_instance_lock()  # noqa: F841 - held until exit
-    api_port = int(os.environ.get("PORT", "8000"))
-    if port_in_use(api_port):
-        sys.exit(f"[stack] port {api_port} is taken by another program; set PORT=... to use another")
-
-    postgres = None
-    chalice = None
+    api_port = port_setting("PORT", 8000)
     stopping = False
 
     def on_signal(signum, frame):
@@ -64,51 +97,64 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    stack = Stack()
+    env_file = STATE / "stack.env"
     try:
         database_url = os.environ.get("DATABASE_URL")
         if database_url:
-            say("using PostgreSQL from DATABASE_URL")
+            say("PostgreSQL: from DATABASE_URL")
         else:
-            pg_port = int(os.environ.get("PGPORT", "54329"))
-            postgres = EmbeddedPostgres(STATE / "pgdata", pg_port)
+            postgres = EmbeddedPostgres(STATE / "pgdata", int(os.environ.get("PGPORT", "54329")))
             # We hold the stack lock, so a server still running on our data
             # is an orphan of a stack that was killed: stop it cleanly.
             if postgres.stop_orphan():
                 say("stopped a PostgreSQL left running by an earlier stack")
-            if port_in_use(pg_port):
-                sys.exit(f"[stack] port {pg_port} for PostgreSQL is taken; set PGPORT=... to use another")
+            postgres.port = port_setting("PGPORT", 54329)
             say(f"starting embedded PostgreSQL (data in {postgres.data_dir}) ...")
             database_url = postgres.start()
+            stack.add("PostgreSQL", postgres)
         applied = migrate(database_url)
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
 
-        env = {**os.environ, "DATABASE_URL": database_url}
-        chalice = subprocess.Popen(
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        topic = os.environ.get("KAFKA_TOPIC") or "customer-events"
+        if bootstrap:
+            say("Kafka: from KAFKA_BOOTSTRAP_SERVERS")
+        else:
+            broker = EmbeddedKafka(port_setting("KAFKA_PORT", 29092), log_path=STATE / "kafka.log")
+            say("starting embedded Kafka-compatible broker (Tansu, in memory) ...")
+            bootstrap = broker.start()
+            stack.add("Kafka broker", broker)
+        create_topic(bootstrap, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")))
+
+        env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+               "KAFKA_TOPIC": topic}
+        stack.add("chalice local", subprocess.Popen(
             [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
              "--port", str(api_port), "--stage", "dev", "--no-autoreload"],
             cwd=PROJECT, env=env,
-        )
+        ))
+        stack.add("schedule", subprocess.Popen([sys.executable, "-m", "devstack.schedule"], cwd=PROJECT, env=env))
+        env_file.write_text(f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\nKAFKA_TOPIC={topic}\n")
+
         say(f"API:        http://127.0.0.1:{api_port}")
         say(f"PostgreSQL: {database_url}")
+        say(f"Kafka:      {bootstrap}  topic {topic}")
+        say("outbox:     drained by the scheduled function (python -m ops outbox shows the backlog)")
         say("Ctrl-C stops everything this started.")
         while not stopping:
-            if chalice.poll() is not None:
-                say(f"chalice local exited with code {chalice.returncode}")
-                return chalice.returncode or 1
+            exited = stack.first_exited()
+            if exited:
+                say(exited)
+                return 1
             time.sleep(0.2)
         return 0
     except AlreadyRunning as error:
         sys.exit(f"[stack] {error}; is another stack running?")
     finally:
         say("stopping ...")
-        if chalice is not None and chalice.poll() is None:
-            chalice.terminate()
-            try:
-                chalice.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                chalice.kill()
-        if postgres is not None:
-            postgres.stop()
+        env_file.unlink(missing_ok=True)
+        stack.stop()
         say("stopped")
 
 

@@ -1,27 +1,85 @@
-"""Operator commands: `python -m ops migrate`."""
+"""Operator commands, run against DATABASE_URL (and KAFKA_BOOTSTRAP_SERVERS),
+or against the running local stack when those are not set.
+
+  python -m ops migrate          apply the migrations not applied yet
+  python -m ops outbox           outbox backlog: unpublished events, oldest age
+  python -m ops outbox --drain   publish the backlog to Kafka now, once
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
+
+import psycopg
 
 from chalicelib.eventstore.migrations import migrate
+from chalicelib.eventstore.outbox import backlog
+
+PROJECT = Path(__file__).resolve().parent.parent
+LOCAL_STACK_ENV = Path(os.environ.get("DEVSTACK_DIR") or PROJECT / ".devstack") / "stack.env"
+
+
+def _use_local_stack_when_unconfigured() -> None:
+    if os.environ.get("DATABASE_URL") or not LOCAL_STACK_ENV.exists():
+        return
+    for line in LOCAL_STACK_ENV.read_text().splitlines():
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key, value)
+    print(f"(DATABASE_URL not set: using the running local stack, {LOCAL_STACK_ENV.name})", file=sys.stderr)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_migrate(database_url: str, args: argparse.Namespace) -> int:
+    applied = migrate(database_url)
+    print("applied: " + ", ".join(applied) if applied else "already up to date")
+    return 0
+
+
+def cmd_outbox(database_url: str, args: argparse.Namespace) -> int:
+    with psycopg.connect(database_url) as conn:
+        before = backlog(conn)
+    print(f"unpublished events: {before.unpublished}   oldest waiting: {_age(before.oldest_age_seconds)}")
+    if not args.drain:
+        return 0
+    from chalicelib.service import outbox_relay
+
+    result = outbox_relay().drain_once()
+    if result.locked_out:
+        print("another drain is running (it holds the relay lock); nothing done")
+        return 1
+    print(f"published {result.published} events in {result.batches} batches")
+    if result.failures:
+        print(f"failed: {result.last_error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply the SQL migrations in chalicelib/schema that are not applied yet")
+    commands.add_parser("migrate", help="apply the SQL migrations in chalicelib/schema not applied yet")
+    outbox = commands.add_parser("outbox", help="show the outbox backlog; --drain publishes it once")
+    outbox.add_argument("--drain", action="store_true", help="publish everything unpublished now, then exit")
     args = parser.parse_args(argv)
 
+    _use_local_stack_when_unconfigured()
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
-        parser.error("DATABASE_URL is not set (the local stack applies migrations itself at start)")
-    if args.command == "migrate":
-        applied = migrate(database_url)
-        print("applied: " + ", ".join(applied) if applied else "already up to date")
-    return 0
+        parser.error("DATABASE_URL is not set and no local stack is running")
+    return {"migrate": cmd_migrate, "outbox": cmd_outbox}[args.command](database_url, args)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from devstack.postgres import free_port
+from devstack.postgres import free_port, port_in_use
+from tests.support.kafka import read_topic
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def start_stack(state: Path, api_port: int, pg_port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port))
+def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC")}
+    env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port))
     return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=PROJECT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -37,10 +38,10 @@ def wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 60) -> Non
     pytest.fail("the API did not come up")
 
 
-def test_stack_serves_the_api_refuses_a_second_copy_and_stops_everything(tmp_path):
+def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everything(tmp_path):
     state = tmp_path / "stack"
-    api_port, pg_port = free_port(), free_port()
-    stack = start_stack(state, api_port, pg_port)
+    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
+    stack = start_stack(state, api_port, pg_port, kafka_port)
     try:
         wait_for_http(api_port, stack)
         request = urllib.request.Request(
@@ -49,9 +50,13 @@ def test_stack_serves_the_api_refuses_a_second_copy_and_stops_everything(tmp_pat
             headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request) as response:
             assert response.status == 201
-            assert json.load(response)["version"] == 1
+            customer_id = json.load(response)["id"]
 
-        second = start_stack(state, free_port(), free_port())
+        # The emulated schedule runs the real drain: the event reaches Kafka.
+        records = read_topic(f"127.0.0.1:{kafka_port}", "customer-events", expected=1, timeout=30)
+        assert [r.key.decode() for r in records] == [customer_id]
+
+        second = start_stack(state, free_port(), free_port(), free_port())
         output, _ = second.communicate(timeout=60)
         assert second.returncode != 0
         assert "already running" in output
@@ -60,3 +65,4 @@ def test_stack_serves_the_api_refuses_a_second_copy_and_stops_everything(tmp_pat
         output, _ = stack.communicate(timeout=60)
     assert "[stack] stopped" in output
     assert not (state / "pgdata" / "postmaster.pid").exists()
+    assert not port_in_use(kafka_port) and not port_in_use(api_port)
