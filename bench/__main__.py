@@ -9,17 +9,21 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import write_side
+from bench import outbox_drain, write_side
 from bench.database import bench_database
+from bench.kafka_broker import bench_broker
 
-TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}}
+TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw_producer": 0.7,
+           "commit_to_kafka_p50_ms": 100}
 
 
 def main() -> int:
     seconds = float(os.environ.get("BENCH_SECONDS", "2"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    with bench_database() as url:
+    with bench_database() as url, bench_broker() as bootstrap:
         results = write_side.run(url, seconds, rounds)
+        results["outbox_drain"] = outbox_drain.throughput(url, bootstrap)
+        results["commit_to_kafka"] = outbox_drain.latency(url, bootstrap)
 
     print("\nCustomer creations per second (one event + outbox row each, handler path, no HTTP)")
     print(f"{'writers':>8} {'ours':>9} {'raw SQL':>9} {'ours/raw':>9} {'raw 1-stmt':>11} {'ours/1-stmt':>12}"
@@ -39,6 +43,21 @@ def main() -> int:
     print(f"targets: ours/raw >= {TARGETS['raw_sql']}; ours/eventsourcing >= {TARGETS['eventsourcing']['1']}x"
           f" (1 writer), >= {TARGETS['eventsourcing']['4']}x (4 writers): {'met' if ok else 'NOT met'}")
     print(f"\nLoad a 1,000-event customer: {results['load_1000_events_ms']:.1f} ms (median)")
+
+    drain = results["outbox_drain"]
+    drain["ratio_vs_raw_producer"] = drain["drain_per_second"] / drain["raw_producer_per_second"]
+    drain_ok = drain["ratio_vs_raw_producer"] >= TARGETS["drain_vs_raw_producer"]
+    print(f"\nOutbox drain to Kafka ({drain['events']} events, batches of 500, same broker, same messages)")
+    print(f"  drain {drain['drain_per_second']:.0f} events/s, raw kafka-python producer"
+          f" {drain['raw_producer_per_second']:.0f} events/s: ratio {drain['ratio_vs_raw_producer']:.2f}"
+          f" (target >= {TARGETS['drain_vs_raw_producer']}: {'met' if drain_ok else 'NOT met'})")
+    latency = results["commit_to_kafka"]
+    latency_ok = latency["p50_ms"] < TARGETS["commit_to_kafka_p50_ms"]
+    print(f"  commit to consumer ({latency['events']} commands at 100/s): p50 {latency['p50_ms']:.1f} ms,"
+          f" p99 {latency['p99_ms']:.1f} ms; commit to broker ack p50 {latency['commit_to_acked_p50_ms']:.1f} ms"
+          f" (target p50 < {TARGETS['commit_to_kafka_p50_ms']} ms:"
+          f" {'met' if latency_ok else 'NOT met'})")
+    ok = ok and drain_ok and latency_ok
 
     results["targets_met"] = ok
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -13,30 +13,46 @@ from .events import NewEvent, RecordedEvent
 from .store import ConcurrencyError
 
 # One statement, so one round trip and one implicit transaction: the events
-# and their outbox rows commit together or not at all. Rows are numbered in
-# the order given (WITH ORDINALITY) so versions and positions agree.
-# One statement, so one round trip and one implicit transaction: the events
-# and their outbox rows commit together or not at all. The events travel as
-# one JSON array (cheaper to send than four typed arrays) and are numbered in
-# the order given, so versions and positions agree.
+# and their outbox rows commit together or not at all.
+#
+# The unique key stops two writers at one version. The gap check stops a
+# writer that expects a version the stream has not reached; it is left out
+# when a stream is created (expected version 0), where the unique key on
+# version 1 already refuses a second creation. A single event, the common
+# case, is sent as plain parameters; several travel as one JSON array,
+# numbered in the order given so versions and positions agree. (Profiled:
+# the gap check and the array each cost about a tenth of the statement.)
+_GAP_CHECK = """
+    WHERE %(expected_version)s = coalesce(
+        (SELECT max(version) FROM events WHERE stream_id = %(stream_id)s), 0)"""
+
+_ONE_EVENT = """
+    SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + 1,
+           %(event_type)s, %(schema_version)s, %(data)s::jsonb, %(metadata)s::jsonb{gap_check}"""
+
+_MANY_EVENTS = """
+    SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + u.n,
+           u.e->>'event_type', (u.e->>'schema_version')::int, u.e->'data', u.e->'metadata'
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS u(e, n){gap_check}
+    ORDER BY u.n"""
+
 _APPEND = """
 WITH new_events AS (
     INSERT INTO events (stream_id, stream_type, version, event_type,
-                        schema_version, data, metadata)
-    SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + u.n,
-           u.e->>'event_type', (u.e->>'schema_version')::int, u.e->'data', u.e->'metadata'
-    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS u(e, n)
-    -- The unique key stops two writers at one version; this stops a writer
-    -- that expects a version the stream has not reached (a gap).
-    WHERE %(expected_version)s = coalesce(
-        (SELECT max(version) FROM events WHERE stream_id = %(stream_id)s), 0)
-    ORDER BY u.n
+                        schema_version, data, metadata){rows}
     RETURNING global_position, stream_id
 )
 INSERT INTO outbox (global_position, stream_id)
 SELECT global_position, stream_id FROM new_events ORDER BY global_position
 RETURNING global_position
 """
+
+_APPEND_SQL = {
+    (many, check_gap): _APPEND.format(
+        rows=(_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else ""))
+    for many in (False, True)
+    for check_gap in (False, True)
+}
 
 _LOAD = """
 SELECT global_position, stream_id, stream_type, version, event_type,
@@ -56,19 +72,23 @@ class PostgresEventStore:
         expected_version: int,
         events: Sequence[NewEvent],
     ) -> list[int]:
-        params = {
-            "stream_id": stream_id,
-            "stream_type": stream_type,
-            "expected_version": expected_version,
-            "events": json.dumps([
-                {"event_type": e.event_type, "schema_version": e.schema_version,
-                 "data": e.data, "metadata": e.metadata}
+        if not events:
+            return []
+        params = {"stream_id": stream_id, "stream_type": stream_type, "expected_version": expected_version}
+        many = len(events) > 1
+        if many:
+            params["events"] = json.dumps([
+                {"event_type": e.event_type, "schema_version": e.schema_version, "data": e.data, "metadata": e.metadata}
                 for e in events
-            ]),
-        }
+            ])
+        else:
+            (event,) = events
+            params.update(event_type=event.event_type, schema_version=event.schema_version,
+                          data=json.dumps(event.data), metadata=json.dumps(event.metadata))
+        sql = _APPEND_SQL[many, expected_version > 0]
         with self._pool.connection() as conn:
             try:
-                rows = conn.execute(_APPEND, params).fetchall()
+                rows = conn.execute(sql, params).fetchall()
             except psycopg.errors.UniqueViolation as error:
                 if error.diag.constraint_name == "events_stream_version_key":
                     raise ConcurrencyError(stream_id, expected_version) from None

@@ -49,9 +49,17 @@ def test_append_at_a_stale_version_is_refused_and_changes_nothing(store):
     store.append(stream, "Thing", 0, [event(1)])
     with pytest.raises(ConcurrencyError):
         store.append(stream, "Thing", 0, [event(99), event(100)])
-    with pytest.raises(ConcurrencyError):
-        store.append(stream, "Thing", 5, [event(99)])
+    for expected, events in ((0, [event(99)]), (5, [event(99)]), (5, [event(99), event(100)]),
+                             (2, [event(99), event(100)])):
+        with pytest.raises(ConcurrencyError):
+            store.append(stream, "Thing", expected, events)
     assert [e.data["n"] for e in store.load(stream)] == [1]
+
+
+def test_appending_nothing_stores_nothing(store):
+    stream = uuid.uuid4()
+    assert store.append(stream, "Thing", 0, []) == []
+    assert store.load(stream) == []
 
 
 def test_streams_are_independent(store):

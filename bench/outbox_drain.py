@@ -1,0 +1,164 @@
+"""Outbox drain throughput against a raw kafka-python producer sending the
+same messages to the same broker, and commit-to-Kafka latency."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import uuid
+
+import psycopg
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from chalicelib.domain.commands import CreateCustomer
+from chalicelib.domain.customer import CustomerEmailChanged, registry
+from chalicelib.eventstore import cloudevents
+from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
+from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.handlers import CustomerService
+from chalicelib.infra import db
+from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
+from devstack.kafka import create_topic
+
+SOURCE = "/customer-service"
+
+
+def _fill_outbox(url: str, streams: int, per_stream: int) -> None:
+    with db.new_pool(url, max_size=1) as pool:
+        store = PostgresEventStore(pool)
+        for _ in range(streams):
+            events = [registry.serialize(CustomerEmailChanged(email=f"e{n}@example.com"),
+                                         Metadata.new("bench", "bench")) for n in range(per_stream)]
+            store.append(uuid.uuid4(), "Customer", 0, events)
+
+
+def _unpublished(url: str) -> list[RecordedEvent]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT e.global_position, e.stream_id, e.stream_type, e.version, e.event_type, e.schema_version,"
+            " e.data, e.metadata, e.recorded_at FROM outbox o JOIN events e USING (global_position)"
+            " WHERE o.published_at IS NULL ORDER BY o.id").fetchall()
+    return [RecordedEvent(*row) for row in rows]
+
+
+def _clear_outbox(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
+
+
+def _raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent]) -> float:
+    """What a hand-written producer does with the same messages: send them
+    all, flush once. Encoding is counted, as the drain must encode too."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    producer.send(topic, b"warm-up").get(timeout=30)
+    began = time.perf_counter()
+    for event in events:
+        producer.send(topic, key=str(event.stream_id).encode(), value=cloudevents.encode(event, SOURCE),
+                      headers=[("content-type", cloudevents.CONTENT_TYPE.encode()),
+                               ("event-type", event.event_type.encode())])
+    producer.flush(timeout=120)
+    elapsed = time.perf_counter() - began
+    producer.close()
+    return len(events) / elapsed
+
+
+def _drain_rate(url: str, bootstrap: str, topic: str, count: int) -> float:
+    publisher = KafkaPublisher(bootstrap, topic, SOURCE)
+    publisher([])  # connect first, as a warm invocation would be
+    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
+    began = time.perf_counter()
+    result = relay.drain_once()
+    elapsed = time.perf_counter() - began
+    publisher.close()
+    assert result.published == count and not result.failures, result
+    return count / elapsed
+
+
+def throughput(url: str, bootstrap: str, streams: int = 200, per_stream: int = 50, rounds: int = 3) -> dict:
+    count = streams * per_stream
+    drain, raw = [], []
+    _clear_outbox(url)  # what earlier benchmarks left
+    for round_ in range(rounds):
+        topic = f"bench-drain-{uuid.uuid4().hex[:8]}"
+        create_topic(bootstrap, topic)
+        _fill_outbox(url, streams, per_stream)
+        events = _unpublished(url)
+        # Alternate which goes first, so neither always meets a warmer broker.
+        if round_ % 2:
+            raw.append(_raw_producer_rate(bootstrap, topic, events))
+            drain.append(_drain_rate(url, bootstrap, topic, count))
+        else:
+            drain.append(_drain_rate(url, bootstrap, topic, count))
+            raw.append(_raw_producer_rate(bootstrap, topic, events))
+        _clear_outbox(url)
+    return {"events": count, "drain_per_second": statistics.median(drain),
+            "raw_producer_per_second": statistics.median(raw)}
+
+
+def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100) -> dict:
+    """Commit-to-consumer latency: commands at a steady rate while a drain
+    invocation runs (woken by NOTIFY) and a consumer reads the topic."""
+    topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    publisher = KafkaPublisher(bootstrap, topic, SOURCE)
+    publisher([])
+    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
+    stop = threading.Event()
+    drain = threading.Thread(target=relay.run, args=(time.monotonic() + 600, stop))
+
+    # A consumer tuned for latency: the default lets the broker hold a fetch
+    # for up to 500 ms waiting for more data, which would measure the consumer.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_end(*partitions)
+    for p in partitions:
+        consumer.position(p)
+    received: dict[str, float] = {}
+
+    def consume() -> None:
+        while not stop.is_set() or len(received) < events:
+            for batch in consumer.poll(timeout_ms=50).values():
+                now = time.perf_counter()
+                for record in batch:
+                    received.setdefault(record.key.decode(), now)
+            if stop.is_set() and time.perf_counter() > give_up:
+                return
+
+    give_up = float("inf")
+    reader = threading.Thread(target=consume)
+    drain.start()
+    reader.start()
+    time.sleep(0.5)
+
+    committed: dict[str, float] = {}
+    with db.new_pool(url, max_size=1) as pool:
+        service = CustomerService(PostgresEventStore(pool))
+        interval = 1 / per_second
+        next_at = time.perf_counter()
+        for n in range(events):
+            customer = service.create(CreateCustomer(name="L", email=f"l{n}@example.com", customer_id=uuid.uuid4()),
+                                      CommandContext("bench"))
+            committed[str(customer.id)] = time.perf_counter()
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+    give_up = time.perf_counter() + 30
+    stop.set()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("NOTIFY outbox")
+    drain.join()
+    reader.join()
+    consumer.close()
+    publisher.close()
+    samples = sorted((received[k] - t) * 1000 for k, t in committed.items() if k in received)
+    assert len(samples) == events, f"only {len(samples)} of {events} events arrived"
+    with psycopg.connect(url) as conn:
+        (to_broker_p50,) = conn.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY o.published_at - e.recorded_at)"
+            " FROM outbox o JOIN events e USING (global_position) WHERE e.stream_id = ANY(%s)",
+            ([uuid.UUID(k) for k in committed],)).fetchone()
+    return {"events": events, "p50_ms": statistics.median(samples),
+            "commit_to_acked_p50_ms": to_broker_p50.total_seconds() * 1000,
+            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
