@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench migrate lint clean
+.PHONY: run test bench migrate outbox drain lint clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -30,3 +30,9 @@ lint: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+outbox: $(VENV)/.installed
+	$(PY) -m ops outbox
+
+drain: $(VENV)/.installed
+	$(PY) -m ops outbox --drain

@@ -12,6 +12,11 @@ Generic: it knows recorded events and a `publish` callable, not Kafka.
   them; a crash in between republishes them (at least once, never lost).
 - One relay at a time, by a session-level advisory lock that PostgreSQL frees
   by itself when the relay's connection dies.
+- Between commits it sleeps until notified. Writers notify only while it
+  sleeps (migration 003), since notifying makes concurrent commits queue:
+  to sleep, the relay takes SLEEP_LOCK_KEY exclusively, which waits for no
+  writer (it only tries) but fails while a writer that saw it awake has not
+  committed yet; then it looks once more and sleeps holding the lock.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from .events import RecordedEvent
 
 # Any constant works, as long as every relay of this database uses it.
 RELAY_LOCK_KEY = 7_413_020_002
+SLEEP_LOCK_KEY = 7_413_020_003  # the same number as in migration 003
 CHANNEL = "outbox"
+# While writers are between insert and commit, the relay cannot go to sleep;
+# it looks again after this long instead.
+_BUSY_RECHECK_SECONDS = 0.01
 
 _CLAIM = """
 SELECT o.id, e.global_position, e.stream_id, e.stream_type, e.version, e.event_type,
@@ -37,6 +46,8 @@ WHERE o.published_at IS NULL
 ORDER BY o.id
 LIMIT %s
 """
+
+_ANY_UNPUBLISHED = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
 
 _MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)"
 
@@ -151,8 +162,22 @@ class OutboxRelay:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            self._sleep_until_notified(conn, remaining, stop)
+
+    def _sleep_until_notified(self, conn: psycopg.Connection, remaining: float, stop: threading.Event) -> None:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (SLEEP_LOCK_KEY,)).fetchone()[0]:
+            # A writer that saw us awake has not committed yet: its row is
+            # coming and it will not notify, so look again shortly.
+            stop.wait(min(remaining, _BUSY_RECHECK_SECONDS))
+            return
+        try:
+            # Rows committed while we were draining notified nobody.
+            if conn.execute(_ANY_UNPUBLISHED).fetchone()[0]:
+                return
             for _ in conn.notifies(timeout=min(remaining, self._idle_wait), stop_after=1):
                 pass
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SLEEP_LOCK_KEY,))
 
     def publish_batch(self, conn: psycopg.Connection) -> int:
         rows = conn.execute(_CLAIM, (self._batch_size,)).fetchall()

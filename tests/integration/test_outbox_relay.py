@@ -242,3 +242,49 @@ def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, servic
         drain.join(timeout=30)
         broker.stop()
     assert results and results[0].failures >= 1
+
+
+def test_writers_notify_only_while_the_relay_sleeps(db, service):
+    """Notifying makes concurrent commits queue; it is only needed to wake a
+    sleeping relay, which holds the sleep lock while it sleeps."""
+    from chalicelib.eventstore.outbox import SLEEP_LOCK_KEY
+
+    with psycopg.connect(db, autocommit=True) as listener:
+        listener.execute("LISTEN outbox")
+        create(service, 1)  # nobody asleep: no notification
+        assert list(listener.notifies(timeout=0.3)) == []
+
+        listener.execute("SELECT pg_advisory_lock(%s)", (SLEEP_LOCK_KEY,))  # as a sleeping relay
+        create(service, 2)
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == ["outbox"]
+        listener.execute("SELECT pg_advisory_unlock(%s)", (SLEEP_LOCK_KEY,))
+
+
+def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service, publisher, kafka_bootstrap, topic):
+    # A writer inserts while the relay is awake (so it will not notify) and
+    # commits only after the relay has drained and wants to sleep.
+    writer = psycopg.connect(db)
+    writer.execute(_APPEND_SQL[False, False], {
+        "stream_id": uuid.uuid4(), "stream_type": "Customer", "expected_version": 0,
+        "event_type": "CustomerCreated", "schema_version": 1,
+        "data": json.dumps({"name": "Slow", "email": "slow@example.com"}),
+        "metadata": json.dumps({"event_id": str(uuid.uuid4()), "occurred_at": "2026-01-01T00:00:00+00:00",
+                                "correlation_id": "slow", "causation_id": None}),
+    })
+    sleeper = relay(db, publisher, idle_wait=600)
+    stop = threading.Event()
+    thread = threading.Thread(target=sleeper.run, args=(time.monotonic() + 600, stop))
+    thread.start()
+    try:
+        time.sleep(0.5)  # the relay has drained nothing and tries to sleep
+        writer.commit()
+        deadline = time.monotonic() + 10
+        while unpublished(db) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert unpublished(db) == 0
+    finally:
+        writer.close()
+        stop.set()
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("NOTIFY outbox")
+        thread.join(timeout=10)
