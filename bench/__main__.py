@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import outbox_drain, write_side
-from bench.database import bench_database
-from bench.kafka_broker import bench_broker
+from devstack.kafka import broker_for_run
+from devstack.postgres import database_for_run
 
 TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw_producer": 0.7,
            "commit_to_kafka_p50_ms": 100}
@@ -20,7 +20,7 @@ TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw
 def main() -> int:
     seconds = float(os.environ.get("BENCH_SECONDS", "2"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    with bench_database() as url, bench_broker() as bootstrap:
+    with database_for_run("customer_bench", durable=True) as url, broker_for_run() as bootstrap:
         results = write_side.run(url, seconds, rounds)
         results["outbox_drain"] = outbox_drain.throughput(url, bootstrap)
         results["commit_to_kafka"] = outbox_drain.latency(url, bootstrap)

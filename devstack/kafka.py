@@ -6,9 +6,12 @@ offsets). The outbox, not the broker, is the truth, so nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +85,20 @@ def create_topic(bootstrap_servers: str, topic: str, partitions: int = 3, timeou
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def broker_for_run() -> Iterator[str]:
+    """Bootstrap servers for a test session or benchmark run: the configured
+    KAFKA_BOOTSTRAP_SERVERS, else an embedded broker for the run's duration."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    from devstack.postgres import free_port
+
+    broker = EmbeddedKafka(free_port())
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()

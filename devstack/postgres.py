@@ -3,13 +3,18 @@ loopback so that psql, the app and the tests all reach it by URL."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +174,41 @@ def _prepare_permissions(data_dir: Path, bin_path: Path) -> str | None:
     os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     os.chmod(data_dir, 0o700)
     return SYSTEM_USER
+
+
+@contextlib.contextmanager
+def database_for_run(prefix: str, *, durable: bool) -> Iterator[str]:
+    """A migrated, empty database for a test session or benchmark run.
+
+    With DATABASE_URL set: a database of its own on that server, dropped
+    afterwards, so the data in the database the URL names is never touched.
+    Without: an embedded server in a temporary folder, removed afterwards.
+    """
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    from chalicelib.eventstore.migrations import migrate
+
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(configured, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            url = make_conninfo(configured, dbname=name)
+            migrate(url)
+            yield url
+        finally:
+            with psycopg.connect(configured, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="customer-pg-"))
+    server = EmbeddedPostgres(root / "data", free_port())
+    try:
+        url = server.start(durable=durable)
+        migrate(url)
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

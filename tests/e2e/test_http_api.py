@@ -184,3 +184,20 @@ def test_wrong_content_type_is_415(client, db):
     response = client.http.post("/customer", body="name=Ada", headers={"Content-Type": "text/plain"})
     assert response.status_code == 415
     assert stored_events(db) == []
+
+
+def test_a_command_that_keeps_losing_the_race_is_409_and_stores_nothing(client, monkeypatch):
+    from chalicelib.eventstore.store import InMemoryEventStore
+    from chalicelib.handlers import CustomerService
+    from tests.unit.test_handlers import RacingStore
+
+    store = RacingStore(races=0)
+    monkeypatch.setattr("app.customer_service", lambda: CustomerService(store, max_retries=2))
+    customer_id = create(client).json_body["id"]
+    store.races = 10  # another writer gets in first, every time
+    response = post(client, f"/customer/{customer_id}/email", {"email": "mine@example.com"})
+    assert response.status_code == 409
+    assert response.json_body["Code"] == "ConflictError"
+    assert "try again" in response.json_body["Message"]
+    stored = InMemoryEventStore.load(store, uuid.UUID(customer_id))
+    assert "mine@example.com" not in [e.data.get("email") for e in stored]

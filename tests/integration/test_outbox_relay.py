@@ -43,6 +43,13 @@ def relay(db, publish, **options):
     return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publish, **options)
 
 
+def stop_relay(db, stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("NOTIFY outbox")  # wakes it if asleep
+    thread.join(timeout=30)
+
+
 def create(service, n=0):
     return service.create(
         CreateCustomer(name=f"Customer {n}", email=f"c{n}@example.com", customer_id=uuid.uuid4()), CTX)
@@ -171,10 +178,7 @@ def test_two_concurrent_invocations_one_drains_one_returns(db, service, publishe
     while unpublished(db) and time.monotonic() < deadline:
         time.sleep(0.05)
     second = relay(db, publisher).run(time.monotonic() + 30)
-    stop.set()
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("NOTIFY outbox")
-    first.join(timeout=10)
+    stop_relay(db, stop, first)
     assert second.locked_out
     assert results[0].published == 3 and not results[0].locked_out
 
@@ -195,10 +199,7 @@ def test_a_sleeping_drain_is_woken_by_a_commit(db, service, publisher, kafka_boo
         records = read_topic(kafka_bootstrap, topic, expected=1)
         assert [cloudevent(r)["subject"] for r in records] == [str(customer.id)]
     finally:
-        stop.set()
-        with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute("NOTIFY outbox")
-        thread.join(timeout=10)
+        stop_relay(db, stop, thread)
     assert not thread.is_alive()
 
 
@@ -236,10 +237,7 @@ def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, servic
         records = read_topic(broker.bootstrap_servers, "customer-events", expected=4)
         assert sorted({cloudevent(r)["subject"] for r in records}) == sorted(str(c.id) for c in customers)
     finally:
-        stop.set()
-        with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute("NOTIFY outbox")
-        drain.join(timeout=30)
+        stop_relay(db, stop, drain)
         broker.stop()
     assert results and results[0].failures >= 1
 
@@ -284,7 +282,4 @@ def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service
         assert unpublished(db) == 0
     finally:
         writer.close()
-        stop.set()
-        with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute("NOTIFY outbox")
-        thread.join(timeout=10)
+        stop_relay(db, stop, thread)
