@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench migrate outbox drain lint clean
+.PHONY: run test bench migrate outbox drain rebuild lint clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -36,3 +36,6 @@ outbox: $(VENV)/.installed
 
 drain: $(VENV)/.installed
 	$(PY) -m ops outbox --drain
+
+rebuild: $(VENV)/.installed
+	$(PY) -m ops rebuild

@@ -20,14 +20,22 @@ from chalice import (
     Response,
 )
 
-from chalicelib import http
+from chalicelib import http, service
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import Customer, CustomerAlreadyExists, CustomerNotFound, InvalidValue
+from chalicelib.domain.customer import (
+    Customer,
+    CustomerAlreadyExists,
+    CustomerNotFound,
+    InvalidValue,
+    valid_email,
+)
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import ConcurrencyError, RetriesExhausted
 from chalicelib.handlers import StaleVersion
 from chalicelib.infra.logs import correlation_id, log
 from chalicelib.infra.settings import Settings
+from chalicelib.readmodel import customers as customers_view
+from chalicelib.readmodel.projector import handle_kafka_event
 from chalicelib.service import customer_service, outbox_relay
 
 app = Chalice(app_name="customer-service")
@@ -104,8 +112,41 @@ def create_customer():
 @app.route("/customer/{customer_id}", methods=["GET"])
 @domain_errors
 def get_customer(customer_id):
-    customer = customer_service().get(http.customer_id(customer_id))
-    return _customer_response(customer)
+    """From the read model; from the event store when the caller asks for a
+    version the read model has not reached yet, or for strong consistency."""
+    cid = http.customer_id(customer_id)
+    params = app.current_request.query_params or {}
+    min_version = http.min_version(params.get("min_version"))
+    strong = http.consistency(params.get("consistency")) == "strong"
+    if not strong:
+        with service.pool().connection() as conn:
+            row = customers_view.get(conn, cid)
+        if row is not None and row.deleted:
+            raise CustomerNotFound(f"customer {cid} not found")
+        if row is not None and row.version >= (min_version or 0):
+            return _row_response(row, "read-model")
+    # Behind, unknown to the read model (perhaps just created), or asked for.
+    recorded = service.event_store().load(cid)
+    row = customers_view.fold(customers_view.Change.from_recorded(r) for r in recorded)
+    if row is None or row.deleted:
+        raise CustomerNotFound(f"customer {cid} not found")
+    return _row_response(row, "event-store")
+
+
+@app.route("/customers", methods=["GET"])
+@domain_errors
+def find_customers():
+    params = app.current_request.query_params or {}
+    if not params.get("email"):
+        raise http.BadRequest("give the email to look for: /customers?email=ada@example.com")
+    email = valid_email(params["email"])
+    with service.pool().connection() as conn:
+        rows = customers_view.find_by_email(conn, email)
+    return Response(body={"customers": [row.to_dict() for row in rows]}, headers={"X-Read-Source": "read-model"})
+
+
+def _row_response(row, source: str) -> Response:
+    return Response(body=row.to_dict(), headers={"ETag": http.etag(row.version), "X-Read-Source": source})
 
 
 @app.route("/customer/{customer_id}/email", methods=["POST"])
@@ -155,3 +196,13 @@ def drain_outbox(event):
         log("outbox_drained", published=result.published, batches=result.batches, failures=result.failures,
             last_error=result.last_error)
     return {"published": result.published, "failures": result.failures, "locked_out": result.locked_out}
+
+
+@app.lambda_function(name="project_customers")
+def project_customers(event, context):
+    """Fed by the Kafka event source mapping (MSK or self-managed Kafka):
+    applies a batch to the read tables in one transaction. Raising makes the
+    mapping retry the batch; unreadable records are logged and skipped."""
+    result = handle_kafka_event(event, service.pool(), service.event_store())
+    log("projection_batch", **result.to_dict())
+    return result.to_dict()

@@ -67,6 +67,22 @@ def if_match(header: str | None) -> int | None:
     return int(value)
 
 
+def min_version(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
+        raise BadRequest(f"min_version must be a positive whole number, not {raw!r}")
+    return int(raw)
+
+
+def consistency(raw: str | None) -> str:
+    if raw is None or raw == "eventual":
+        return "eventual"
+    if raw == "strong":
+        return "strong"
+    raise BadRequest(f"consistency must be 'strong' or 'eventual', not {raw!r}")
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 

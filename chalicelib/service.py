@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
@@ -16,10 +17,18 @@ from chalicelib.infra.logs import log
 from chalicelib.infra.settings import Settings
 
 
+def pool() -> ConnectionPool:
+    settings = Settings.from_env()
+    return db.get_pool(settings.database_url, settings.db_pool_max_size)
+
+
+def event_store() -> PostgresEventStore:
+    return PostgresEventStore(pool())
+
+
 def customer_service() -> CustomerService:
     settings = Settings.from_env()
-    pool = db.get_pool(settings.database_url, settings.db_pool_max_size)
-    return CustomerService(PostgresEventStore(pool), max_retries=settings.command_max_retries)
+    return CustomerService(event_store(), max_retries=settings.command_max_retries)
 
 
 @functools.cache

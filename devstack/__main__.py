@@ -2,8 +2,9 @@
 
 Starts what is not configured from outside (PostgreSQL unless DATABASE_URL
 is set, a Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set),
-applies migrations, creates the topic, then runs the API with `chalice local`
-and the scheduled outbox drain, which `chalice local` does not run.
+applies migrations, creates the topic, then runs the API with `chalice local`,
+the scheduled outbox drain and the Kafka event source of the projection
+function, neither of which `chalice local` runs.
 """
 
 from __future__ import annotations
@@ -135,12 +136,15 @@ def main() -> int:
             cwd=PROJECT, env=env,
         ))
         stack.add("schedule", subprocess.Popen([sys.executable, "-m", "devstack.schedule"], cwd=PROJECT, env=env))
+        stack.add("event source", subprocess.Popen([sys.executable, "-m", "devstack.kafka_source"],
+                                                   cwd=PROJECT, env=env))
         env_file.write_text(f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\nKAFKA_TOPIC={topic}\n")
 
         say(f"API:        http://127.0.0.1:{api_port}")
         say(f"PostgreSQL: {database_url}")
         say(f"Kafka:      {bootstrap}  topic {topic}")
         say("outbox:     drained by the scheduled function (python -m ops outbox shows the backlog)")
+        say("read model: kept by project_customers, fed from Kafka (python -m ops rebuild rebuilds it)")
         say("Ctrl-C stops everything this started.")
         while not stopping:
             exited = stack.first_exited()

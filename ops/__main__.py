@@ -4,6 +4,7 @@ or against the running local stack when those are not set.
   python -m ops migrate          apply the migrations not applied yet
   python -m ops outbox           outbox backlog: unpublished events, oldest age
   python -m ops outbox --drain   publish the backlog to Kafka now, once
+  python -m ops rebuild          rebuild the read model from the event store, reads staying online
 """
 
 from __future__ import annotations
@@ -66,6 +67,28 @@ def cmd_outbox(database_url: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(done: int, total: int, started: list[float] = []) -> None:  # noqa: B006 - a clock, kept on purpose
+    import time
+
+    if not started:
+        started.append(time.monotonic())
+    width = 30
+    share = done / total if total else 1.0
+    rate = done / max(time.monotonic() - started[0], 1e-9)
+    bar = "#" * int(share * width) + "." * (width - int(share * width))
+    print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+
+def cmd_rebuild(database_url: str, args: argparse.Namespace) -> int:
+    from chalicelib.readmodel.rebuild import rebuild
+
+    result = rebuild(database_url, progress=_progress_bar)
+    print(file=sys.stderr)
+    print(f"rebuilt customers_view: {result.rows} customers from {result.events} events"
+          f" ({result.caught_up} caught up at the swap)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,13 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply the SQL migrations in chalicelib/schema not applied yet")
     outbox = commands.add_parser("outbox", help="show the outbox backlog; --drain publishes it once")
     outbox.add_argument("--drain", action="store_true", help="publish everything unpublished now, then exit")
+    commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")
     args = parser.parse_args(argv)
 
     _use_local_stack_when_unconfigured()
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         parser.error("DATABASE_URL is not set and no local stack is running")
-    return {"migrate": cmd_migrate, "outbox": cmd_outbox}[args.command](database_url, args)
+    return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild}[args.command](database_url, args)
 
 
 if __name__ == "__main__":

@@ -117,13 +117,19 @@ class EventRegistry:
         )
 
     def deserialize(self, recorded: RecordedEvent) -> DomainEvent:
+        return self.decode(recorded.event_type, recorded.schema_version, recorded.data)
+
+    def decode(self, event_type: str, schema_version: int, data: dict[str, Any]) -> DomainEvent:
         try:
-            cls = self._by_name[recorded.event_type]
+            cls = self._by_name[event_type]
         except KeyError:
-            raise UnknownEventType(recorded.event_type) from None
-        if recorded.schema_version != cls.schema_version:
-            raise UnknownEventType(
-                f"{recorded.event_type} v{recorded.schema_version}"
-                f" (this code reads v{cls.schema_version})"
-            )
-        return cls.from_data(recorded.data)
+            raise UnknownEventType(event_type) from None
+        if schema_version != cls.schema_version:
+            raise UnknownEventType(f"{event_type} v{schema_version} (this code reads v{cls.schema_version})")
+        return cls.from_data(data)
+
+    def current_schema_version(self, event_type: str) -> int:
+        try:
+            return self._by_name[event_type].schema_version
+        except KeyError:
+            raise UnknownEventType(event_type) from None

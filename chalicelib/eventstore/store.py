@@ -43,8 +43,9 @@ class EventStore(Protocol):
         outbox row each; return their global positions. Raises ConcurrencyError."""
         ...
 
-    def load(self, stream_id: uuid.UUID) -> list[RecordedEvent]:
-        """All events of a stream in version order (empty when unknown)."""
+    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
+        """The stream's events after `after_version`, in version order
+        (empty when the stream is unknown)."""
         ...
 
 
@@ -81,9 +82,9 @@ class InMemoryEventStore:
                 positions.append(position)
             return positions
 
-    def load(self, stream_id):
+    def load(self, stream_id, after_version=0):
         with self._lock:
-            return [e for e in self.events if e.stream_id == stream_id]
+            return [e for e in self.events if e.stream_id == stream_id and e.version > after_version]
 
 
 class Repository(Generic[A]):

@@ -40,6 +40,13 @@ def test_append_then_load_in_version_order(store):
     assert loaded[0].metadata["correlation_id"] == "c"
 
 
+def test_load_after_a_version(store):
+    stream = uuid.uuid4()
+    store.append(stream, "Thing", 0, [event(1), event(2), event(3)])
+    assert [e.version for e in store.load(stream, after_version=1)] == [2, 3]
+    assert store.load(stream, after_version=3) == []
+
+
 def test_unknown_stream_loads_empty(store):
     assert store.load(uuid.uuid4()) == []
 

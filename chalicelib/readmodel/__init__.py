@@ -1,0 +1,1 @@
+"""Read models: tables kept up to date from events, for fast queries."""

@@ -1,0 +1,193 @@
+"""The customer read model: one row per customer, kept by the projection.
+
+The projection trusts neither delivery order nor exactly-once delivery:
+- a row only ever moves forward: the upsert applies when the new version is
+  higher than the stored one, so a duplicate or an older event is a no-op and
+  two batches racing for one customer cannot lose an update (each writes a
+  whole state, derived from a contiguous run of events);
+- a gap (an event whose predecessors were not seen) is filled from the event
+  store, the source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from chalicelib.domain.customer import CustomerCreated, CustomerDeleted, CustomerEmailChanged, registry
+from chalicelib.eventstore.events import DomainEvent, RecordedEvent
+
+TABLE = "customers_view"
+
+
+@dataclass(frozen=True)
+class Change:
+    """An event as the projection sees it, from Kafka or from the store."""
+
+    customer_id: uuid.UUID
+    version: int
+    event: DomainEvent
+    time: datetime
+
+    @staticmethod
+    def from_recorded(recorded: RecordedEvent) -> Change:
+        return Change(
+            customer_id=recorded.stream_id,
+            version=recorded.version,
+            event=registry.deserialize(recorded),
+            time=datetime.fromisoformat(recorded.metadata["occurred_at"]),
+        )
+
+
+class NotACustomerEvent(ValueError):
+    """A record the projection cannot read (poison): logged and skipped."""
+
+
+def change_from_cloudevent(raw: bytes) -> Change:
+    try:
+        event = json.loads(raw)
+        if not isinstance(event, dict) or event.get("specversion") != "1.0":
+            raise NotACustomerEvent("not a CloudEvents 1.0 JSON object")
+        event_type = event["type"]
+        data = event["data"]
+        if not isinstance(data, dict):
+            raise NotACustomerEvent("data is not an object")
+        version = event["streamversion"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise NotACustomerEvent("streamversion is not a positive integer")
+        return Change(
+            customer_id=uuid.UUID(event["subject"]),
+            version=version,
+            # Published events carry the current schema (the relay upcasts).
+            event=registry.decode(event_type, registry.current_schema_version(event_type), data),
+            time=datetime.fromisoformat(event["time"]),
+        )
+    except NotACustomerEvent:
+        raise
+    except (ValueError, KeyError, TypeError, LookupError) as error:
+        raise NotACustomerEvent(f"{type(error).__name__}: {error}") from None
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    id: uuid.UUID
+    name: str
+    email: str
+    version: int
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict:
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "email": self.email,
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def evolve(row: CustomerRow | None, change: Change) -> CustomerRow:
+    """The row after one more event (the row is at change.version - 1)."""
+    match change.event:
+        case CustomerCreated(name=name, email=email):
+            return CustomerRow(change.customer_id, name, email, change.version, False, change.time, change.time)
+        case CustomerEmailChanged(email=email) if row is not None:
+            return dataclasses.replace(row, email=email, version=change.version, updated_at=change.time)
+        case CustomerDeleted() if row is not None:
+            return dataclasses.replace(row, deleted=True, version=change.version, updated_at=change.time)
+    raise ValueError(f"cannot apply {type(change.event).__name__} v{change.version} to {row}")
+
+
+def fold(changes: Iterable[Change], row: CustomerRow | None = None) -> CustomerRow | None:
+    for change in changes:
+        row = evolve(row, change)
+    return row
+
+
+# Loads a customer's events after a version, from the event store.
+LoadAfter = Callable[[uuid.UUID, int], Sequence[Change]]
+
+
+@dataclass
+class ProjectionResult:
+    rows_written: int = 0
+    duplicates: int = 0
+    gaps_filled: int = 0
+
+
+_COLUMNS = "id, name, email, version, deleted, created_at, updated_at"
+
+_SELECT = "SELECT " + _COLUMNS + " FROM {table} WHERE id = ANY(%s)"
+
+_UPSERT = """
+INSERT INTO {table} (""" + _COLUMNS + """)
+SELECT """ + _COLUMNS + """
+FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name text, email text, version int, deleted boolean,
+                                         created_at timestamptz, updated_at timestamptz)
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name, email = EXCLUDED.email, version = EXCLUDED.version, deleted = EXCLUDED.deleted,
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, projected_at = clock_timestamp()
+WHERE {table}.version < EXCLUDED.version
+"""
+
+
+def project(conn: psycopg.Connection, changes: Iterable[Change], load_after: LoadAfter,
+            table: str = TABLE) -> ProjectionResult:
+    """Apply a batch of changes in one transaction: one read, one write."""
+    result = ProjectionResult()
+    by_customer: dict[uuid.UUID, dict[int, Change]] = defaultdict(dict)
+    for change in changes:
+        by_customer[change.customer_id].setdefault(change.version, change)
+    if not by_customer:
+        return result
+    name = sql.Identifier(table)
+    with conn.transaction():
+        current = {
+            row[0]: CustomerRow(*row)
+            for row in conn.execute(sql.SQL(_SELECT).format(table=name), (list(by_customer),))
+        }
+        new_rows = []
+        for customer_id, by_version in by_customer.items():
+            row = current.get(customer_id)
+            at = row.version if row else 0
+            pending = [by_version[v] for v in sorted(by_version) if v > at]
+            result.duplicates += len(by_version) - len(pending)
+            if not pending:
+                continue
+            if [c.version for c in pending] != list(range(at + 1, at + 1 + len(pending))):
+                pending = list(load_after(customer_id, at))
+                result.gaps_filled += 1
+            new_rows.append(fold(pending, row))
+        if new_rows:
+            conn.execute(sql.SQL(_UPSERT).format(table=name), (json.dumps([_json_row(r) for r in new_rows]),))
+        result.rows_written = len(new_rows)
+    return result
+
+
+def _json_row(row: CustomerRow) -> dict:
+    return {"id": str(row.id), "name": row.name, "email": row.email, "version": row.version,
+            "deleted": row.deleted, "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat()}
+
+
+def get(conn: psycopg.Connection, customer_id: uuid.UUID) -> CustomerRow | None:
+    row = conn.execute(sql.SQL(_SELECT).format(table=sql.Identifier(TABLE)), ([customer_id],)).fetchone()
+    return CustomerRow(*row) if row else None
+
+
+def find_by_email(conn: psycopg.Connection, email: str) -> list[CustomerRow]:
+    rows = conn.execute(
+        "SELECT " + _COLUMNS + " FROM customers_view WHERE email = %s AND NOT deleted ORDER BY created_at",
+        (email,)).fetchall()
+    return [CustomerRow(*row) for row in rows]

@@ -1,0 +1,91 @@
+"""Rebuild the customer read model from the event store, while it serves.
+
+The new table is built aside from one consistent snapshot of the events,
+streamed through a server-side cursor (memory stays flat however long the
+history). Then, in one short transaction, projection writes are held back
+(reads go on), customers the live table has seen further than the snapshot
+are caught up from the store, and the tables are swapped by renaming.
+Events committed after the snapshot that the live projection has not applied
+yet reach the new table the ordinary way, from Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from chalicelib.domain.customer import Customer
+from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.readmodel.customers import TABLE, Change, project
+
+NEXT = TABLE + "_next"
+OLD = TABLE + "_old"
+
+_EVENTS = """
+SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data, metadata, recorded_at
+FROM events WHERE stream_type = %s {after} ORDER BY {order}
+"""
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RebuildResult:
+    events: int
+    caught_up: int
+    rows: int
+
+
+def rebuild(database_url: str, progress: Progress = lambda done, total: None, chunk: int = 5000) -> RebuildResult:
+    with psycopg.connect(database_url, autocommit=True) as writer:
+        def load_after(customer_id, version):
+            rows = writer.execute(
+                sql.SQL(_EVENTS).format(after=sql.SQL("AND stream_id = %s AND version > %s"),
+                                        order=sql.SQL("version")),
+                (Customer.stream_type, customer_id, version)).fetchall()
+            return [Change.from_recorded(RecordedEvent(*row)) for row in rows]
+
+        writer.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(NEXT)))
+        writer.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+            sql.Identifier(NEXT), sql.Identifier(TABLE)))
+
+        done = 0
+        with psycopg.connect(database_url) as reader:
+            reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            reader.read_only = True
+            with reader.transaction():
+                (total,) = reader.execute("SELECT count(*) FROM events WHERE stream_type = %s",
+                                          (Customer.stream_type,)).fetchone()
+                progress(0, total)
+                with reader.cursor(name="rebuild_customers") as cursor:
+                    cursor.itersize = chunk
+                    cursor.execute(sql.SQL(_EVENTS).format(after=sql.SQL(""), order=sql.SQL("global_position")),
+                                   (Customer.stream_type,))
+                    while rows := cursor.fetchmany(chunk):
+                        project(writer, [Change.from_recorded(RecordedEvent(*row)) for row in rows], load_after,
+                                table=NEXT)
+                        done += len(rows)
+                        progress(done, total)
+
+        with writer.transaction():
+            # Holds back projection writes (ROW EXCLUSIVE), not reads.
+            writer.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(TABLE)))
+            behind = writer.execute(sql.SQL(
+                "SELECT live.id, coalesce(next.version, 0) FROM {live} live LEFT JOIN {next} next USING (id)"
+                " WHERE next.id IS NULL OR next.version < live.version").format(
+                    live=sql.Identifier(TABLE), next=sql.Identifier(NEXT))).fetchall()
+            for customer_id, version in behind:
+                project(writer, load_after(customer_id, version), load_after, table=NEXT)
+            writer.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(TABLE), sql.Identifier(OLD)))
+            writer.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(NEXT), sql.Identifier(TABLE)))
+            writer.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(OLD)))
+            indexes = writer.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s"
+                                     " AND starts_with(indexname, %s)", (TABLE, NEXT)).fetchall()
+            for (index,) in indexes:
+                writer.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(index), sql.Identifier(TABLE + index[len(NEXT):])))
+            (rows,) = writer.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE))).fetchone()
+    return RebuildResult(events=done, caught_up=len(behind), rows=rows)

@@ -1,0 +1,139 @@
+"""A Kafka event source mapping, as AWS runs one for MSK or self-managed
+Kafka, for `make run` and the tests: it polls the topic and invokes the real
+function with batches in the mapping's event shape. When the function raises,
+the same batch is retried (with backoff) and no offset is committed past it.
+
+Offsets are committed under the mapping's consumer group, but partitions are
+assigned rather than subscribed: the embedded broker's group coordinator does
+not hand partitions to a new member once earlier members have left.
+
+    python -m devstack.kafka_source      (started by `make run`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from chalicelib.infra.msk import KafkaRecord, event_from
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+Handler = Callable[[dict, object], object]
+
+
+def _log(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}, default=str), file=sys.stderr, flush=True)
+
+
+class KafkaEventSource:
+    def __init__(self, handler: Handler, bootstrap_servers: str, topic: str, group_id: str, *,
+                 function_name: str = "project_customers", batch_size: int = 100,
+                 retry_backoff: tuple[float, float] = (0.5, 30.0)) -> None:
+        self.handler = handler
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.group_id = group_id
+        self.function_name = function_name
+        self.batch_size = batch_size
+        self.retry_backoff = retry_backoff
+        self.invocations = 0
+        self.failures = 0
+
+    def run(self, stop: threading.Event) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, client_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            # A record waits at most this long on the broker before delivery.
+            fetch_max_wait_ms=20,
+        )
+        try:
+            partitions = None
+            while not partitions and not stop.is_set():
+                partitions = consumer.partitions_for_topic(self.topic)
+                if not partitions:
+                    stop.wait(0.2)
+            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
+            consumer.assign(assigned)
+            for tp in assigned:
+                committed = consumer.committed(tp)
+                if committed is None:
+                    consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=100, max_records=self.batch_size)
+                batch = [record for tp in sorted(polled, key=lambda tp: tp.partition) for record in polled[tp]]
+                if not batch:
+                    continue
+                if not self._invoke_until_done(batch, stop):
+                    return  # stopping: the batch stays uncommitted, to be delivered again
+                self._commit(consumer, polled)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _invoke_until_done(self, batch, stop: threading.Event) -> bool:
+        from chalice.local import LambdaContext
+
+        event = event_from([KafkaRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
+                                        {k: v for k, v in (r.headers or [])}) for r in batch],
+                           bootstrap_servers=self.bootstrap_servers)
+        backoff = self.retry_backoff[0]
+        while not stop.is_set():
+            self.invocations += 1
+            try:
+                self.handler(event, LambdaContext(self.function_name, memory_size=128, max_runtime_ms=60_000))
+                return True
+            except Exception:  # noqa: BLE001 - the mapping retries whatever the function raised
+                self.failures += 1
+                _log("event_source_invocation_failed", level="error", function=self.function_name,
+                     first=f"{batch[0].topic}/{batch[0].partition}@{batch[0].offset}", records=len(batch),
+                     retry_in_seconds=backoff, error=traceback.format_exc(limit=3))
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.retry_backoff[1])
+        return False
+
+    @staticmethod
+    def _commit(consumer, polled) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in polled.items()})
+
+
+def main() -> int:
+    sys.path.insert(0, str(PROJECT))
+    from devstack.schedule import stage_environment
+
+    os.environ.update(stage_environment())
+    import app as app_module
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    source = KafkaEventSource(
+        app_module.project_customers,
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+        os.environ.get("KAFKA_TOPIC") or "customer-events",
+        os.environ.get("PROJECTION_GROUP_ID") or "customer-service-projection",
+        batch_size=int(os.environ.get("PROJECTION_BATCH_SIZE", "100")),
+    )
+    print(f"[event source] {source.topic} -> project_customers, batches of up to {source.batch_size}", flush=True)
+    while not stop.is_set():
+        try:
+            source.run(stop)
+        except Exception:  # noqa: BLE001 - broker gone (restart): start over from committed offsets
+            _log("event_source_restarting", level="error", error=traceback.format_exc(limit=3))
+            stop.wait(2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
