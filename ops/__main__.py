@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -67,22 +68,23 @@ def cmd_outbox(database_url: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(done: int, total: int, started: list[float] = []) -> None:  # noqa: B006 - a clock, kept on purpose
-    import time
+class ProgressBar:
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.started = time.monotonic()
 
-    if not started:
-        started.append(time.monotonic())
-    width = 30
-    share = done / total if total else 1.0
-    rate = done / max(time.monotonic() - started[0], 1e-9)
-    bar = "#" * int(share * width) + "." * (width - int(share * width))
-    print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+    def __call__(self, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        filled = int(share * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
 
 
 def cmd_rebuild(database_url: str, args: argparse.Namespace) -> int:
     from chalicelib.readmodel.rebuild import rebuild
 
-    result = rebuild(database_url, progress=_progress_bar)
+    result = rebuild(database_url, progress=ProgressBar())
     print(file=sys.stderr)
     print(f"rebuilt customers_view: {result.rows} customers from {result.events} events"
           f" ({result.caught_up} caught up at the swap)")

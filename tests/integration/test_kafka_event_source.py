@@ -1,0 +1,164 @@
+"""The local Kafka event source mapping, against the real broker: batches in
+the mapping's shape, retried without committing past a failure, resumed from
+committed offsets."""
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from chalicelib.infra import msk
+from devstack.kafka_source import KafkaEventSource
+
+
+@pytest.fixture
+def producer(kafka_bootstrap):
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    yield producer
+    producer.close()
+
+
+def send(producer, topic, values, key=b"k"):
+    for value in values:
+        producer.send(topic, key=key, value=value, headers=[("event-type", b"Test")])
+    producer.flush()
+
+
+class Recorder:
+    """A function that remembers what it was invoked with; fails on demand."""
+
+    def __init__(self, fail_times=0):
+        self.events = []
+        self.fail_times = fail_times
+
+    def __call__(self, event, context):
+        self.events.append(event)
+        if self.fail_times:
+            self.fail_times -= 1
+            raise RuntimeError("the function failed")
+        return {"ok": True}
+
+    def values(self):
+        return [r.value for e in self.events for r in msk.records(e)]
+
+
+def start(source):
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(stop,))
+    thread.start()
+    return stop, thread
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def committed(bootstrap, topic, group):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in consumer.partitions_for_topic(topic)}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_batches_arrive_in_the_mapping_shape(kafka_bootstrap, topic, producer):
+    send(producer, topic, [b"one", b"two", b"three"])
+    recorder = Recorder()
+    source = KafkaEventSource(recorder, kafka_bootstrap, topic, f"g-{uuid.uuid4().hex[:8]}")
+    stop, thread = start(source)
+    try:
+        assert wait_for(lambda: len(recorder.values()) == 3)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    event = recorder.events[0]
+    assert event["eventSource"] == "SelfManagedKafka" and event["bootstrapServers"] == kafka_bootstrap
+    (key, batch), = event["records"].items()
+    partition = batch[0]["partition"]
+    assert key == f"{topic}-{partition}"
+    assert [r["offset"] for r in batch] == [0, 1, 2]
+    assert batch[0]["topic"] == topic and isinstance(batch[0]["timestamp"], int)
+    assert batch[0]["headers"] == [{"event-type": list(b"Test")}]
+    assert recorder.values() == [b"one", b"two", b"three"]
+
+
+def test_a_failing_batch_is_retried_and_not_committed_past(kafka_bootstrap, topic, producer):
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    send(producer, topic, [b"a", b"b"])
+    recorder = Recorder(fail_times=10**6)  # fails until told otherwise
+    source = KafkaEventSource(recorder, kafka_bootstrap, topic, group, retry_backoff=(0.05, 0.1))
+    stop, thread = start(source)
+    try:
+        assert wait_for(lambda: len(recorder.events) >= 3)
+        assert all(v is None for v in committed(kafka_bootstrap, topic, group).values())
+        first = recorder.events[0]
+        assert all(e == first for e in recorder.events)  # the same batch, again and again
+        recorder.fail_times = 0
+        assert wait_for(lambda: any(v is not None for v in committed(kafka_bootstrap, topic, group).values()))
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    offsets = [o for o in committed(kafka_bootstrap, topic, group).values() if o is not None]
+    assert offsets == [2]
+
+
+def test_a_restarted_source_resumes_after_what_it_committed(kafka_bootstrap, topic, producer):
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    send(producer, topic, [b"1", b"2"])
+    first = Recorder()
+    stop, thread = start(KafkaEventSource(first, kafka_bootstrap, topic, group))
+    try:
+        assert wait_for(lambda: len(first.values()) == 2)
+        assert wait_for(lambda: 2 in committed(kafka_bootstrap, topic, group).values())
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+
+    send(producer, topic, [b"3"])
+    second = Recorder()
+    stop, thread = start(KafkaEventSource(second, kafka_bootstrap, topic, group))
+    try:
+        assert wait_for(lambda: len(second.values()) == 1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert second.values() == [b"3"]
+
+
+def test_the_whole_read_side_through_the_real_function(db, kafka_bootstrap, topic):
+    """Command -> outbox -> drain -> Kafka -> event source -> function -> read model -> GET."""
+    from chalice.test import Client
+
+    import app as app_module
+    from chalicelib.service import outbox_relay
+
+    source = KafkaEventSource(app_module.project_customers, kafka_bootstrap, topic, f"g-{uuid.uuid4().hex[:8]}")
+    stop, thread = start(source)
+    try:
+        with Client(app_module.app) as client:
+            created = client.http.post("/customer", headers={"Content-Type": "application/json"},
+                                       body=json.dumps({"name": "Ada", "email": "ada@example.com"})).json_body
+            client.http.post(f"/customer/{created['id']}/email", headers={"Content-Type": "application/json"},
+                             body=json.dumps({"email": "ada@engine.org"}))
+            assert outbox_relay().drain_once().published == 2
+
+            def projected():
+                response = client.http.get(f"/customer/{created['id']}")
+                return response.headers.get("X-Read-Source") == "read-model" and response.json_body["version"] == 2
+
+            assert wait_for(projected)
+            response = client.http.get(f"/customer/{created['id']}")
+            assert response.json_body["email"] == "ada@engine.org"
+            found = client.http.get("/customers?email=ada@engine.org").json_body["customers"]
+            assert [c["id"] for c in found] == [created["id"]]
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert source.failures == 0

@@ -1,0 +1,94 @@
+"""Rebuilding the read model aside and swapping it in, reads staying online."""
+
+import uuid
+
+import psycopg
+from chalice.test import Client
+
+from app import app
+from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
+from chalicelib.eventstore.events import CommandContext
+from chalicelib.readmodel.rebuild import rebuild
+from chalicelib.service import customer_service
+from ops.__main__ import main as ops
+from tests.support.msk import msk_event, read_model, stored_events
+
+CTX = CommandContext("rebuild-test")
+
+
+def history(customers=30):
+    service = customer_service()
+    ids = [service.create(CreateCustomer(f"C{n}", f"c{n}@example.com", uuid.uuid4()), CTX).id
+           for n in range(customers)]
+    for n, cid in enumerate(ids):
+        service.change_email(ChangeEmail(cid, f"c{n}.new@example.com"), CTX)
+    service.delete(DeleteCustomer(ids[0]), CTX)
+    return ids
+
+
+def project(events):
+    with Client(app) as client:
+        client.lambda_.invoke("project_customers", msk_event(events))
+
+
+def index_names(db):
+    with psycopg.connect(db) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'customers_view'"))
+
+
+def test_rebuild_leaves_the_read_model_as_the_live_one(db, capsys):
+    history()
+    project(stored_events(db))
+    live, indexes = read_model(db), index_names(db)
+
+    assert ops(["rebuild"]) == 0
+    out = capsys.readouterr()
+    assert "rebuilt customers_view: 30 customers from 61 events" in out.out
+    assert "100%" in out.err and "61/61 events" in out.err  # the progress bar, at its end
+    assert read_model(db) == live
+    assert index_names(db) == indexes
+    with psycopg.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'customers_view%'")}
+    assert tables == {"customers_view"}
+
+
+def test_rebuild_from_an_empty_or_wrong_read_model(db):
+    ids = history(customers=5)
+    project(stored_events(db))
+    expected = read_model(db)
+    with psycopg.connect(db) as conn:
+        conn.execute("DELETE FROM customers_view WHERE id = %s", (ids[1],))
+        conn.execute("UPDATE customers_view SET email = 'corrupt@example.com' WHERE id = %s", (ids[2],))
+    rebuild(db)
+    assert read_model(db) == expected
+
+
+def test_reads_go_on_and_late_events_are_caught_up(db):
+    ids = history(customers=5)
+    project(stored_events(db))
+    seen_during = []
+
+    def during(done, total):
+        if done == total and not seen_during:
+            # While the rebuild reads its snapshot: the API still answers, and
+            # a new event commits and reaches the live read model.
+            with Client(app) as client:
+                seen_during.append(client.http.get(f"/customer/{ids[3]}").headers["X-Read-Source"])
+            customer_service().change_email(ChangeEmail(ids[3], "late@example.com"), CTX)
+            project([e for e in stored_events(db) if e.stream_id == ids[3]])
+
+    result = rebuild(db, progress=during)
+    assert seen_during == ["read-model"]
+    assert result.caught_up == 1
+    row = next(r for r in read_model(db) if r[0] == ids[3])
+    assert (row[2], row[3]) == ("late@example.com", 3)
+
+
+def test_the_projection_keeps_working_on_the_swapped_table(db):
+    ids = history(customers=3)
+    project(stored_events(db))
+    rebuild(db)
+    customer_service().change_email(ChangeEmail(ids[1], "after@example.com"), CTX)
+    project(stored_events(db))
+    row = next(r for r in read_model(db) if r[0] == ids[1])
+    assert (row[2], row[3]) == ("after@example.com", 3)
