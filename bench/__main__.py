@@ -9,21 +9,25 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import outbox_drain, write_side
+from bench import outbox_drain, projection, write_side
 from devstack.kafka import broker_for_run
 from devstack.postgres import database_for_run
 
 TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw_producer": 0.7,
-           "commit_to_kafka_p50_ms": 100}
+           "commit_to_kafka_p50_ms": 100, "projection_per_second": 5000, "projection_vs_raw": 0.6,
+           "commit_to_read_model_p50_ms": 150}
 
 
 def main() -> int:
+    os.environ.setdefault("LOG_LEVEL", "warning")  # a line per batch would bury the table
     seconds = float(os.environ.get("BENCH_SECONDS", "2"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     with database_for_run("customer_bench", durable=True) as url, broker_for_run() as bootstrap:
         results = write_side.run(url, seconds, rounds)
         results["outbox_drain"] = outbox_drain.throughput(url, bootstrap)
         results["commit_to_kafka"] = outbox_drain.latency(url, bootstrap)
+        results["projection"] = projection.throughput(url)
+        results["commit_to_read_model"] = projection.latency(url, bootstrap)
 
     print("\nCustomer creations per second (one event + outbox row each, handler path, no HTTP)")
     print(f"{'writers':>8} {'ours':>9} {'raw SQL':>9} {'ours/raw':>9} {'raw 1-stmt':>11} {'ours/1-stmt':>12}"
@@ -58,6 +62,22 @@ def main() -> int:
           f" (target p50 < {TARGETS['commit_to_kafka_p50_ms']} ms:"
           f" {'met' if latency_ok else 'NOT met'})")
     ok = ok and drain_ok and latency_ok
+
+    proj = results["projection"]
+    proj["ratio_vs_raw_upserts"] = proj["function_per_second"] / proj["raw_upserts_per_second"]
+    proj_ok = (proj["function_per_second"] >= TARGETS["projection_per_second"]
+               and proj["ratio_vs_raw_upserts"] >= TARGETS["projection_vs_raw"])
+    print(f"\nProjection ({proj['events']} events, MSK-shaped batches of {proj['batch_size']})")
+    print(f"  function {proj['function_per_second']:.0f} events/s, raw batched upserts of the same rows"
+          f" {proj['raw_upserts_per_second']:.0f} events/s: ratio {proj['ratio_vs_raw_upserts']:.2f}"
+          f" (targets >= {TARGETS['projection_per_second']} events/s and >= {TARGETS['projection_vs_raw']}:"
+          f" {'met' if proj_ok else 'NOT met'})")
+    e2e = results["commit_to_read_model"]
+    e2e_ok = e2e["p50_ms"] < TARGETS["commit_to_read_model_p50_ms"]
+    print(f"  commit to read-model row ({e2e['commands']} commands at 50/s, drain + event source + function):"
+          f" p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms"
+          f" (target p50 < {TARGETS['commit_to_read_model_p50_ms']} ms: {'met' if e2e_ok else 'NOT met'})")
+    ok = ok and proj_ok and e2e_ok
 
     results["targets_met"] = ok
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -18,30 +18,49 @@ class KafkaRecord:
     value: bytes | None
     headers: dict[str, bytes]
 
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A record as delivered; its parts are decoded only when asked for."""
+
+    raw: dict
+
     @property
-    def where(self) -> str:
-        return f"{self.topic}/{self.partition}@{self.offset}"
+    def topic(self) -> str:
+        return self.raw["topic"]
+
+    @property
+    def partition(self) -> int:
+        return int(self.raw["partition"])
+
+    @property
+    def offset(self) -> int:
+        return int(self.raw["offset"])
+
+    @property
+    def value(self) -> bytes | None:
+        return _b64(self.raw.get("value"))
+
+    @property
+    def key(self) -> bytes | None:
+        return _b64(self.raw.get("key"))
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        return {k: bytes(v) for header in self.raw.get("headers") or [] for k, v in header.items()}
 
 
 class NotAKafkaEvent(ValueError):
     pass
 
 
-def records(event: dict) -> Iterator[KafkaRecord]:
+def records(event: dict) -> Iterator[RawRecord]:
     """The records in delivery order (partition by partition, by offset)."""
     if not isinstance(event, dict) or not isinstance(event.get("records"), dict):
         raise NotAKafkaEvent("not a Kafka event source mapping event: no 'records' object")
     for batch in event["records"].values():
         for raw in batch:
-            yield KafkaRecord(
-                topic=raw["topic"],
-                partition=int(raw["partition"]),
-                offset=int(raw["offset"]),
-                timestamp=int(raw.get("timestamp", 0)),
-                key=_b64(raw.get("key")),
-                value=_b64(raw.get("value")),
-                headers={k: bytes(v) for header in raw.get("headers") or [] for k, v in header.items()},
-            )
+            yield RawRecord(raw)
 
 
 def _b64(value: str | None) -> bytes | None:

@@ -55,6 +55,14 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
         # The emulated schedule runs the real drain: the event reaches Kafka.
         records = read_topic(f"127.0.0.1:{kafka_port}", "customer-events", expected=1, timeout=30)
         assert [r.key.decode() for r in records] == [customer_id]
+        # The emulated event source runs the real projection: the read model answers.
+        deadline = time.monotonic() + 30
+        source = None
+        while source != "read-model" and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/customer/{customer_id}") as response:
+                source = response.headers["X-Read-Source"]
+            time.sleep(0.1)
+        assert source == "read-model"
 
         second = start_stack(state, free_port(), free_port(), free_port())
         output, _ = second.communicate(timeout=60)

@@ -1,0 +1,162 @@
+"""Projection throughput through the function against raw batched upserts of
+the same rows, and end-to-end latency from commit to read-model row."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+import uuid
+
+import psycopg
+
+from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
+from chalicelib.eventstore import cloudevents
+from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
+from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.infra import db
+from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.msk import KafkaRecord, event_from
+from chalicelib.readmodel.customers import Change, evolve
+from devstack.kafka import create_topic
+from devstack.kafka_source import KafkaEventSource
+
+BATCH = 100  # the default BatchSize of an event source mapping
+
+
+def _history(url: str, customers: int, per_customer: int) -> list[RecordedEvent]:
+    """Customers created, then changed round after round: as on a live topic,
+    consecutive events mostly belong to different customers."""
+    ids = [uuid.uuid4() for _ in range(customers)]
+    with db.new_pool(url, max_size=1) as pool:
+        store = PostgresEventStore(pool)
+        for n, cid in enumerate(ids):
+            store.append(cid, "Customer", 0, [registry.serialize(
+                CustomerCreated(name=f"C{n}", email=f"c{n}@example.com"), Metadata.new("bench", "bench"))])
+        for k in range(1, per_customer):
+            for n, cid in enumerate(ids):
+                store.append(cid, "Customer", k, [registry.serialize(
+                    CustomerEmailChanged(email=f"c{n}.{k}@example.com"), Metadata.new("bench", "bench"))])
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data,"
+            " metadata, recorded_at FROM events WHERE stream_type = 'Customer' ORDER BY global_position").fetchall()
+    return [RecordedEvent(*row) for row in rows]
+
+
+def _kafka_batches(events: list[RecordedEvent], partitions: int = 3) -> list[list[RecordedEvent]]:
+    """As the mapping would batch them: per partition, in offset order."""
+    by_partition: dict[int, list[RecordedEvent]] = {}
+    for e in events:
+        by_partition.setdefault(hash(e.stream_id) % partitions, []).append(e)
+    return [p[i:i + BATCH] for p in by_partition.values() for i in range(0, len(p), BATCH)]
+
+
+def _msk_event(batch: list[RecordedEvent]) -> dict:
+    return event_from([KafkaRecord("customer-events", hash(e.stream_id) % 3, e.global_position, 0,
+                                   str(e.stream_id).encode(), cloudevents.encode(e, "/customer-service"),
+                                   {"event-type": e.event_type.encode()}) for e in batch], source="aws:kafka")
+
+
+_RAW_UPSERT = """
+INSERT INTO customers_view (id, name, email, version, deleted, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email, version = EXCLUDED.version,
+    deleted = EXCLUDED.deleted, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+"""
+
+
+def _truncate(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("TRUNCATE customers_view")
+
+
+def throughput(url: str, customers: int = 2000, per_customer: int = 5, rounds: int = 3) -> dict:
+    os.environ["DATABASE_URL"] = url
+    from chalice.local import LambdaContext
+
+    import app as app_module
+
+    events = _history(url, customers, per_customer)
+    batches = _kafka_batches(events)
+    msk_events = [_msk_event(b) for b in batches]  # the mapping's work, not the function's
+    # The raw baseline gets each batch's final rows ready-made: only the writes are timed.
+    raw_rows, state = [], {}
+    for batch in batches:
+        touched = {}
+        for e in batch:
+            state[e.stream_id] = touched[e.stream_id] = evolve(state.get(e.stream_id), Change.from_recorded(e))
+        raw_rows.append(list(touched.values()))
+
+    ours, raw = [], []
+    context = LambdaContext("project_customers", memory_size=512, max_runtime_ms=60_000)
+    app_module.project_customers(msk_events[0], context)  # warm: pool, prepared statements
+    for _ in range(rounds):
+        _truncate(url)
+        began = time.perf_counter()
+        for event in msk_events:
+            app_module.project_customers(event, context)
+        ours.append(len(events) / (time.perf_counter() - began))
+
+        _truncate(url)
+        with psycopg.connect(url) as conn:
+            began = time.perf_counter()
+            for rows in raw_rows:
+                with conn.transaction(), conn.cursor() as cursor:
+                    cursor.executemany(_RAW_UPSERT, [(r.id, r.name, r.email, r.version, r.deleted, r.created_at,
+                                                      r.updated_at) for r in rows])
+            raw.append(len(events) / (time.perf_counter() - began))
+    return {"events": len(events), "batch_size": BATCH, "function_per_second": statistics.median(ours),
+            "raw_upserts_per_second": statistics.median(raw)}
+
+
+def latency(url: str, bootstrap: str, commands: int = 300, per_second: float = 50) -> dict:
+    """Commit to read-model row through the local stack's parts: a running
+    drain, the event source mapping emulator, the real projection function."""
+    os.environ["DATABASE_URL"] = url
+    import app as app_module
+    from chalicelib.domain.commands import CreateCustomer
+    from chalicelib.handlers import CustomerService
+
+    topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    publisher = KafkaPublisher(bootstrap, topic, "/customer-service")
+    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
+    source = KafkaEventSource(app_module.project_customers, bootstrap, topic, f"bench-{uuid.uuid4().hex[:8]}")
+    stop = threading.Event()
+    threads = [threading.Thread(target=relay.run, args=(time.monotonic() + 600, stop)),
+               threading.Thread(target=source.run, args=(stop,))]
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    ids = []
+    with db.new_pool(url, max_size=1) as pool:
+        service = CustomerService(PostgresEventStore(pool))
+        next_at = time.perf_counter()
+        for n in range(commands):
+            ids.append(service.create(CreateCustomer("L", f"l{n}@example.com", uuid.uuid4()),
+                                      CommandContext("bench")).id)
+            next_at += 1 / per_second
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            (done,) = conn.execute("SELECT count(*) FROM customers_view WHERE id = ANY(%s)", (ids,)).fetchone()
+            if done == len(ids):
+                break
+            time.sleep(0.1)
+        samples = sorted(r[0] for r in conn.execute(
+            "SELECT extract(epoch FROM v.projected_at - e.recorded_at) * 1000 FROM customers_view v"
+            " JOIN events e ON e.stream_id = v.id AND e.version = 1 WHERE v.id = ANY(%s)", (ids,)))
+        stop.set()
+        conn.execute("NOTIFY outbox")
+    for t in threads:
+        t.join(timeout=30)
+    publisher.close()
+    assert len(samples) == commands, f"only {len(samples)} of {commands} rows were projected"
+    return {"commands": commands, "p50_ms": float(statistics.median(samples)),
+            "p99_ms": float(samples[min(len(samples) - 1, int(len(samples) * 0.99))])}
