@@ -12,7 +12,7 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from chalicelib.domain.commands import CreateCustomer
-from chalicelib.domain.customer import CustomerEmailChanged, registry
+from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
 from chalicelib.eventstore.outbox import OutboxRelay
@@ -29,8 +29,10 @@ def _fill_outbox(url: str, streams: int, per_stream: int) -> None:
     with db.new_pool(url, max_size=1) as pool:
         store = PostgresEventStore(pool)
         for _ in range(streams):
-            events = [registry.serialize(CustomerEmailChanged(email=f"e{n}@example.com"),
-                                         Metadata.new("bench", "bench")) for n in range(per_stream)]
+            events = [registry.serialize(CustomerCreated(name="Ada", email="e@example.com"),
+                                         Metadata.new("bench", "bench"))]
+            events += [registry.serialize(CustomerEmailChanged(email=f"e{n}@example.com"),
+                                          Metadata.new("bench", "bench")) for n in range(per_stream - 1)]
             store.append(uuid.uuid4(), "Customer", 0, events)
 
 

@@ -42,7 +42,8 @@ def _history(url: str, customers: int, per_customer: int) -> list[RecordedEvent]
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data,"
-            " metadata, recorded_at FROM events WHERE stream_type = 'Customer' ORDER BY global_position").fetchall()
+            " metadata, recorded_at FROM events WHERE stream_id = ANY(%s) ORDER BY global_position",
+            (ids,)).fetchall()
     return [RecordedEvent(*row) for row in rows]
 
 
