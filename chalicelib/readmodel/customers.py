@@ -11,13 +11,13 @@ The projection trusts neither delivery order nor exactly-once delivery:
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -52,7 +52,9 @@ class NotACustomerEvent(ValueError):
 
 def change_from_cloudevent(raw: bytes) -> Change:
     try:
-        event = json.loads(raw)
+        # orjson: parsing and writing JSON were a third of the projection's
+        # time in the profile; orjson is several times faster than json.
+        event = orjson.loads(raw)
         if not isinstance(event, dict) or event.get("specversion") != "1.0":
             raise NotACustomerEvent("not a CloudEvents 1.0 JSON object")
         event_type = event["type"]
@@ -71,7 +73,7 @@ def change_from_cloudevent(raw: bytes) -> Change:
         )
     except NotACustomerEvent:
         raise
-    except (ValueError, KeyError, TypeError, LookupError) as error:
+    except (ValueError, KeyError, TypeError, LookupError, orjson.JSONDecodeError) as error:
         raise NotACustomerEvent(f"{type(error).__name__}: {error}") from None
 
 
@@ -171,15 +173,10 @@ def project(conn: psycopg.Connection, changes: Iterable[Change], load_after: Loa
                 result.gaps_filled += 1
             new_rows.append(fold(pending, row))
         if new_rows:
-            conn.execute(sql.SQL(_UPSERT).format(table=name), (json.dumps([_json_row(r) for r in new_rows]),))
+            # orjson writes dataclasses, UUIDs and aware datetimes as the JSON the upsert reads.
+            conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))
         result.rows_written = len(new_rows)
     return result
-
-
-def _json_row(row: CustomerRow) -> dict:
-    return {"id": str(row.id), "name": row.name, "email": row.email, "version": row.version,
-            "deleted": row.deleted, "created_at": row.created_at.isoformat(),
-            "updated_at": row.updated_at.isoformat()}
 
 
 def get(conn: psycopg.Connection, customer_id: uuid.UUID) -> CustomerRow | None:
