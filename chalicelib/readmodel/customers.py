@@ -23,6 +23,7 @@ from psycopg import sql
 
 from chalicelib.domain.customer import CustomerCreated, CustomerDeleted, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import DomainEvent, RecordedEvent
+from chalicelib.infra.logs import log
 
 TABLE = "customers_view"
 
@@ -127,6 +128,7 @@ class ProjectionResult:
     rows_written: int = 0
     duplicates: int = 0
     gaps_filled: int = 0
+    unprojectable: int = 0
 
 
 _COLUMNS = "id, name, email, version, deleted, created_at, updated_at"
@@ -171,7 +173,21 @@ def project(conn: psycopg.Connection, changes: Iterable[Change], load_after: Loa
             if [c.version for c in pending] != list(range(at + 1, at + 1 + len(pending))):
                 pending = list(load_after(customer_id, at))
                 result.gaps_filled += 1
-            new_rows.append(fold(pending, row))
+            try:
+                new_row = fold(pending, row)
+            except ValueError as error:
+                new_row, reason = None, str(error)
+            else:
+                reason = "the event store has no such events"
+            if new_row is None:
+                # Not in the store (another environment's topic, a forged
+                # record) or not a history a customer can have: retrying
+                # would not help, so say so and leave the row alone.
+                result.unprojectable += 1
+                log("projection_unprojectable_customer", level="error", customer_id=str(customer_id),
+                    versions=sorted(by_version), reason=reason)
+                continue
+            new_rows.append(new_row)
         if new_rows:
             # orjson writes dataclasses, UUIDs and aware datetimes as the JSON the upsert reads.
             conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))

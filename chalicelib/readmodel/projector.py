@@ -19,6 +19,7 @@ class BatchResult:
     rows_written: int
     duplicates: int
     gaps_filled: int
+    unprojectable: int
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -41,4 +42,5 @@ def handle_kafka_event(event: dict, pool: ConnectionPool, store: EventStore) -> 
 
     with pool.connection() as conn:
         result = customers.project(conn, changes, load_after)
-    return BatchResult(records, poison, result.rows_written, result.duplicates, result.gaps_filled)
+    return BatchResult(records, poison, result.rows_written, result.duplicates, result.gaps_filled,
+                       result.unprojectable)

@@ -162,6 +162,19 @@ def test_poison_records_are_logged_with_where_they_are_and_skipped(client, db, c
     assert logged.count("projection_poison_record") == 3
 
 
+def test_a_customer_unknown_to_the_event_store_is_logged_and_skipped(client, db, capfd):
+    history(n_customers=1, changes=0)
+    stranger = uuid.uuid4()
+    foreign = KafkaRecord("customer-events", 0, 7, 0, str(stranger).encode(),
+                          b'{"specversion": "1.0", "id": "x", "type": "CustomerEmailChanged", "subject": "'
+                          + str(stranger).encode() + b'", "streamversion": 2, "data": {"email": "s@example.com"},'
+                          b' "time": "2026-01-01T00:00:00+00:00"}', {})
+    result = project(client, msk_event(stored_events(db), extra=[foreign]))
+    assert (result["unprojectable"], result["rows_written"]) == (1, 1)
+    assert read_model(db) == expected(db)
+    assert str(stranger) in capfd.readouterr().err
+
+
 def test_not_a_kafka_event_raises(client, db):
     with pytest.raises(Exception, match="not a Kafka event"):
         project(client, {"Records": []})
