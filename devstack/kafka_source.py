@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -109,15 +108,10 @@ class KafkaEventSource:
 
 
 def main() -> int:
-    sys.path.insert(0, str(PROJECT))
-    from devstack.schedule import stage_environment
+    from devstack.schedule import load_app_as_deployed, stop_on_signals
 
-    os.environ.update(stage_environment())
-    import app as app_module
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    app_module = load_app_as_deployed()
+    stop = stop_on_signals()
     source = KafkaEventSource(
         app_module.project_customers,
         os.environ["KAFKA_BOOTSTRAP_SERVERS"],

@@ -82,16 +82,27 @@ def invoke(handler, name: str, timeout: int, memory: int) -> None:
                           "error": traceback.format_exc()}), file=sys.stderr, flush=True)
 
 
-def main() -> int:
+def load_app_as_deployed(stage: str = "dev"):
+    """The app module, imported with the stage's environment, as Lambda would."""
     sys.path.insert(0, str(PROJECT))
-    os.environ.update(stage_environment())
-    from chalice.app import ScheduledEventConfig
-
+    os.environ.update(stage_environment(stage))
     import app as app_module
 
+    return app_module
+
+
+def stop_on_signals() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+def main() -> int:
+    from chalice.app import ScheduledEventConfig
+
+    app_module = load_app_as_deployed()
+    stop = stop_on_signals()
 
     schedules = [s for s in app_module.app.event_sources if isinstance(s, ScheduledEventConfig)]
 
