@@ -126,8 +126,7 @@ def get_customer(customer_id):
         if row is not None and row.version >= (min_version or 0):
             return _row_response(row, "read-model")
     # Behind, unknown to the read model (perhaps just created), or asked for.
-    recorded = service.event_store().load(cid)
-    row = customers_view.fold(customers_view.Change.from_recorded(r) for r in recorded)
+    row = customers_view.from_store(service.event_store(), cid)
     if row is None or row.deleted:
         raise CustomerNotFound(f"customer {cid} not found")
     return _row_response(row, "event-store")

@@ -195,6 +195,12 @@ def project(conn: psycopg.Connection, changes: Iterable[Change], load_after: Loa
     return result
 
 
+def from_store(store, customer_id: uuid.UUID) -> CustomerRow | None:
+    """The row as the projection would make it, built from the event store
+    (read-your-writes, strong consistency)."""
+    return fold(Change.from_recorded(r) for r in store.load(customer_id))
+
+
 def get(conn: psycopg.Connection, customer_id: uuid.UUID) -> CustomerRow | None:
     row = conn.execute(sql.SQL(_SELECT).format(table=sql.Identifier(TABLE)), ([customer_id],)).fetchone()
     return CustomerRow(*row) if row else None
