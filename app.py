@@ -116,6 +116,10 @@ def get_customer(customer_id):
     version the read model has not reached yet, or for strong consistency."""
     cid = http.customer_id(customer_id)
     params = app.current_request.query_params or {}
+    version = http.positive_int(params.get("version"), "version")
+    as_of = http.as_of(params.get("as_of"))
+    if version is not None or as_of is not None:
+        return _as_it_was(cid, version, as_of)
     min_version = http.min_version(params.get("min_version"))
     strong = http.consistency(params.get("consistency")) == "strong"
     if not strong:
@@ -130,6 +134,37 @@ def get_customer(customer_id):
     if row is None or row.deleted:
         raise CustomerNotFound(f"customer {cid} not found")
     return _row_response(row, "event-store")
+
+
+def _as_it_was(cid, version, as_of) -> Response:
+    """The time machine: state rebuilt from the events up to a version or a
+    moment. Deleted customers included: their history stays readable."""
+    row = customers_view.at(service.event_store(), cid, version=version, as_of=as_of)
+    if row is None:
+        raise CustomerNotFound(f"customer {cid} did not exist then")
+    if version is not None and row.version < version:
+        raise CustomerNotFound(f"customer {cid} has no version {version}; its latest is {row.version}")
+    return Response(body={**row.to_dict(), "deleted": row.deleted},
+                    headers={"ETag": http.etag(row.version), "X-Read-Source": "event-store"})
+
+
+@app.route("/customer/{customer_id}/events", methods=["GET"])
+@domain_errors
+def customer_history(customer_id):
+    """The audit log: every event of the customer with its metadata, in pages."""
+    cid = http.customer_id(customer_id)
+    params = app.current_request.query_params or {}
+    limit = http.positive_int(params.get("limit"), "limit", maximum=500) or 50
+    after = http.positive_int(params.get("after"), "after", minimum=0) or 0
+    events = service.event_store().load(cid, after_version=after, limit=limit + 1)
+    if not events and after == 0:
+        raise CustomerNotFound(f"customer {cid} not found")
+    page = events[:limit]
+    more = len(events) > limit
+    return {
+        "events": [customers_view.history_entry(e) for e in page],
+        "next": f"/customer/{cid}/events?after={page[-1].version}&limit={limit}" if more else None,
+    }
 
 
 @app.route("/customers", methods=["GET"])

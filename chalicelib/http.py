@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -67,12 +68,29 @@ def if_match(header: str | None) -> int | None:
     return int(value)
 
 
-def min_version(raw: str | None) -> int | None:
+def positive_int(raw: str | None, name: str, *, minimum: int = 1, maximum: int = 999_999_999) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
-        raise BadRequest(f"min_version must be a positive whole number, not {raw!r}")
+    if not raw.isdigit() or len(raw) > 9 or not minimum <= int(raw) <= maximum:
+        raise BadRequest(f"{name} must be a whole number from {minimum} to {maximum}, not {raw!r}")
     return int(raw)
+
+
+def min_version(raw: str | None) -> int | None:
+    return positive_int(raw, "min_version")
+
+
+def as_of(raw: str | None) -> datetime | None:
+    """An RFC 3339 time with its offset, e.g. 2026-11-26T22:00:00Z."""
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest(f"as_of must be an RFC 3339 time with an offset, such as 2026-11-26T22:00:00Z, not {raw!r}")
+    return moment
 
 
 def consistency(raw: str | None) -> str:

@@ -57,7 +57,7 @@ _APPEND_SQL = {
 _LOAD = """
 SELECT global_position, stream_id, stream_type, version, event_type,
        schema_version, data, metadata, recorded_at
-FROM events WHERE stream_id = %s AND version > %s ORDER BY version
+FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s
 """
 
 
@@ -97,7 +97,7 @@ class PostgresEventStore:
             raise ConcurrencyError(stream_id, expected_version)
         return sorted(row[0] for row in rows)
 
-    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
+    def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._pool.connection() as conn:
-            rows = conn.execute(_LOAD, (stream_id, after_version)).fetchall()
+            rows = conn.execute(_LOAD, (stream_id, after_version, limit)).fetchall()
         return [RecordedEvent(*row) for row in rows]

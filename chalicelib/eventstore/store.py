@@ -43,9 +43,9 @@ class EventStore(Protocol):
         outbox row each; return their global positions. Raises ConcurrencyError."""
         ...
 
-    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
-        """The stream's events after `after_version`, in version order
-        (empty when the stream is unknown)."""
+    def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        """The stream's events after `after_version`, in version order, at
+        most `limit` of them (empty when the stream is unknown)."""
         ...
 
 
@@ -82,9 +82,10 @@ class InMemoryEventStore:
                 positions.append(position)
             return positions
 
-    def load(self, stream_id, after_version=0):
+    def load(self, stream_id, after_version=0, limit=None):
         with self._lock:
-            return [e for e in self.events if e.stream_id == stream_id and e.version > after_version]
+            found = [e for e in self.events if e.stream_id == stream_id and e.version > after_version]
+        return found[:limit] if limit is not None else found
 
 
 class Repository(Generic[A]):

@@ -201,6 +201,34 @@ def from_store(store, customer_id: uuid.UUID) -> CustomerRow | None:
     return fold(Change.from_recorded(r) for r in store.load(customer_id))
 
 
+def at(store, customer_id: uuid.UUID, *, version: int | None = None,
+       as_of: datetime | None = None) -> CustomerRow | None:
+    """The customer as it was at a version, or at a moment (by the time the
+    store recorded each event); None when it did not exist yet."""
+    changes = []
+    for recorded in store.load(customer_id):
+        if version is not None and recorded.version > version:
+            break
+        if as_of is not None and recorded.recorded_at > as_of:
+            break
+        changes.append(Change.from_recorded(recorded))
+    return fold(changes)
+
+
+def history_entry(recorded: RecordedEvent) -> dict:
+    metadata = recorded.metadata
+    return {
+        "version": recorded.version,
+        "type": recorded.event_type,
+        "time": metadata.get("occurred_at"),
+        "recorded_at": recorded.recorded_at.isoformat(),
+        "event_id": metadata.get("event_id"),
+        "correlation_id": metadata.get("correlation_id"),
+        "causation_id": metadata.get("causation_id"),
+        "data": recorded.data,
+    }
+
+
 def get(conn: psycopg.Connection, customer_id: uuid.UUID) -> CustomerRow | None:
     row = conn.execute(sql.SQL(_SELECT).format(table=sql.Identifier(TABLE)), ([customer_id],)).fetchone()
     return CustomerRow(*row) if row else None

@@ -45,6 +45,7 @@ def test_load_after_a_version(store):
     store.append(stream, "Thing", 0, [event(1), event(2), event(3)])
     assert [e.version for e in store.load(stream, after_version=1)] == [2, 3]
     assert store.load(stream, after_version=3) == []
+    assert [e.version for e in store.load(stream, after_version=1, limit=1)] == [2]
 
 
 def test_unknown_stream_loads_empty(store):
