@@ -15,7 +15,7 @@ from devstack.postgres import database_for_run
 
 TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw_producer": 0.7,
            "commit_to_kafka_p50_ms": 100, "projection_per_second": 5000, "projection_vs_raw": 0.6,
-           "commit_to_read_model_p50_ms": 150}
+           "commit_to_read_model_p50_ms": 150, "snapshot_speedup": 20, "snapshot_vs_one_event": 2}
 
 
 def main() -> int:
@@ -47,6 +47,19 @@ def main() -> int:
     print(f"targets: ours/raw >= {TARGETS['raw_sql']}; ours/eventsourcing >= {TARGETS['eventsourcing']['1']}x"
           f" (1 writer), >= {TARGETS['eventsourcing']['4']}x (4 writers): {'met' if ok else 'NOT met'}")
     print(f"\nLoad a 1,000-event customer: {results['load_1000_events_ms']:.1f} ms (median)")
+    snap = results["snapshots"]
+    snap["speedup"] = snap["load_10000_events_without_ms"] / snap["load_10000_events_with_ms"]
+    snap["vs_one_event"] = snap["load_10000_events_with_ms"] / snap["load_1_event_ms"]
+    snap_ok = (snap["speedup"] >= TARGETS["snapshot_speedup"]
+               and snap["vs_one_event"] <= TARGETS["snapshot_vs_one_event"])
+    print(f"Load a 10,000-event customer: {snap['load_10000_events_without_ms']:.1f} ms without snapshots,"
+          f" {snap['load_10000_events_with_ms']:.2f} ms with one every {snap['every']} events"
+          f" ({snap['speedup']:.0f}x faster); a 1-event customer {snap['load_1_event_ms']:.2f} ms"
+          f" ({snap['vs_one_event']:.2f}x)  (targets >= {TARGETS['snapshot_speedup']}x and within"
+          f" {TARGETS['snapshot_vs_one_event']}x: {'met' if snap_ok else 'NOT met'});"
+          f" worst case, a snapshot and {snap['every'] - 1} events after it:"
+          f" {snap['load_10099_events_with_ms']:.2f} ms")
+    ok = ok and snap_ok
 
     drain = results["outbox_drain"]
     drain["ratio_vs_raw_producer"] = drain["drain_per_second"] / drain["raw_producer_per_second"]

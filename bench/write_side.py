@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerEmailChanged, registry
-from chalicelib.eventstore.events import CommandContext, Metadata
+from chalicelib.eventstore.events import CommandContext, Metadata, Snapshot
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.handlers import CustomerService
 from chalicelib.infra import db
@@ -166,22 +166,29 @@ def eventsourcing_lib(url: str, writers: int, create_tables: bool = False) -> Ca
     return work
 
 
-def load_time(url: str, events: int, repeats: int = 20) -> float:
-    """Median seconds to load a customer with `events` events."""
+def load_time(url: str, events: int, snapshot_every: int | None = None, repeats: int = 20) -> float:
+    """Median seconds to load a customer with `events` events, through the
+    repository as the handlers do (with snapshots every `snapshot_every`)."""
     with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
         store = PostgresEventStore(pool)
-        service = CustomerService(store)
+        service = CustomerService(store, snapshot_every=snapshot_every)
         customer = service.create(
             CreateCustomer(name="Ada", email="ada@example.com", customer_id=uuid.uuid4()), CONTEXT)
-        batch = []
         version = 1
-        for n in range(events - 1):
-            batch.append(registry.serialize(CustomerEmailChanged(email=f"ada{n}@example.com"),
-                                            Metadata.new("bench", "bench")))
-            if len(batch) == 500 or n == events - 2:
-                store.append(customer.id, "Customer", version, batch)
-                version += len(batch)
-                batch = []
+        while version < events:
+            # Appended in chunks that end on snapshot boundaries, as single
+            # commands would have left them.
+            step = min(500, events - version)
+            if snapshot_every:
+                step = min(step, snapshot_every - version % snapshot_every)
+            batch = [registry.serialize(CustomerEmailChanged(email=f"ada{version + n}@example.com"),
+                                        Metadata.new("bench", "bench")) for n in range(step)]
+            snapshot = None
+            if snapshot_every and (version + step) % snapshot_every == 0:
+                state = {"name": "Ada", "email": f"ada{version + step - 1}@example.com", "deleted": False}
+                snapshot = Snapshot(version + step, 1, state)
+            store.append(customer.id, "Customer", version, batch, snapshot)
+            version += step
         assert service.get(customer.id).version == events
         timings = []
         for _ in range(repeats):
@@ -190,6 +197,8 @@ def load_time(url: str, events: int, repeats: int = 20) -> float:
             timings.append(time.perf_counter() - began)
     return statistics.median(timings)
 
+
+SNAPSHOT_EVERY = 100
 
 CASES = {
     "ours": ours,
@@ -212,6 +221,14 @@ def run(url: str, seconds: float, rounds: int) -> dict:
         figures = {name: statistics.median(values) for name, values in figures.items()}
         results["creations_per_second"][str(writers)] = figures
     results["load_1000_events_ms"] = load_time(url, 1000) * 1000
+    results["snapshots"] = {
+        "every": SNAPSHOT_EVERY,
+        "load_10000_events_without_ms": load_time(url, 10_000) * 1000,
+        "load_10000_events_with_ms": load_time(url, 10_000, SNAPSHOT_EVERY) * 1000,
+        "load_1_event_ms": load_time(url, 1, SNAPSHOT_EVERY) * 1000,
+        # The least lucky customer: a snapshot and 99 events after it.
+        "load_10099_events_with_ms": load_time(url, 10_000 + SNAPSHOT_EVERY - 1, SNAPSHOT_EVERY) * 1000,
+    }
     return results
 
 

@@ -25,8 +25,8 @@ class StaleVersion(Exception):
 
 
 class CustomerService:
-    def __init__(self, store: EventStore, max_retries: int = 5) -> None:
-        self._customers = Repository(store, registry, Customer)
+    def __init__(self, store: EventStore, max_retries: int = 5, snapshot_every: int | None = None) -> None:
+        self._customers = Repository(store, registry, Customer, snapshot_every=snapshot_every)
         self._max_retries = max_retries
 
     def get(self, customer_id: uuid.UUID) -> Customer:

@@ -28,7 +28,8 @@ def event_store() -> PostgresEventStore:
 
 def customer_service() -> CustomerService:
     settings = Settings.from_env()
-    return CustomerService(event_store(), max_retries=settings.command_max_retries)
+    return CustomerService(event_store(), max_retries=settings.command_max_retries,
+                           snapshot_every=settings.customer_snapshot_every or None)
 
 
 @functools.cache

@@ -134,5 +134,11 @@ class Customer(Aggregate):
             case _:
                 raise TypeError(f"Customer cannot apply {type(event).__name__}")
 
+    def snapshot_state(self) -> dict:
+        return {"name": self.name, "email": self.email, "deleted": self.deleted}
+
+    def restore_state(self, state: dict) -> None:
+        self.name, self.email, self.deleted = state["name"], state["email"], state["deleted"]
+
     def to_dict(self) -> dict:
         return {"id": str(self.id), "name": self.name, "email": self.email, "version": self.version}

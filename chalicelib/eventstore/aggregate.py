@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from typing import ClassVar, TypeVar
 
-from .events import DomainEvent
+from .events import DomainEvent, Snapshot
 
 A = TypeVar("A", bound="Aggregate")
 
@@ -16,6 +16,9 @@ class Aggregate:
     from their command methods; they never touch storage."""
 
     stream_type: ClassVar[str]
+    # The shape of snapshot_state(); raise it whenever that shape changes, and
+    # older snapshots are ignored instead of misread.
+    state_schema_version: ClassVar[int] = 1
 
     def __init__(self) -> None:
         self.id: uuid.UUID | None = None
@@ -42,10 +45,22 @@ class Aggregate:
     def mark_saved(self) -> None:
         self._pending.clear()
 
+    def snapshot_state(self) -> dict:
+        """The state as JSON, for a snapshot; subclasses that take snapshots
+        implement it and restore_state."""
+        raise NotImplementedError
+
+    def restore_state(self, state: dict) -> None:
+        raise NotImplementedError
+
     @classmethod
-    def rehydrate(cls: type[A], stream_id: uuid.UUID, events: Iterable[DomainEvent]) -> A:
+    def rehydrate(cls: type[A], stream_id: uuid.UUID, events: Iterable[DomainEvent],
+                  snapshot: Snapshot | None = None) -> A:
         aggregate = cls()
         aggregate.id = stream_id
+        if snapshot is not None:
+            aggregate.restore_state(snapshot.state)
+            aggregate.version = snapshot.version
         for event in events:
             aggregate.apply(event)
             aggregate.version += 1

@@ -76,6 +76,15 @@ class NewEvent:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """An aggregate's state at a version, in the shape `schema_version`."""
+
+    version: int
+    schema_version: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class RecordedEvent:
     """An event as the store holds it."""
 

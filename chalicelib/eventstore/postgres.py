@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .events import NewEvent, RecordedEvent
+from .events import NewEvent, RecordedEvent, Snapshot
 from .store import ConcurrencyError
 
 # One statement, so one round trip and one implicit transaction: the events
@@ -41,18 +41,34 @@ WITH new_events AS (
     INSERT INTO events (stream_id, stream_type, version, event_type,
                         schema_version, data, metadata){rows}
     RETURNING global_position, stream_id
-)
+){snapshot}
 INSERT INTO outbox (global_position, stream_id)
 SELECT global_position, stream_id FROM new_events ORDER BY global_position
 RETURNING global_position
 """
 
+# Written only when the events were (a refused append leaves no snapshot).
+_SNAPSHOT = """, new_snapshot AS (
+    INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)
+    SELECT %(stream_id)s, %(stream_type)s, %(snapshot_version)s, %(snapshot_schema_version)s,
+           %(snapshot_state)s::jsonb
+    WHERE EXISTS (SELECT 1 FROM new_events)
+    ON CONFLICT (stream_id) DO UPDATE SET
+        version = EXCLUDED.version, schema_version = EXCLUDED.schema_version,
+        state = EXCLUDED.state, created_at = clock_timestamp()
+    WHERE snapshots.version < EXCLUDED.version
+)"""
+
 _APPEND_SQL = {
-    (many, check_gap): _APPEND.format(
-        rows=(_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else ""))
+    (many, check_gap, snapshot): _APPEND.format(
+        rows=(_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else ""),
+        snapshot=_SNAPSHOT if snapshot else "")
     for many in (False, True)
     for check_gap in (False, True)
+    for snapshot in (False, True)
 }
+
+_LOAD_SNAPSHOT = "SELECT version, schema_version, state FROM snapshots WHERE stream_id = %s"
 
 _LOAD = """
 SELECT global_position, stream_id, stream_type, version, event_type,
@@ -71,6 +87,7 @@ class PostgresEventStore:
         stream_type: str,
         expected_version: int,
         events: Sequence[NewEvent],
+        snapshot: Snapshot | None = None,
     ) -> list[int]:
         if not events:
             return []
@@ -85,7 +102,10 @@ class PostgresEventStore:
             (event,) = events
             params.update(event_type=event.event_type, schema_version=event.schema_version,
                           data=json.dumps(event.data), metadata=json.dumps(event.metadata))
-        sql = _APPEND_SQL[many, expected_version > 0]
+        if snapshot is not None:
+            params.update(snapshot_version=snapshot.version, snapshot_schema_version=snapshot.schema_version,
+                          snapshot_state=json.dumps(snapshot.state))
+        sql = _APPEND_SQL[many, expected_version > 0, snapshot is not None]
         with self._pool.connection() as conn:
             try:
                 rows = conn.execute(sql, params).fetchall()
@@ -96,6 +116,11 @@ class PostgresEventStore:
         if len(rows) != len(events):
             raise ConcurrencyError(stream_id, expected_version)
         return sorted(row[0] for row in rows)
+
+    def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
+        return Snapshot(*row) if row else None
 
     def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._pool.connection() as conn:

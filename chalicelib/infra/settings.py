@@ -22,6 +22,7 @@ class Settings:
     drain_max_seconds: float
     drain_batch_size: int
     outbox_retention_hours: float
+    customer_snapshot_every: int
 
     @staticmethod
     def from_env() -> Settings:
@@ -40,6 +41,7 @@ class Settings:
             drain_max_seconds=float(_int("DRAIN_MAX_SECONDS", 55)),
             drain_batch_size=max(1, _int("DRAIN_BATCH_SIZE", 500)),
             outbox_retention_hours=float(_int("OUTBOX_RETENTION_HOURS", 168)),
+            customer_snapshot_every=_int("CUSTOMER_SNAPSHOT_EVERY", 100),
         )
 
     def require_kafka(self) -> str:
