@@ -31,7 +31,7 @@ def _fill_outbox(url: str, streams: int, per_stream: int) -> None:
         for _ in range(streams):
             events = [registry.serialize(CustomerCreated(name="Ada", email="e@example.com"),
                                          Metadata.new("bench", "bench"))]
-            events += [registry.serialize(CustomerEmailChanged(email=f"e{n}@example.com"),
+            events += [registry.serialize(CustomerEmailChanged(email=f"e{n}@example.com", previous_email=None),
                                           Metadata.new("bench", "bench")) for n in range(per_stream - 1)]
             store.append(uuid.uuid4(), "Customer", 0, events)
 

@@ -37,8 +37,8 @@ def _history(url: str, customers: int, per_customer: int) -> list[RecordedEvent]
                 CustomerCreated(name=f"C{n}", email=f"c{n}@example.com"), Metadata.new("bench", "bench"))])
         for k in range(1, per_customer):
             for n, cid in enumerate(ids):
-                store.append(cid, "Customer", k, [registry.serialize(
-                    CustomerEmailChanged(email=f"c{n}.{k}@example.com"), Metadata.new("bench", "bench"))])
+                change = CustomerEmailChanged(email=f"c{n}.{k}@example.com", previous_email=None)
+                store.append(cid, "Customer", k, [registry.serialize(change, Metadata.new("bench", "bench"))])
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data,"

@@ -181,7 +181,8 @@ def load_time(url: str, events: int, snapshot_every: int | None = None, repeats:
             step = min(500, events - version)
             if snapshot_every:
                 step = min(step, snapshot_every - version % snapshot_every)
-            batch = [registry.serialize(CustomerEmailChanged(email=f"ada{version + n}@example.com"),
+            batch = [registry.serialize(CustomerEmailChanged(email=f"ada{version + n}@example.com",
+                                                             previous_email=None),
                                         Metadata.new("bench", "bench")) for n in range(step)]
             snapshot = None
             if snapshot_every and (version + step) % snapshot_every == 0:

@@ -8,6 +8,7 @@ import functools
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from chalicelib.domain.customer import registry
 from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.handlers import CustomerService
@@ -48,6 +49,7 @@ def outbox_relay(settings: Settings | None = None) -> OutboxRelay:
         publish=publisher,
         batch_size=settings.drain_batch_size,
         retention_seconds=settings.outbox_retention_hours * 3600,
+        upcast=registry.upcast_recorded,
         on_error=lambda error: log("outbox_publish_failed", level="error", error=str(error),
                                    brokers=settings.kafka_bootstrap_servers, topic=settings.kafka_topic),
     )

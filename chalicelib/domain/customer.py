@@ -52,7 +52,18 @@ class CustomerCreated(DomainEvent):
 @registry.register
 @dataclass(frozen=True)
 class CustomerEmailChanged(DomainEvent):
+    """v2 also says which email was replaced, so the audit log and consumers
+    see the change whole. v1 events (before the change) read as v2 with
+    previous_email None: what they did not record cannot be made up."""
+
+    schema_version = 2
     email: str
+    previous_email: str | None
+
+
+@registry.upcaster("CustomerEmailChanged", from_version=1)
+def _email_changed_v1_to_v2(data: dict) -> dict:
+    return {**data, "previous_email": None}
 
 
 @registry.register
@@ -111,7 +122,7 @@ class Customer(Aggregate):
         email = valid_email(email)
         if email == self.email:
             return
-        self._record(CustomerEmailChanged(email=email))
+        self._record(CustomerEmailChanged(email=email, previous_email=self.email))
 
     def delete(self) -> None:
         self.ensure_exists()

@@ -22,6 +22,7 @@ def to_cloudevent(event: RecordedEvent, source: str) -> dict:
         "datacontenttype": "application/json",
         "data": event.data,
         # Extensions (lower-case letters and digits only, as the spec asks).
+        "schemaversion": event.schema_version,
         "streamtype": event.stream_type,
         "streamversion": event.version,
         "position": event.global_position,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -103,11 +104,21 @@ class UnknownEventType(LookupError):
     pass
 
 
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class EventRegistry:
-    """Maps stored event type names to classes and back."""
+    """Maps stored event type names to classes and back, upcasting old shapes.
+
+    Events are immutable: when an event's shape changes, its class gets a new
+    `schema_version` and an upcaster from the previous one is registered.
+    Every reader goes through `decode`/`upcast`, so stored events of any age
+    read as today's shape; nothing stored is ever rewritten.
+    """
 
     def __init__(self) -> None:
         self._by_name: dict[str, type[DomainEvent]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
 
     def register(self, cls: type[DomainEvent]) -> type[DomainEvent]:
         name = cls.event_type or cls.__name__
@@ -125,17 +136,41 @@ class EventRegistry:
             metadata=metadata.to_dict(),
         )
 
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function turning data of `from_version` into `from_version + 1`."""
+
+        def register(function: Upcaster) -> Upcaster:
+            self._upcasters[event_type, from_version] = function
+            return function
+
+        return register
+
+    def upcast(self, event_type: str, schema_version: int, data: dict[str, Any]) -> dict[str, Any]:
+        """The data in today's shape of the event type."""
+        current = self.current_schema_version(event_type)
+        if schema_version > current:
+            raise UnknownEventType(f"{event_type} v{schema_version} is newer than this code (v{current})")
+        while schema_version < current:
+            try:
+                data = self._upcasters[event_type, schema_version](dict(data))
+            except KeyError:
+                raise UnknownEventType(f"{event_type}: no upcaster from v{schema_version}") from None
+            schema_version += 1
+        return data
+
+    def upcast_recorded(self, recorded: RecordedEvent) -> RecordedEvent:
+        current = self.current_schema_version(recorded.event_type)
+        if recorded.schema_version == current:
+            return recorded
+        data = self.upcast(recorded.event_type, recorded.schema_version, recorded.data)
+        return dataclasses.replace(recorded, data=data, schema_version=current)
+
     def deserialize(self, recorded: RecordedEvent) -> DomainEvent:
         return self.decode(recorded.event_type, recorded.schema_version, recorded.data)
 
     def decode(self, event_type: str, schema_version: int, data: dict[str, Any]) -> DomainEvent:
-        try:
-            cls = self._by_name[event_type]
-        except KeyError:
-            raise UnknownEventType(event_type) from None
-        if schema_version != cls.schema_version:
-            raise UnknownEventType(f"{event_type} v{schema_version} (this code reads v{cls.schema_version})")
-        return cls.from_data(data)
+        data = self.upcast(event_type, schema_version, data)
+        return self._by_name[event_type].from_data(data)
 
     def current_schema_version(self, event_type: str) -> int:
         try:

@@ -102,6 +102,7 @@ class OutboxRelay:
         retry_backoff: tuple[float, float] = (0.5, 10.0),
         retention_seconds: float = 7 * 24 * 3600,
         on_error: Callable[[Exception], None] = lambda error: None,
+        upcast: Callable[[RecordedEvent], RecordedEvent] = lambda event: event,
     ) -> None:
         self._connect = connect
         self._publish = publish
@@ -113,6 +114,8 @@ class OutboxRelay:
         self._retry_backoff = retry_backoff
         self._retention_seconds = retention_seconds
         self._on_error = on_error
+        # Consumers get today's shape of every event, however old the row.
+        self._upcast = upcast
 
     def run(self, deadline: float, stop: threading.Event | None = None) -> DrainResult:
         """Drain until `deadline` (time.monotonic()) or until `stop` is set,
@@ -183,6 +186,6 @@ class OutboxRelay:
         rows = conn.execute(_CLAIM, (self._batch_size,)).fetchall()
         if not rows:
             return 0
-        self._publish([RecordedEvent(*row[1:]) for row in rows])
+        self._publish([self._upcast(RecordedEvent(*row[1:])) for row in rows])
         conn.execute(_MARK, ([row[0] for row in rows],))
         return len(rows)

@@ -68,8 +68,9 @@ def change_from_cloudevent(raw: bytes) -> Change:
         return Change(
             customer_id=uuid.UUID(event["subject"]),
             version=version,
-            # Published events carry the current schema (the relay upcasts).
-            event=registry.decode(event_type, registry.current_schema_version(event_type), data),
+            # The relay publishes today's shape and says which; messages
+            # published before it said so are of the first shape.
+            event=registry.decode(event_type, event.get("schemaversion", 1), data),
             time=datetime.fromisoformat(event["time"]),
         )
     except NotACustomerEvent:
@@ -216,6 +217,7 @@ def at(store, customer_id: uuid.UUID, *, version: int | None = None,
 
 
 def history_entry(recorded: RecordedEvent) -> dict:
+    recorded = registry.upcast_recorded(recorded)
     metadata = recorded.metadata
     return {
         "version": recorded.version,
@@ -225,6 +227,7 @@ def history_entry(recorded: RecordedEvent) -> dict:
         "event_id": metadata.get("event_id"),
         "correlation_id": metadata.get("correlation_id"),
         "causation_id": metadata.get("causation_id"),
+        "schema_version": recorded.schema_version,
         "data": recorded.data,
     }
 

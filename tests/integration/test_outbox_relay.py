@@ -78,10 +78,11 @@ def test_drain_publishes_cloudevents_keyed_by_customer(db, service, publisher, k
         "specversion": "1.0", "id": event_id, "source": "/customer-service", "type": "CustomerCreated",
         "subject": str(customer.id), "time": occurred_at, "datacontenttype": "application/json",
         "data": {"name": "Customer 0", "email": "c0@example.com"},
-        "streamtype": "Customer", "streamversion": 1, "position": first["position"],
+        "schemaversion": 1, "streamtype": "Customer", "streamversion": 1, "position": first["position"],
         "correlationid": "corr-relay", "causationid": "cause-relay",
     }
-    assert second["type"] == "CustomerEmailChanged" and second["data"] == {"email": "new@example.com"}
+    assert second["type"] == "CustomerEmailChanged"
+    assert second["data"] == {"email": "new@example.com", "previous_email": "c0@example.com"}
     headers = dict(sorted(records, key=lambda r: r.offset)[0].headers)
     assert headers["event-type"] in (b"CustomerCreated", b"CustomerEmailChanged")
     assert headers["content-type"].startswith(b"application/cloudevents+json")

@@ -84,7 +84,7 @@ def test_no_snapshot_when_the_append_is_refused(db):
         from chalicelib.eventstore.events import Snapshot
 
         with pytest.raises(ConcurrencyError):
-            store.append(cid, "Customer", 3, [registry.serialize(CustomerEmailChanged("x@example.com"),
+            store.append(cid, "Customer", 3, [registry.serialize(CustomerEmailChanged("x@example.com", None),
                                                                  Metadata.new("c", None))],
                          Snapshot(4, 1, {"name": "N", "email": "x@example.com", "deleted": False}))
         assert store.load_snapshot(cid) is None

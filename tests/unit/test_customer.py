@@ -35,7 +35,7 @@ def test_create_records_one_event_and_sets_state():
 def test_state_is_rebuilt_from_events_by_apply():
     events = [
         CustomerCreated(name="Ada", email="ada@example.com"),
-        CustomerEmailChanged(email="ada@analytical.engine"),
+        CustomerEmailChanged(email="ada@analytical.engine", previous_email="ada@example.com"),
     ]
     customer = Customer.rehydrate(ID, events)
     assert (customer.email, customer.version, customer.pending_events) == ("ada@analytical.engine", 2, [])
@@ -57,7 +57,7 @@ def test_changing_to_the_same_email_records_nothing():
 def test_change_email_records_event():
     customer = Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="ada@example.com")])
     customer.change_email("new@example.com")
-    assert customer.pending_events == [CustomerEmailChanged(email="new@example.com")]
+    assert customer.pending_events == [CustomerEmailChanged(email="new@example.com", previous_email="ada@example.com")]
     assert customer.loaded_version == 1 and customer.version == 2
 
 

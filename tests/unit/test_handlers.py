@@ -23,7 +23,7 @@ class RacingStore(InMemoryEventStore):
     def append(self, stream_id, stream_type, expected_version, events, snapshot=None):
         if self.races > 0:
             self.races -= 1
-            theirs = [e.__class__(e.event_type, e.schema_version, {"email": f"rival{self.races}@example.com"},
+            theirs = [e.__class__(e.event_type, e.schema_version, {**e.data, "email": f"rival{self.races}@example.com"},
                                   e.metadata) for e in events]
             super().append(stream_id, stream_type, expected_version, theirs)
         return super().append(stream_id, stream_type, expected_version, events, snapshot)
