@@ -29,7 +29,7 @@ from chalicelib.domain.customer import (
     InvalidValue,
     valid_email,
 )
-from chalicelib.eventstore.events import CommandContext
+from chalicelib.eventstore.events import CommandContext, ReservationTaken
 from chalicelib.eventstore.store import ConcurrencyError, RetriesExhausted
 from chalicelib.handlers import StaleVersion
 from chalicelib.infra.logs import correlation_id, log
@@ -58,6 +58,8 @@ def domain_errors(view):
             raise NotFoundError(str(error)) from None
         except StaleVersion as error:
             raise PreconditionFailedError(str(error)) from None
+        except ReservationTaken as error:
+            raise ConflictError(f"{error.reservation.key} is already the email of another customer") from None
         except (RetriesExhausted, ConcurrencyError, CustomerAlreadyExists) as error:
             log("command_conflict", level="warning", error=str(error))
             raise ConflictError(

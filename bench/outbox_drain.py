@@ -141,7 +141,8 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
         interval = 1 / per_second
         next_at = time.perf_counter()
         for n in range(events):
-            customer = service.create(CreateCustomer(name="L", email=f"l{n}@example.com", customer_id=uuid.uuid4()),
+            customer = service.create(CreateCustomer(name="L", email=f"l{n}.{uuid.uuid4().hex}@example.com",
+                                                     customer_id=uuid.uuid4()),
                                       CommandContext("bench"))
             committed[str(customer.id)] = time.perf_counter()
             next_at += interval

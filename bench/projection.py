@@ -139,7 +139,7 @@ def latency(url: str, bootstrap: str, commands: int = 300, per_second: float = 5
         service = CustomerService(PostgresEventStore(pool))
         next_at = time.perf_counter()
         for n in range(commands):
-            ids.append(service.create(CreateCustomer("L", f"l{n}@example.com", uuid.uuid4()),
+            ids.append(service.create(CreateCustomer("L", f"l{n}.{uuid.uuid4().hex}@example.com", uuid.uuid4()),
                                       CommandContext("bench")).id)
             next_at += 1 / per_second
             time.sleep(max(0.0, next_at - time.perf_counter()))

@@ -83,7 +83,9 @@ def ours(url: str, writers: int) -> Callable[[int], None]:
     service = CustomerService(PostgresEventStore(db.new_pool(url, max_size=1)))
 
     def work(n: int) -> None:
-        service.create(CreateCustomer(name="Ada", email=f"ada{n}@example.com", customer_id=uuid.uuid4()), CONTEXT)
+        customer_id = uuid.uuid4()  # emails are unique: one per customer
+        service.create(CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com", customer_id=customer_id),
+                       CONTEXT)
     return work
 
 
@@ -172,8 +174,9 @@ def load_time(url: str, events: int, snapshot_every: int | None = None, repeats:
     with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
         store = PostgresEventStore(pool)
         service = CustomerService(store, snapshot_every=snapshot_every)
+        customer_id = uuid.uuid4()
         customer = service.create(
-            CreateCustomer(name="Ada", email="ada@example.com", customer_id=uuid.uuid4()), CONTEXT)
+            CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com", customer_id=customer_id), CONTEXT)
         version = 1
         while version < events:
             # Appended in chunks that end on snapshot boundaries, as single

@@ -41,6 +41,9 @@ class CustomerAlreadyExists(DomainError):
 
 registry = EventRegistry()
 
+# No two live customers share an email.
+EMAIL_SCOPE = "customer-email"
+
 
 @registry.register
 @dataclass(frozen=True)
@@ -116,16 +119,20 @@ class Customer(Aggregate):
         name, email = valid_name(name), valid_email(email)
         self.id = customer_id
         self._record(CustomerCreated(name=name, email=email))
+        self._reserve_unique(EMAIL_SCOPE, email)
 
     def change_email(self, email: str) -> None:
         self.ensure_exists()
         email = valid_email(email)
         if email == self.email:
             return
+        self._release_unique(EMAIL_SCOPE, self.email)
+        self._reserve_unique(EMAIL_SCOPE, email)
         self._record(CustomerEmailChanged(email=email, previous_email=self.email))
 
     def delete(self) -> None:
         self.ensure_exists()
+        self._release_unique(EMAIL_SCOPE, self.email)
         self._record(CustomerDeleted())
 
     def ensure_exists(self) -> None:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from typing import ClassVar, TypeVar
 
-from .events import DomainEvent, Snapshot
+from .events import DomainEvent, Reservation, Snapshot
 
 A = TypeVar("A", bound="Aggregate")
 
@@ -24,6 +24,8 @@ class Aggregate:
         self.id: uuid.UUID | None = None
         self.version = 0
         self._pending: list[DomainEvent] = []
+        self._reserve: list[Reservation] = []
+        self._release: list[Reservation] = []
 
     def apply(self, event: DomainEvent) -> None:
         raise NotImplementedError
@@ -33,9 +35,21 @@ class Aggregate:
         self.version += 1
         self._pending.append(event)
 
+    def _reserve_unique(self, scope: str, key: str) -> None:
+        """Claim a value no other live aggregate may hold (saved with the events)."""
+        self._reserve.append(Reservation(scope, key))
+
+    def _release_unique(self, scope: str, key: str) -> None:
+        self._release.append(Reservation(scope, key))
+
     @property
     def pending_events(self) -> list[DomainEvent]:
         return list(self._pending)
+
+    @property
+    def pending_reservations(self) -> tuple[list[Reservation], list[Reservation]]:
+        """(to reserve, to release)"""
+        return list(self._reserve), list(self._release)
 
     @property
     def loaded_version(self) -> int:
@@ -44,6 +58,8 @@ class Aggregate:
 
     def mark_saved(self) -> None:
         self._pending.clear()
+        self._reserve.clear()
+        self._release.clear()
 
     def snapshot_state(self) -> dict:
         """The state as JSON, for a snapshot; subclasses that take snapshots

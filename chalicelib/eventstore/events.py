@@ -77,6 +77,20 @@ class NewEvent:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """A value unique within its scope among live aggregates, e.g. an email."""
+
+    scope: str
+    key: str
+
+
+class ReservationTaken(Exception):
+    def __init__(self, reservation: Reservation) -> None:
+        super().__init__(f"{reservation.scope} {reservation.key!r} is already taken")
+        self.reservation = reservation
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """An aggregate's state at a version, in the shape `schema_version`."""
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .events import NewEvent, RecordedEvent, Snapshot
+from .events import NewEvent, RecordedEvent, Reservation, ReservationTaken, Snapshot
 from .store import ConcurrencyError
 
 # One statement, so one round trip and one implicit transaction: the events
@@ -59,13 +59,27 @@ _SNAPSHOT = """, new_snapshot AS (
     WHERE snapshots.version < EXCLUDED.version
 )"""
 
+# Unique values given up and taken by the stream, also only with the events.
+_RESERVATIONS = """, released AS (
+    DELETE FROM reservations
+    WHERE owner = %(stream_id)s
+      AND (scope, key) IN (SELECT * FROM unnest(%(release_scopes)s::text[], %(release_keys)s::text[]))
+      AND EXISTS (SELECT 1 FROM new_events)
+), reserved AS (
+    INSERT INTO reservations (scope, key, owner)
+    SELECT r.scope, r.key, %(stream_id)s
+    FROM unnest(%(reserve_scopes)s::text[], %(reserve_keys)s::text[]) AS r(scope, key)
+    WHERE EXISTS (SELECT 1 FROM new_events)
+)"""
+
 _APPEND_SQL = {
-    (many, check_gap, snapshot): _APPEND.format(
+    (many, check_gap, snapshot, reservations): _APPEND.format(
         rows=(_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else ""),
-        snapshot=_SNAPSHOT if snapshot else "")
+        snapshot=(_SNAPSHOT if snapshot else "") + (_RESERVATIONS if reservations else ""))
     for many in (False, True)
     for check_gap in (False, True)
     for snapshot in (False, True)
+    for reservations in (False, True)
 }
 
 _LOAD_SNAPSHOT = "SELECT version, schema_version, state FROM snapshots WHERE stream_id = %s"
@@ -88,6 +102,8 @@ class PostgresEventStore:
         expected_version: int,
         events: Sequence[NewEvent],
         snapshot: Snapshot | None = None,
+        reserve: Sequence[Reservation] = (),
+        release: Sequence[Reservation] = (),
     ) -> list[int]:
         if not events:
             return []
@@ -105,13 +121,19 @@ class PostgresEventStore:
         if snapshot is not None:
             params.update(snapshot_version=snapshot.version, snapshot_schema_version=snapshot.schema_version,
                           snapshot_state=json.dumps(snapshot.state))
-        sql = _APPEND_SQL[many, expected_version > 0, snapshot is not None]
+        reservations = bool(reserve or release)
+        if reservations:
+            params.update(release_scopes=[r.scope for r in release], release_keys=[r.key for r in release],
+                          reserve_scopes=[r.scope for r in reserve], reserve_keys=[r.key for r in reserve])
+        sql = _APPEND_SQL[many, expected_version > 0, snapshot is not None, reservations]
         with self._pool.connection() as conn:
             try:
                 rows = conn.execute(sql, params).fetchall()
             except psycopg.errors.UniqueViolation as error:
                 if error.diag.constraint_name == "events_stream_version_key":
                     raise ConcurrencyError(stream_id, expected_version) from None
+                if error.diag.constraint_name == "reservations_pkey":
+                    raise ReservationTaken(_taken(reserve, error)) from None
                 raise
         if len(rows) != len(events):
             raise ConcurrencyError(stream_id, expected_version)
@@ -126,3 +148,11 @@ class PostgresEventStore:
         with self._pool.connection() as conn:
             rows = conn.execute(_LOAD, (stream_id, after_version, limit)).fetchall()
         return [RecordedEvent(*row) for row in rows]
+
+
+def _taken(reserve: Sequence[Reservation], error: psycopg.errors.UniqueViolation) -> Reservation:
+    """Which reservation was refused, from PostgreSQL's "Key (scope, key)=(s, k)"."""
+    if len(reserve) == 1:
+        return reserve[0]
+    detail = error.diag.message_detail or ""
+    return next((r for r in reserve if f"({r.scope}, {r.key})" in detail), reserve[0])

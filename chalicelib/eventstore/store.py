@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 from .aggregate import Aggregate
-from .events import CommandContext, EventRegistry, Metadata, NewEvent, RecordedEvent, Snapshot
+from .events import (
+    CommandContext,
+    EventRegistry,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    Reservation,
+    ReservationTaken,
+    Snapshot,
+)
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
@@ -39,10 +48,13 @@ class EventStore(Protocol):
         expected_version: int,
         events: Sequence[NewEvent],
         snapshot: Snapshot | None = None,
+        reserve: Sequence[Reservation] = (),
+        release: Sequence[Reservation] = (),
     ) -> list[int]:
         """Append events as versions expected_version+1.. atomically, with one
-        outbox row each and the snapshot if given; return their global
-        positions. Raises ConcurrencyError."""
+        outbox row each, the snapshot if given, and the reservations taken
+        and released by the stream; return their global positions. Raises
+        ConcurrencyError, or ReservationTaken (nothing stored)."""
         ...
 
     def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
@@ -63,16 +75,26 @@ class InMemoryEventStore:
         self.events: list[RecordedEvent] = []
         self.outbox: list[int] = []
         self.snapshots: dict[uuid.UUID, Snapshot] = {}
+        self.reservations: dict[Reservation, uuid.UUID] = {}
 
     def load_snapshot(self, stream_id):
         with self._lock:
             return self.snapshots.get(stream_id)
 
-    def append(self, stream_id, stream_type, expected_version, events, snapshot=None):
+    def append(self, stream_id, stream_type, expected_version, events, snapshot=None, reserve=(), release=()):
         with self._lock:
             current = sum(1 for e in self.events if e.stream_id == stream_id)
             if current != expected_version:
                 raise ConcurrencyError(stream_id, expected_version)
+            reservations = dict(self.reservations)
+            for r in release:
+                if reservations.get(r) == stream_id:
+                    del reservations[r]
+            for r in reserve:
+                if reservations.get(r, stream_id) != stream_id:
+                    raise ReservationTaken(r)
+                reservations[r] = stream_id
+            self.reservations = reservations
             positions = []
             for offset, event in enumerate(events, start=1):
                 position = len(self.events) + 1
@@ -132,7 +154,9 @@ class Repository(Generic[A]):
         snapshot = None
         if every and aggregate.version // every > aggregate.loaded_version // every:
             snapshot = Snapshot(aggregate.version, self._cls.state_schema_version, aggregate.snapshot_state())
-        self._store.append(aggregate.id, self._cls.stream_type, aggregate.loaded_version, new_events, snapshot)
+        reserve, release = aggregate.pending_reservations
+        self._store.append(aggregate.id, self._cls.stream_type, aggregate.loaded_version, new_events, snapshot,
+                           reserve, release)
         aggregate.mark_saved()
 
 

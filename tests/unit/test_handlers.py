@@ -20,13 +20,13 @@ class RacingStore(InMemoryEventStore):
         super().__init__()
         self.races = races
 
-    def append(self, stream_id, stream_type, expected_version, events, snapshot=None):
+    def append(self, stream_id, stream_type, expected_version, events, snapshot=None, reserve=(), release=()):
         if self.races > 0:
             self.races -= 1
             theirs = [e.__class__(e.event_type, e.schema_version, {**e.data, "email": f"rival{self.races}@example.com"},
                                   e.metadata) for e in events]
             super().append(stream_id, stream_type, expected_version, theirs)
-        return super().append(stream_id, stream_type, expected_version, events, snapshot)
+        return super().append(stream_id, stream_type, expected_version, events, snapshot, reserve, release)
 
 
 def create(service, email="ada@example.com"):
