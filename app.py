@@ -7,6 +7,7 @@ rules live in chalicelib.domain, the storage in chalicelib.eventstore.
 from __future__ import annotations
 
 import functools
+import json
 import time
 import uuid
 
@@ -18,9 +19,10 @@ from chalice import (
     NotFoundError,
     Rate,
     Response,
+    UnprocessableEntityError,
 )
 
-from chalicelib import http, service
+from chalicelib import http, idempotency, service
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.customer import (
     Customer,
@@ -30,6 +32,7 @@ from chalicelib.domain.customer import (
     valid_email,
 )
 from chalicelib.eventstore.events import CommandContext, ReservationTaken
+from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import ConcurrencyError, RetriesExhausted
 from chalicelib.handlers import StaleVersion
 from chalicelib.infra.logs import correlation_id, log
@@ -93,6 +96,32 @@ def _context() -> CommandContext:
     return CommandContext(correlation_id=correlation_id.get() or str(uuid.uuid4()), causation_id=request_id)
 
 
+def _run_command(execute) -> Response:
+    """Run a command; with an Idempotency-Key, at most once per key."""
+    request = app.current_request
+    raw_key = request.headers.get("idempotency-key")
+    if raw_key is None:
+        return execute(customer_service())
+    key = http.idempotency_key(raw_key)
+    fingerprint = idempotency.request_hash(
+        request.method, request.path, json.dumps(request.uri_params or {}, sort_keys=True),
+        request.raw_body, request.headers.get("if-match"))
+    settings = Settings.from_env()
+
+    def once(conn) -> idempotency.StoredResponse:
+        # The command's events join the key's transaction.
+        response = execute(customer_service(PostgresEventStore(idempotency.TransactionConnection(conn))))
+        return idempotency.StoredResponse(response.status_code, response.body or None, dict(response.headers))
+
+    try:
+        stored, replayed = idempotency.run_once(service.pool(), key, fingerprint,
+                                                settings.idempotency_ttl_hours * 3600, once)
+    except idempotency.KeyReused as error:
+        raise UnprocessableEntityError(str(error)) from None
+    headers = {**stored.headers, "Idempotent-Replayed": "true"} if replayed else stored.headers
+    return Response(body=stored.body if stored.body is not None else "", status_code=stored.status, headers=headers)
+
+
 def _customer_response(customer: Customer, status_code: int = 200, headers: dict | None = None) -> Response:
     return Response(
         body=customer.to_dict(),
@@ -105,10 +134,14 @@ def _customer_response(customer: Customer, status_code: int = 200, headers: dict
 @domain_errors
 def create_customer():
     body = http.json_object(app.current_request.raw_body, {"name": str, "email": str})
-    command = CreateCustomer(name=body["name"], email=body["email"], customer_id=uuid.uuid4())
-    customer = customer_service().create(command, _context())
-    log("customer_created", customer_id=str(customer.id), version=customer.version)
-    return _customer_response(customer, 201, {"Location": f"/customer/{customer.id}"})
+
+    def execute(customers):
+        command = CreateCustomer(name=body["name"], email=body["email"], customer_id=uuid.uuid4())
+        customer = customers.create(command, _context())
+        log("customer_created", customer_id=str(customer.id), version=customer.version)
+        return _customer_response(customer, 201, {"Location": f"/customer/{customer.id}"})
+
+    return _run_command(execute)
 
 
 @app.route("/customer/{customer_id}", methods=["GET"])
@@ -194,9 +227,13 @@ def change_email(customer_id):
         expected_version=http.if_match(request.headers.get("if-match")),
         email=http.json_object(request.raw_body, {"email": str})["email"],
     )
-    customer = customer_service().change_email(command, _context())
-    log("customer_email_changed", customer_id=str(customer.id), version=customer.version)
-    return _customer_response(customer)
+
+    def execute(customers):
+        customer = customers.change_email(command, _context())
+        log("customer_email_changed", customer_id=str(customer.id), version=customer.version)
+        return _customer_response(customer)
+
+    return _run_command(execute)
 
 
 @app.route("/customer/{customer_id}", methods=["DELETE"])
@@ -206,9 +243,13 @@ def delete_customer(customer_id):
         customer_id=http.customer_id(customer_id),
         expected_version=http.if_match(app.current_request.headers.get("if-match")),
     )
-    customer = customer_service().delete(command, _context())
-    log("customer_deleted", customer_id=str(customer.id), version=customer.version)
-    return Response(body="", status_code=204, headers={"ETag": http.etag(customer.version)})
+
+    def execute(customers):
+        customer = customers.delete(command, _context())
+        log("customer_deleted", customer_id=str(customer.id), version=customer.version)
+        return Response(body="", status_code=204, headers={"ETag": http.etag(customer.version)})
+
+    return _run_command(execute)
 
 
 # Stop this long before the Lambda timeout, so the lock is released and the
@@ -222,6 +263,7 @@ def drain_outbox(event):
     PostgreSQL notifications, until close to its timeout; the schedule only
     makes sure one is always running."""
     settings = Settings.from_env()
+    idempotency.prune_expired(service.pool())
     seconds = settings.drain_max_seconds
     if event.context is not None and hasattr(event.context, "get_remaining_time_in_millis"):
         seconds = min(seconds, event.context.get_remaining_time_in_millis() / 1000 - _DRAIN_SAFETY_MARGIN_SECONDS)

@@ -105,6 +105,13 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+def idempotency_key(header: str) -> str:
+    key = header.strip()
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable characters, such as a UUID")
+    return key
+
+
 def correlation_id(header: str | None) -> str:
     if header is None or header == "":
         return str(uuid.uuid4())

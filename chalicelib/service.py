@@ -27,9 +27,9 @@ def event_store() -> PostgresEventStore:
     return PostgresEventStore(pool())
 
 
-def customer_service() -> CustomerService:
+def customer_service(store: PostgresEventStore | None = None) -> CustomerService:
     settings = Settings.from_env()
-    return CustomerService(event_store(), max_retries=settings.command_max_retries,
+    return CustomerService(store or event_store(), max_retries=settings.command_max_retries,
                            snapshot_every=settings.customer_snapshot_every or None)
 
 

@@ -128,7 +128,13 @@ class PostgresEventStore:
         sql = _APPEND_SQL[many, expected_version > 0, snapshot is not None, reservations]
         with self._pool.connection() as conn:
             try:
-                rows = conn.execute(sql, params).fetchall()
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                    # Inside a caller's transaction: a savepoint, so that a
+                    # lost race leaves that transaction usable for the retry.
+                    with conn.transaction():
+                        rows = conn.execute(sql, params).fetchall()
+                else:
+                    rows = conn.execute(sql, params).fetchall()
             except psycopg.errors.UniqueViolation as error:
                 if error.diag.constraint_name == "events_stream_version_key":
                     raise ConcurrencyError(stream_id, expected_version) from None

@@ -23,6 +23,7 @@ class Settings:
     drain_batch_size: int
     outbox_retention_hours: float
     customer_snapshot_every: int
+    idempotency_ttl_hours: float
 
     @staticmethod
     def from_env() -> Settings:
@@ -42,6 +43,7 @@ class Settings:
             drain_batch_size=max(1, _int("DRAIN_BATCH_SIZE", 500)),
             outbox_retention_hours=float(_int("OUTBOX_RETENTION_HOURS", 168)),
             customer_snapshot_every=_int("CUSTOMER_SNAPSHOT_EVERY", 100),
+            idempotency_ttl_hours=float(_int("IDEMPOTENCY_TTL_HOURS", 24)),
         )
 
     def require_kafka(self) -> str:

@@ -1,0 +1,133 @@
+"""Idempotency-Key on POST and DELETE: the original response again, nothing
+appended twice, also when the retries arrive together."""
+
+import json
+import threading
+import uuid
+
+import psycopg
+import pytest
+from chalice.test import Client
+
+from app import app
+from chalicelib import idempotency
+from chalicelib.domain.commands import CreateCustomer
+from chalicelib.eventstore.events import CommandContext
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.infra import db as infra_db
+from chalicelib.service import customer_service
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def client(db):
+    with Client(app) as client:
+        yield client
+
+
+def create(client, key, email="ada@example.com", name="Ada"):
+    return client.http.post("/customer", headers={**JSON, "Idempotency-Key": key},
+                            body=json.dumps({"name": name, "email": email}))
+
+
+def count(db, table="events"):
+    with psycopg.connect(db) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_a_retried_creation_gets_the_original_response_and_appends_nothing(client, db):
+    first = create(client, "key-1")
+    again = create(client, "key-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json_body == first.json_body  # the same customer, not a second one
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert count(db) == 1 and count(db, "outbox") == 1
+
+
+def test_a_retried_delete_is_204_again_not_404(client, db):
+    customer_id = create(client, "key-c").json_body["id"]
+    first = client.http.delete(f"/customer/{customer_id}", headers={"Idempotency-Key": "key-d"})
+    again = client.http.delete(f"/customer/{customer_id}", headers={"Idempotency-Key": "key-d"})
+    assert first.status_code == again.status_code == 204
+    assert again.headers["ETag"] == '"2"'
+    assert client.http.delete(f"/customer/{customer_id}").status_code == 404  # without the key
+    assert count(db) == 2
+
+
+def test_a_retried_email_change_is_not_applied_twice(client, db):
+    customer_id = create(client, "key-e").json_body["id"]
+    for _ in range(2):
+        response = client.http.post(f"/customer/{customer_id}/email", headers={**JSON, "Idempotency-Key": "key-f"},
+                                    body=json.dumps({"email": "new@example.com"}))
+        assert response.status_code == 200 and response.json_body["version"] == 2
+    assert count(db) == 2
+
+
+def test_the_same_key_for_a_different_request_is_422(client, db):
+    create(client, "key-2")
+    other = create(client, "key-2", email="bob@example.com", name="Bob")
+    assert other.status_code == 422
+    assert other.json_body["Code"] == "UnprocessableEntityError" and "key-2" in other.json_body["Message"]
+    assert count(db) == 1
+
+
+def test_a_failed_command_is_not_remembered(client, db):
+    create(client, "key-3", email="taken@example.com")
+    refused = create(client, "key-4", email="taken@example.com")
+    assert refused.status_code == 409
+    assert count(db, "idempotency_keys") == 1  # key-4 rolled back with its command
+    retried = create(client, "key-4", email="taken@example.com")
+    assert retried.status_code == 409 and "Idempotent-Replayed" not in retried.headers  # ran again
+
+
+def test_an_expired_key_can_be_used_again(client, db):
+    first = create(client, "key-6")
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'")
+        conn.execute("DELETE FROM reservations")  # let the same email be taken again
+    again = create(client, "key-6")
+    assert again.status_code == 201 and again.json_body["id"] != first.json_body["id"]
+
+
+def test_keys_expire_after_the_configured_time(client, db, monkeypatch):
+    monkeypatch.setenv("IDEMPOTENCY_TTL_HOURS", "2")
+    create(client, "key-7")
+    with psycopg.connect(db) as conn:
+        (hours,) = conn.execute("SELECT extract(epoch FROM expires_at - created_at) / 3600"
+                                " FROM idempotency_keys").fetchone()
+    assert round(float(hours), 3) == 2
+
+
+def test_a_bad_key_is_400(client, db):
+    assert create(client, "x" * 256).status_code == 400
+    assert count(db) == 0
+
+
+def test_concurrent_retries_execute_exactly_once(db):
+    pool = infra_db.new_pool(db, max_size=8)
+    executions, results = [], []
+    barrier = threading.Barrier(6)
+
+    def execute(conn):
+        executions.append(1)
+        service = customer_service(PostgresEventStore(idempotency.TransactionConnection(conn)))
+        customer = service.create(CreateCustomer("Ada", "ada@example.com", uuid.uuid4()), CommandContext("c"))
+        return idempotency.StoredResponse(201, customer.to_dict(), {"ETag": '"1"'})
+
+    def retry():
+        barrier.wait()
+        results.append(idempotency.run_once(pool, "same-key", "same-request", 3600, execute))
+
+    threads = [threading.Thread(target=retry) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pool.close()
+    assert len(executions) == 1
+    assert len({json.dumps(r[0].body) for r in results}) == 1
+    assert sorted(r[1] for r in results) == [False] + [True] * 5
+    assert count(db) == 1
