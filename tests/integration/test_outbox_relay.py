@@ -12,7 +12,7 @@ import pytest
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay, backlog
-from chalicelib.eventstore.postgres import _APPEND_SQL, PostgresEventStore
+from chalicelib.eventstore.postgres import PostgresEventStore, _append_sql
 from chalicelib.handlers import CustomerService
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
@@ -110,7 +110,7 @@ def test_crash_after_publishing_and_before_marking_republishes(db, service, publ
 def test_an_earlier_transaction_committing_late_is_not_skipped(db, service, publisher, kafka_bootstrap, topic):
     early = psycopg.connect(db)  # a transaction, left open
     early_id = uuid.uuid4()
-    early.execute(_APPEND_SQL[True, False, False, False], {
+    early.execute(_append_sql(True, False, False, False, False), {
         "stream_id": early_id, "stream_type": "Customer", "expected_version": 0,
         "events": json.dumps([{"event_type": "CustomerCreated", "schema_version": 1,
                                "data": {"name": "Early", "email": "early@example.com"},
@@ -263,7 +263,7 @@ def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service
     # A writer inserts while the relay is awake (so it will not notify) and
     # commits only after the relay has drained and wants to sleep.
     writer = psycopg.connect(db)
-    writer.execute(_APPEND_SQL[False, False, False, False], {
+    writer.execute(_append_sql(False, False, False, False, False), {
         "stream_id": uuid.uuid4(), "stream_type": "Customer", "expected_version": 0,
         "event_type": "CustomerCreated", "schema_version": 1,
         "data": json.dumps({"name": "Slow", "email": "slow@example.com"}),
