@@ -18,10 +18,10 @@ from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db
 from chalicelib.infra.kafka import KafkaPublisher
-from chalicelib.infra.msk import KafkaRecord, event_from
 from chalicelib.readmodel.customers import Change, evolve
 from devstack.kafka import create_topic
 from devstack.kafka_source import KafkaEventSource
+from devstack.msk_events import KafkaRecord, event_from
 
 BATCH = 100  # the default BatchSize of an event source mapping
 

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from chalicelib.infra.msk import KafkaRecord, event_from
+from devstack.msk_events import KafkaRecord, event_from
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -1,22 +1,12 @@
 """The event a Kafka event source mapping (Amazon MSK or self-managed Kafka)
-hands to a Lambda function, read into plain records."""
+hands to a Lambda function, read into records. (The local mapping builds
+such events in devstack/msk_events.py.)"""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class KafkaRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -65,25 +55,3 @@ def records(event: dict) -> Iterator[RawRecord]:
 
 def _b64(value: str | None) -> bytes | None:
     return base64.b64decode(value) if value is not None else None
-
-
-def event_from(batch: list[KafkaRecord], source: str = "SelfManagedKafka",
-               bootstrap_servers: str = "") -> dict:
-    """The inverse: the event a mapping would deliver for these records (used
-    by the local event source and the tests)."""
-    grouped: dict[str, list[dict]] = {}
-    for r in batch:
-        grouped.setdefault(f"{r.topic}-{r.partition}", []).append({
-            "topic": r.topic,
-            "partition": r.partition,
-            "offset": r.offset,
-            "timestamp": r.timestamp,
-            "timestampType": "CREATE_TIME",
-            "key": base64.b64encode(r.key).decode() if r.key is not None else None,
-            "value": base64.b64encode(r.value).decode() if r.value is not None else None,
-            "headers": [{k: list(v)} for k, v in r.headers.items()],
-        })
-    event = {"eventSource": source, "bootstrapServers": bootstrap_servers, "records": grouped}
-    if source == "aws:kafka":
-        event["eventSourceArn"] = "arn:aws:kafka:local:000000000000:cluster/local/0"
-    return event

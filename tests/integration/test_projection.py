@@ -11,9 +11,9 @@ from chalice.test import Client
 from app import app
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.infra.msk import KafkaRecord
 from chalicelib.readmodel.customers import Change, fold
 from chalicelib.service import customer_service
+from devstack.msk_events import KafkaRecord
 from tests.support.msk import msk_event, read_model, stored_events
 
 CTX = CommandContext("projection-test")

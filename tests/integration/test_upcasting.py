@@ -12,9 +12,9 @@ from chalice.test import Client
 from app import app
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.infra.msk import KafkaRecord
 from chalicelib.readmodel.rebuild import rebuild
 from chalicelib.service import customer_service, outbox_relay
+from devstack.msk_events import KafkaRecord
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.msk import msk_event, read_model
 

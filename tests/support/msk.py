@@ -7,7 +7,7 @@ import psycopg
 
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.infra.msk import KafkaRecord, event_from
+from devstack.msk_events import KafkaRecord, event_from
 
 
 def stored_events(db: str) -> list[RecordedEvent]:
