@@ -35,6 +35,7 @@ from chalicelib.eventstore.events import CommandContext, ReservationTaken
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import ConcurrencyError, RetriesExhausted
 from chalicelib.handlers import StaleVersion
+from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.logs import correlation_id, log
 from chalicelib.infra.settings import Settings
 from chalicelib.readmodel import customers as customers_view
@@ -110,7 +111,7 @@ def _run_command(execute) -> Response:
 
     def once(conn) -> idempotency.StoredResponse:
         # The command's events join the key's transaction.
-        response = execute(customer_service(PostgresEventStore(idempotency.TransactionConnection(conn))))
+        response = execute(customer_service(PostgresEventStore(TransactionConnection(conn))))
         return idempotency.StoredResponse(response.status_code, response.body or None, dict(response.headers))
 
     try:

@@ -11,10 +11,9 @@ and may be retried with the same key.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -40,18 +39,6 @@ def request_hash(*parts: str | bytes | None) -> str:
         data = part.encode() if isinstance(part, str) else (part or b"")
         digest.update(len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()
-
-
-class TransactionConnection:
-    """Hands out one connection, inside the caller's transaction, to code that
-    asks a pool for connections (the event store)."""
-
-    def __init__(self, conn: psycopg.Connection) -> None:
-        self._conn = conn
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        yield self._conn
 
 
 def run_once(pool: ConnectionPool, key: str, fingerprint: str, ttl_seconds: float,

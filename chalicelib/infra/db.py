@@ -3,9 +3,11 @@ is Lambda cold start) and kept by warm invocations of the same container."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -66,3 +68,15 @@ def close_pool() -> None:
         if _pool is not None:
             _pool.close()
         _pool, _pool_url = None, None
+
+
+class TransactionConnection:
+    """Hands out one connection, inside the caller's transaction, to code that
+    asks a pool for connections (the event store)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        yield self._conn

@@ -19,6 +19,8 @@ from psycopg import sql
 
 from chalicelib.domain.customer import Customer
 from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.infra.db import TransactionConnection
 from chalicelib.readmodel.customers import TABLE, Change, project
 
 NEXT = TABLE + "_next"
@@ -26,7 +28,7 @@ OLD = TABLE + "_old"
 
 _EVENTS = """
 SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data, metadata, recorded_at
-FROM events WHERE stream_type = %s {after} ORDER BY {order}
+FROM events WHERE stream_type = %s ORDER BY global_position
 """
 
 Progress = Callable[[int, int], None]
@@ -41,12 +43,10 @@ class RebuildResult:
 
 def rebuild(database_url: str, progress: Progress = lambda done, total: None, chunk: int = 5000) -> RebuildResult:
     with psycopg.connect(database_url, autocommit=True) as writer:
+        store = PostgresEventStore(TransactionConnection(writer))
+
         def load_after(customer_id, version):
-            rows = writer.execute(
-                sql.SQL(_EVENTS).format(after=sql.SQL("AND stream_id = %s AND version > %s"),
-                                        order=sql.SQL("version")),
-                (Customer.stream_type, customer_id, version)).fetchall()
-            return [Change.from_recorded(RecordedEvent(*row)) for row in rows]
+            return [Change.from_recorded(r) for r in store.load(customer_id, after_version=version)]
 
         writer.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(NEXT)))
         writer.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
@@ -62,8 +62,7 @@ def rebuild(database_url: str, progress: Progress = lambda done, total: None, ch
                 progress(0, total)
                 with reader.cursor(name="rebuild_customers") as cursor:
                     cursor.itersize = chunk
-                    cursor.execute(sql.SQL(_EVENTS).format(after=sql.SQL(""), order=sql.SQL("global_position")),
-                                   (Customer.stream_type,))
+                    cursor.execute(_EVENTS, (Customer.stream_type,))
                     while rows := cursor.fetchmany(chunk):
                         project(writer, [Change.from_recorded(RecordedEvent(*row)) for row in rows], load_after,
                                 table=NEXT)

@@ -15,6 +15,7 @@ from chalicelib.domain.commands import CreateCustomer
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
+from chalicelib.infra.db import TransactionConnection
 from chalicelib.service import customer_service
 
 JSON = {"Content-Type": "application/json"}
@@ -113,7 +114,7 @@ def test_concurrent_retries_execute_exactly_once(db):
 
     def execute(conn):
         executions.append(1)
-        service = customer_service(PostgresEventStore(idempotency.TransactionConnection(conn)))
+        service = customer_service(PostgresEventStore(TransactionConnection(conn)))
         customer = service.create(CreateCustomer("Ada", "ada@example.com", uuid.uuid4()), CommandContext("c"))
         return idempotency.StoredResponse(201, customer.to_dict(), {"ETag": '"1"'})
 
