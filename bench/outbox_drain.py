@@ -11,13 +11,13 @@ import uuid
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
-from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
+from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent, recorded_event_columns
 from chalicelib.eventstore.outbox import OutboxRelay
-from chalicelib.eventstore.postgres import PostgresEventStore
-from chalicelib.handlers import CustomerService
+from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
 from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
 from devstack.kafka import create_topic
@@ -38,11 +38,9 @@ def _fill_outbox(url: str, streams: int, per_stream: int) -> None:
 
 def _unpublished(url: str) -> list[RecordedEvent]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT e.global_position, e.stream_id, e.stream_type, e.version, e.event_type, e.schema_version,"
-            " e.data, e.metadata, e.recorded_at FROM outbox o JOIN events e USING (global_position)"
+        return conn.cursor(row_factory=recorded_event_row).execute(
+            f"SELECT {recorded_event_columns('e')} FROM outbox o JOIN events e USING (global_position)"
             " WHERE o.published_at IS NULL ORDER BY o.id").fetchall()
-    return [RecordedEvent(*row) for row in rows]
 
 
 def _clear_outbox(url: str) -> None:
@@ -137,7 +135,7 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
 
     committed: dict[str, float] = {}
     with db.new_pool(url, max_size=1) as pool:
-        service = CustomerService(PostgresEventStore(pool))
+        service = CustomerCommands(PostgresEventStore(pool))
         interval = 1 / per_second
         next_at = time.perf_counter()
         for n in range(events):

@@ -13,12 +13,12 @@ import psycopg
 
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
-from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
+from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent, recorded_event_columns
 from chalicelib.eventstore.outbox import OutboxRelay
-from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
 from chalicelib.infra.kafka import KafkaPublisher
-from chalicelib.readmodel.customers import Change, evolve
+from chalicelib.readmodel.projection import ProjectedEvent, evolve
 from devstack.kafka import create_topic
 from devstack.kafka_source import KafkaEventSource
 from devstack.msk_events import KafkaRecord, event_from
@@ -40,11 +40,9 @@ def _history(url: str, customers: int, per_customer: int) -> list[RecordedEvent]
                 change = CustomerEmailChanged(email=f"c{n}.{k}@example.com", previous_email=None)
                 store.append(cid, "Customer", k, [registry.serialize(change, Metadata.new("bench", "bench"))])
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data,"
-            " metadata, recorded_at FROM events WHERE stream_id = ANY(%s) ORDER BY global_position",
+        return conn.cursor(row_factory=recorded_event_row).execute(
+            f"SELECT {recorded_event_columns()} FROM events WHERE stream_id = ANY(%s) ORDER BY global_position",
             (ids,)).fetchall()
-    return [RecordedEvent(*row) for row in rows]
 
 
 def _kafka_batches(events: list[RecordedEvent], partitions: int = 3) -> list[list[RecordedEvent]]:
@@ -88,7 +86,7 @@ def throughput(url: str, customers: int = 2000, per_customer: int = 5, rounds: i
     for batch in batches:
         touched = {}
         for e in batch:
-            state[e.stream_id] = touched[e.stream_id] = evolve(state.get(e.stream_id), Change.from_recorded(e))
+            state[e.stream_id] = touched[e.stream_id] = evolve(state.get(e.stream_id), ProjectedEvent.from_recorded(e))
         raw_rows.append(list(touched.values()))
 
     ours, raw = [], []
@@ -118,8 +116,8 @@ def latency(url: str, bootstrap: str, commands: int = 300, per_second: float = 5
     drain, the event source mapping emulator, the real projection function."""
     os.environ["DATABASE_URL"] = url
     import app as app_module
+    from chalicelib.customer_commands import CustomerCommands
     from chalicelib.domain.commands import CreateCustomer
-    from chalicelib.handlers import CustomerService
 
     topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
@@ -136,7 +134,7 @@ def latency(url: str, bootstrap: str, commands: int = 300, per_second: float = 5
     time.sleep(1.0)
     ids = []
     with db.new_pool(url, max_size=1) as pool:
-        service = CustomerService(PostgresEventStore(pool))
+        service = CustomerCommands(PostgresEventStore(pool))
         next_at = time.perf_counter()
         for n in range(commands):
             ids.append(service.create(CreateCustomer("L", f"l{n}.{uuid.uuid4().hex}@example.com", uuid.uuid4()),

@@ -16,11 +16,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata, Snapshot
 from chalicelib.eventstore.postgres import PostgresEventStore
-from chalicelib.handlers import CustomerService
 from chalicelib.infra import db
 
 CONTEXT = CommandContext(correlation_id="bench", causation_id="bench")
@@ -80,7 +80,7 @@ def _writer(factory, url, writers, ready, stop, counts) -> None:
 
 def ours(url: str, writers: int) -> Callable[[int], None]:
     # The pool and store the Lambda handler gets from the composition root.
-    service = CustomerService(PostgresEventStore(db.new_pool(url, max_size=1)))
+    service = CustomerCommands(PostgresEventStore(db.new_pool(url, max_size=1)))
 
     def work(n: int) -> None:
         customer_id = uuid.uuid4()  # emails are unique: one per customer
@@ -173,7 +173,7 @@ def load_time(url: str, events: int, snapshot_every: int | None = None, repeats:
     repository as the handlers do (with snapshots every `snapshot_every`)."""
     with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
         store = PostgresEventStore(pool)
-        service = CustomerService(store, snapshot_every=snapshot_every)
+        service = CustomerCommands(store, snapshot_every=snapshot_every)
         customer_id = uuid.uuid4()
         customer = service.create(
             CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com", customer_id=customer_id), CONTEXT)

@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-
+from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.migrations import migrate
-from chalicelib.eventstore.outbox import backlog
+from chalicelib.infra.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 LOCAL_STACK_ENV = Path(os.environ.get("DEVSTACK_DIR") or PROJECT / ".devstack") / "stack.env"
@@ -43,21 +42,18 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def cmd_migrate(database_url: str, args: argparse.Namespace) -> int:
-    applied = migrate(database_url)
+def cmd_migrate(application: CustomerApplication, args: argparse.Namespace) -> int:
+    applied = migrate(application.settings.database_url)
     print("applied: " + ", ".join(applied) if applied else "already up to date")
     return 0
 
 
-def cmd_outbox(database_url: str, args: argparse.Namespace) -> int:
-    with psycopg.connect(database_url) as conn:
-        before = backlog(conn)
+def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> int:
+    before = application.outbox_backlog()
     print(f"unpublished events: {before.unpublished}   oldest waiting: {_age(before.oldest_age_seconds)}")
     if not args.drain:
         return 0
-    from chalicelib.service import outbox_relay
-
-    result = outbox_relay().drain_once()
+    result = application.outbox_relay().drain_once()
     if result.locked_out:
         print("another drain is running (it holds the relay lock); nothing done")
         return 1
@@ -81,10 +77,8 @@ class ProgressBar:
         print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
 
 
-def cmd_rebuild(database_url: str, args: argparse.Namespace) -> int:
-    from chalicelib.readmodel.rebuild import rebuild
-
-    result = rebuild(database_url, progress=ProgressBar())
+def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> int:
+    result = application.rebuild_read_model(progress=ProgressBar())
     print(file=sys.stderr)
     print(f"rebuilt customers_view: {result.rows} customers from {result.events} events"
           f" ({result.caught_up} caught up at the swap)")
@@ -102,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _use_local_stack_when_unconfigured()
-    database_url = os.environ.get("DATABASE_URL")
-    if not database_url:
+    if not os.environ.get("DATABASE_URL"):
         parser.error("DATABASE_URL is not set and no local stack is running")
-    return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild}[args.command](database_url, args)
+    application = CustomerApplication(Settings.from_env())
+    try:
+        return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild}[args.command](application, args)
+    finally:
+        application.close()
 
 
 if __name__ == "__main__":

@@ -14,10 +14,17 @@ import uuid
 
 import psycopg
 import pytest
+from chalice.test import Client
 
+from app import app
+from chalicelib.application import CustomerApplication
+from chalicelib.customer_commands import CustomerCommands
+from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
+from chalicelib.infra.settings import Settings
 from devstack.kafka import broker_for_run, create_topic
 from devstack.postgres import database_for_run
+from tests.support.api import Api, serving
 
 _TABLES_KEPT = {"schema_migrations"}
 
@@ -26,7 +33,6 @@ _TABLES_KEPT = {"schema_migrations"}
 def database_url():
     with database_for_run("customer_test", durable=False) as url:
         yield url
-        infra_db.close_pool()
 
 
 @pytest.fixture
@@ -64,3 +70,31 @@ def topic(kafka_bootstrap, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("KAFKA_TOPIC", name)
     return name
+
+
+@pytest.fixture
+def application(db, request):
+    """The application facade on this test's database (and topic, when the
+    test has one), served to the app's functions for the test's duration."""
+    if "topic" in request.fixturenames:
+        request.getfixturevalue("topic")  # its settings first
+    with serving(CustomerApplication(Settings.from_env())) as served:
+        yield served
+
+
+@pytest.fixture
+def client(application):
+    with Client(app) as client:
+        yield Api(client)
+
+
+@pytest.fixture
+def pool(db):
+    with infra_db.new_pool(db, max_size=8) as pool:
+        yield pool
+
+
+@pytest.fixture
+def commands(pool):
+    """The command handlers on a real event store, without HTTP."""
+    return CustomerCommands(PostgresEventStore(pool))

@@ -39,6 +39,15 @@ class CustomerAlreadyExists(DomainError):
     pass
 
 
+class StaleVersion(DomainError):
+    """The caller decided on a version (If-Match) the customer has moved past."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected version {expected}, but the customer is at version {current}")
+        self.expected = expected
+        self.current = current
+
+
 registry = EventRegistry()
 
 # No two live customers share an email.

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from .errors import UnknownEventType
+
 
 @dataclass(frozen=True)
 class DomainEvent:
@@ -22,8 +24,8 @@ class DomainEvent:
     schema_version: ClassVar[int] = 1
 
     def to_data(self) -> dict[str, Any]:
-        # Shallow on purpose: fields are JSON values already, and asdict's
-        # deep copy showed up in the write path's profile.
+        # Shallow: fields are JSON values already, so asdict's deep copy
+        # would only cost time on every write.
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
@@ -84,12 +86,6 @@ class Reservation:
     key: str
 
 
-class ReservationTaken(Exception):
-    def __init__(self, reservation: Reservation) -> None:
-        super().__init__(f"{reservation.scope} {reservation.key!r} is already taken")
-        self.reservation = reservation
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """An aggregate's state at a version, in the shape `schema_version`."""
@@ -101,7 +97,8 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class RecordedEvent:
-    """An event as the store holds it."""
+    """An event as the store holds it; its fields are the columns of the
+    events table that every reader selects (RECORDED_EVENT_COLUMNS)."""
 
     global_position: int
     stream_id: uuid.UUID
@@ -114,8 +111,9 @@ class RecordedEvent:
     recorded_at: datetime
 
 
-class UnknownEventType(LookupError):
-    pass
+def recorded_event_columns(table: str = "events") -> str:
+    """The select list of a RecordedEvent, from `table` (a name or alias)."""
+    return ", ".join(f"{table}.{field.name}" for field in dataclasses.fields(RecordedEvent))
 
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.rows import kwargs_row
 
-from .events import RecordedEvent
+from .events import RecordedEvent, recorded_event_columns
 
 # Any constant works, as long as every relay of this database uses it.
 RELAY_LOCK_KEY = 7_413_020_002
@@ -38,10 +39,9 @@ CHANNEL = "outbox"
 # it looks again after this long instead.
 _BUSY_RECHECK_SECONDS = 0.01
 
-_CLAIM = """
-SELECT o.id, e.global_position, e.stream_id, e.stream_type, e.version, e.event_type,
-       e.schema_version, e.data, e.metadata, e.recorded_at
-FROM outbox o JOIN events e ON e.global_position = o.global_position
+_CLAIM = f"""
+SELECT o.id AS outbox_id, {recorded_event_columns("e")}
+FROM outbox o JOIN events e USING (global_position)
 WHERE o.published_at IS NULL
 ORDER BY o.id
 LIMIT %s
@@ -183,9 +183,12 @@ class OutboxRelay:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SLEEP_LOCK_KEY,))
 
     def publish_batch(self, conn: psycopg.Connection) -> int:
-        rows = conn.execute(_CLAIM, (self._batch_size,)).fetchall()
+        rows = conn.cursor(row_factory=_outbox_row).execute(_CLAIM, (self._batch_size,)).fetchall()
         if not rows:
             return 0
-        self._publish([self._upcast(RecordedEvent(*row[1:])) for row in rows])
-        conn.execute(_MARK, ([row[0] for row in rows],))
+        self._publish([self._upcast(event) for _, event in rows])
+        conn.execute(_MARK, ([outbox_id for outbox_id, _ in rows],))
         return len(rows)
+
+
+_outbox_row = kwargs_row(lambda outbox_id, **columns: (outbox_id, RecordedEvent(**columns)))

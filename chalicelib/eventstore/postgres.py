@@ -8,10 +8,14 @@ import uuid
 from collections.abc import Sequence
 
 import psycopg
+from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
-from .events import NewEvent, RecordedEvent, Reservation, ReservationTaken, Snapshot
-from .store import ConcurrencyError
+from .errors import ConcurrencyError, ReservationTaken
+from .events import NewEvent, RecordedEvent, Reservation, Snapshot, recorded_event_columns
+
+# Rows of the events table, read by column name.
+recorded_event_row = class_row(RecordedEvent)
 
 # One statement, so one round trip and one implicit transaction: the events
 # and their outbox rows commit together or not at all.
@@ -21,8 +25,9 @@ from .store import ConcurrencyError
 # when a stream is created (expected version 0), where the unique key on
 # version 1 already refuses a second creation. A single event, the common
 # case, is sent as plain parameters; several travel as one JSON array,
-# numbered in the order given so versions and positions agree. (Profiled:
-# the gap check and the array each cost about a tenth of the statement.)
+# numbered in the order given so versions and positions agree; both the
+# gap check and the array have a measurable cost, so they are sent only when
+# needed.
 _GAP_CHECK = """
     WHERE %(expected_version)s = coalesce(
         (SELECT max(version) FROM events WHERE stream_id = %(stream_id)s), 0)"""
@@ -61,7 +66,8 @@ _SNAPSHOT = """, new_snapshot AS (
 )"""
 
 # Unique values given up and taken by the stream, also only with the events.
-# They travel as JSON: psycopg's text-array quoting showed in the profile.
+# They travel as JSON, which psycopg passes through, rather than as text
+# arrays, which it quotes element by element in Python.
 _RELEASE = """, released AS (
     DELETE FROM reservations
     WHERE owner = %(stream_id)s
@@ -77,7 +83,7 @@ _RESERVE = """, reserved AS (
 
 
 @functools.cache
-def _append_sql(many: bool, check_gap: bool, snapshot: bool, release: bool, reserve: bool) -> str:
+def _append_sql(*, many: bool, check_gap: bool, snapshot: bool, release: bool, reserve: bool) -> str:
     """The append statement with just the parts this append needs."""
     rows = (_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else "")
     extras = (_SNAPSHOT if snapshot else "") + (_RELEASE if release else "") + (_RESERVE if reserve else "")
@@ -86,9 +92,8 @@ def _append_sql(many: bool, check_gap: bool, snapshot: bool, release: bool, rese
 
 _LOAD_SNAPSHOT = "SELECT version, schema_version, state FROM snapshots WHERE stream_id = %s"
 
-_LOAD = """
-SELECT global_position, stream_id, stream_type, version, event_type,
-       schema_version, data, metadata, recorded_at
+_LOAD = f"""
+SELECT {recorded_event_columns()}
 FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s
 """
 
@@ -127,7 +132,8 @@ class PostgresEventStore:
             params["release"] = json.dumps([{"scope": r.scope, "key": r.key} for r in release])
         if reserve:
             params["reserve"] = json.dumps([{"scope": r.scope, "key": r.key} for r in reserve])
-        sql = _append_sql(many, expected_version > 0, snapshot is not None, bool(release), bool(reserve))
+        sql = _append_sql(many=many, check_gap=expected_version > 0, snapshot=snapshot is not None,
+                          release=bool(release), reserve=bool(reserve))
         with self._pool.connection() as conn:
             try:
                 if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
@@ -149,13 +155,12 @@ class PostgresEventStore:
 
     def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
         with self._pool.connection() as conn:
-            row = conn.execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
-        return Snapshot(*row) if row else None
+            return conn.cursor(row_factory=class_row(Snapshot)).execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
 
     def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._pool.connection() as conn:
-            rows = conn.execute(_LOAD, (stream_id, after_version, limit)).fetchall()
-        return [RecordedEvent(*row) for row in rows]
+            return conn.cursor(row_factory=recorded_event_row).execute(
+                _LOAD, (stream_id, after_version, limit)).fetchall()
 
 
 def _taken(reserve: Sequence[Reservation], error: psycopg.errors.UniqueViolation) -> Reservation:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 from .aggregate import Aggregate
+from .errors import ConcurrencyError, ReservationTaken, RetriesExhausted
 from .events import (
     CommandContext,
     EventRegistry,
@@ -19,25 +20,11 @@ from .events import (
     NewEvent,
     RecordedEvent,
     Reservation,
-    ReservationTaken,
     Snapshot,
 )
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
-
-
-class ConcurrencyError(Exception):
-    """The stream moved on since it was read: reload and decide again."""
-
-    def __init__(self, stream_id: uuid.UUID, expected_version: int) -> None:
-        super().__init__(f"stream {stream_id} is no longer at version {expected_version}")
-        self.stream_id = stream_id
-        self.expected_version = expected_version
-
-
-class RetriesExhausted(Exception):
-    """A command lost the race for its stream more times than allowed."""
 
 
 class EventStore(Protocol):

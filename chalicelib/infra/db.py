@@ -1,21 +1,16 @@
-"""The PostgreSQL connection pool, opened on first use (never at import, which
-is Lambda cold start) and kept by warm invocations of the same container."""
+"""PostgreSQL connections: the pool (the application facade opens it on first
+use and keeps it for warm invocations) and a pool-shaped view of one
+connection, for running store code inside a caller's transaction."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import weakref
 from collections.abc import Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool
-
-_lock = threading.Lock()
-_pool: ConnectionPool | None = None
-_pool_url: str | None = None
-
 
 # A connection not handed out for longer than this is pinged before use; one
 # in steady use is not, which saves a round trip on every request.
@@ -49,25 +44,6 @@ def new_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
     )
     pool.open(wait=True, timeout=10)
     return pool
-
-
-def get_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
-    global _pool, _pool_url
-    with _lock:
-        if _pool is None or _pool_url != database_url:
-            if _pool is not None:
-                _pool.close()
-            _pool = new_pool(database_url, max_size)
-            _pool_url = database_url
-        return _pool
-
-
-def close_pool() -> None:
-    global _pool, _pool_url
-    with _lock:
-        if _pool is not None:
-            _pool.close()
-        _pool, _pool_url = None, None
 
 
 class TransactionConnection:

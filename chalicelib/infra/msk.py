@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class RawRecord:
-    """A record as delivered; its parts are decoded only when asked for."""
+class DeliveredRecord:
+    """A record as the mapping delivers it (base64 key and value); each part is
+    decoded when it is asked for, so a record that is skipped costs nothing."""
 
     raw: dict
 
@@ -44,13 +45,13 @@ class NotAKafkaEvent(ValueError):
     pass
 
 
-def records(event: dict) -> Iterator[RawRecord]:
+def records(event: dict) -> Iterator[DeliveredRecord]:
     """The records in delivery order (partition by partition, by offset)."""
     if not isinstance(event, dict) or not isinstance(event.get("records"), dict):
         raise NotAKafkaEvent("not a Kafka event source mapping event: no 'records' object")
     for batch in event["records"].values():
         for raw in batch:
-            yield RawRecord(raw)
+            yield DeliveredRecord(raw)
 
 
 def _b64(value: str | None) -> bytes | None:

@@ -18,18 +18,15 @@ import psycopg
 from psycopg import sql
 
 from chalicelib.domain.customer import Customer
-from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.eventstore.events import recorded_event_columns
+from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra.db import TransactionConnection
-from chalicelib.readmodel.customers import TABLE, Change, project
+from chalicelib.readmodel.projection import TABLE, ProjectedEvent, project
 
 NEXT = TABLE + "_next"
 OLD = TABLE + "_old"
 
-_EVENTS = """
-SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data, metadata, recorded_at
-FROM events WHERE stream_type = %s ORDER BY global_position
-"""
+_EVENTS = f"SELECT {recorded_event_columns()} FROM events WHERE stream_type = %s ORDER BY global_position"
 
 Progress = Callable[[int, int], None]
 
@@ -46,7 +43,7 @@ def rebuild(database_url: str, progress: Progress = lambda done, total: None, ch
         store = PostgresEventStore(TransactionConnection(writer))
 
         def load_after(customer_id, version):
-            return [Change.from_recorded(r) for r in store.load(customer_id, after_version=version)]
+            return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, after_version=version)]
 
         writer.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(NEXT)))
         writer.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
@@ -60,12 +57,11 @@ def rebuild(database_url: str, progress: Progress = lambda done, total: None, ch
                 (total,) = reader.execute("SELECT count(*) FROM events WHERE stream_type = %s",
                                           (Customer.stream_type,)).fetchone()
                 progress(0, total)
-                with reader.cursor(name="rebuild_customers") as cursor:
+                with reader.cursor(name="rebuild_customers", row_factory=recorded_event_row) as cursor:
                     cursor.itersize = chunk
                     cursor.execute(_EVENTS, (Customer.stream_type,))
                     while rows := cursor.fetchmany(chunk):
-                        project(writer, [Change.from_recorded(RecordedEvent(*row)) for row in rows], load_after,
-                                table=NEXT)
+                        project(writer, [ProjectedEvent.from_recorded(r) for r in rows], load_after, table=NEXT)
                         done += len(rows)
                         progress(done, total)
 

@@ -1,31 +1,24 @@
 """The scheduled drain function, invoked the way the schedule invokes it."""
 
-import json
+import dataclasses
 
 import pytest
-from chalice.test import Client
 
-from app import app
+from chalicelib.application import CustomerApplication
+from tests.support.api import serving
 from tests.support.kafka import cloudevent, read_topic
 
-
-@pytest.fixture
-def client(db, topic):
-    with Client(app) as client:
-        yield client
+pytestmark = pytest.mark.usefixtures("topic")
 
 
 def scheduled_event(client):
-    return client.events.generate_cw_event(
+    return client.client.events.generate_cw_event(
         source="aws.events", detail_type="Scheduled Event", detail={},
         resources=["arn:aws:events:eu-west-1:123456789012:rule/customer-service-dev-drain_outbox"])
 
 
 def test_schedule_drains_what_the_api_wrote(client, kafka_bootstrap, topic):
-    created = client.http.post("/customer", headers={"Content-Type": "application/json",
-                                                     "X-Correlation-Id": "drain-e2e"},
-                               body=json.dumps({"name": "Ada", "email": "ada@example.com"}))
-    customer_id = created.json_body["id"]
+    customer_id = client.create(headers={"X-Correlation-Id": "drain-e2e"}).json_body["id"]
     response = client.lambda_.invoke("drain_outbox", scheduled_event(client))
     assert response.payload == {"published": 1, "failures": 0, "locked_out": False}
 
@@ -38,7 +31,7 @@ def test_schedule_drains_what_the_api_wrote(client, kafka_bootstrap, topic):
     assert again.payload["published"] == 0
 
 
-def test_drain_without_kafka_configured_fails_loudly(client, monkeypatch):
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
-    with pytest.raises(Exception, match="KAFKA_BOOTSTRAP_SERVERS is not set"):
+def test_drain_without_kafka_configured_fails_loudly(client, application):
+    unconfigured = CustomerApplication(dataclasses.replace(application.settings, kafka_bootstrap_servers=None))
+    with serving(unconfigured), pytest.raises(Exception, match="KAFKA_BOOTSTRAP_SERVERS is not set"):
         client.lambda_.invoke("drain_outbox", scheduled_event(client))

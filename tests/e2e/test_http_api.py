@@ -1,53 +1,30 @@
 """The HTTP API through chalice.test.Client, on a real PostgreSQL."""
 
-import json
+import dataclasses
 import uuid
 
-import psycopg
 import pytest
-from chalice.test import Client
 
-from app import app
-
-JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def client(db):
-    with Client(app) as client:
-        yield client
-
-
-def post(client, path, body, headers=None):
-    raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return client.http.post(path, body=raw, headers={**JSON, **(headers or {})})
-
-
-def create(client, name="Ada Lovelace", email="ada@example.com", headers=None):
-    response = post(client, "/customer", {"name": name, "email": email}, headers)
-    assert response.status_code == 201, response.body
-    return response
-
-
-def stored_events(db):
-    with psycopg.connect(db) as conn:
-        return conn.execute(
-            "SELECT stream_id, version, event_type, data, metadata FROM events ORDER BY global_position"
-        ).fetchall()
+from chalicelib.application import CustomerApplication
+from chalicelib.eventstore.store import InMemoryEventStore
+from tests.support.api import JSON, serving
+from tests.support.builders import stored_events
+from tests.support.fakes import RacingStore
 
 
 def test_create_answers_201_with_location_and_etag(client, db):
-    response = create(client)
+    response = client.create()
     body = response.json_body
     assert uuid.UUID(body["id"])
     assert body == {"id": body["id"], "name": "Ada Lovelace", "email": "ada@example.com", "version": 1}
     assert response.headers["Location"] == f"/customer/{body['id']}"
     assert response.headers["ETag"] == '"1"'
-    assert [(str(e[0]), e[1], e[2]) for e in stored_events(db)] == [(body["id"], 1, "CustomerCreated")]
+    stored = [(str(e.stream_id), e.version, e.event_type) for e in stored_events(db)]
+    assert stored == [(body["id"], 1, "CustomerCreated")]
 
 
 def test_get_answers_current_state(client):
-    customer_id = create(client).json_body["id"]
+    customer_id = client.create().json_body["id"]
     response = client.http.get(f"/customer/{customer_id}")
     assert response.status_code == 200
     assert response.json_body["email"] == "ada@example.com"
@@ -61,37 +38,37 @@ def test_get_unknown_is_404_in_chalice_shape(client):
 
 
 def test_change_email_answers_new_version_and_same_email_appends_nothing(client, db):
-    customer_id = create(client).json_body["id"]
-    changed = post(client, f"/customer/{customer_id}/email", {"email": "ada@engine.org"})
+    customer_id = client.create().json_body["id"]
+    changed = client.post(f"/customer/{customer_id}/email", {"email": "ada@engine.org"})
     assert changed.status_code == 200
     assert changed.json_body["email"] == "ada@engine.org" and changed.json_body["version"] == 2
     assert changed.headers["ETag"] == '"2"'
-    again = post(client, f"/customer/{customer_id}/email", {"email": "ada@engine.org"})
+    again = client.post(f"/customer/{customer_id}/email", {"email": "ada@engine.org"})
     assert again.status_code == 200 and again.json_body["version"] == 2
-    assert [e[2] for e in stored_events(db)] == ["CustomerCreated", "CustomerEmailChanged"]
+    assert [e.event_type for e in stored_events(db)] == ["CustomerCreated", "CustomerEmailChanged"]
 
 
 def test_delete_then_404_everywhere(client, db):
-    customer_id = create(client).json_body["id"]
+    customer_id = client.create().json_body["id"]
     deleted = client.http.delete(f"/customer/{customer_id}")
     assert deleted.status_code == 204 and deleted.headers["ETag"] == '"2"'
     assert client.http.get(f"/customer/{customer_id}").status_code == 404
-    assert post(client, f"/customer/{customer_id}/email", {"email": "x@example.com"}).status_code == 404
+    assert client.post(f"/customer/{customer_id}/email", {"email": "x@example.com"}).status_code == 404
     assert client.http.delete(f"/customer/{customer_id}").status_code == 404
-    assert [e[2] for e in stored_events(db)] == ["CustomerCreated", "CustomerDeleted"]
+    assert [e.event_type for e in stored_events(db)] == ["CustomerCreated", "CustomerDeleted"]
 
 
 def test_if_match_on_the_current_version_succeeds(client):
-    customer_id = create(client).json_body["id"]
-    response = post(client, f"/customer/{customer_id}/email", {"email": "b@example.com"}, {"If-Match": '"1"'})
+    customer_id = client.create().json_body["id"]
+    response = client.post(f"/customer/{customer_id}/email", {"email": "b@example.com"}, {"If-Match": '"1"'})
     assert response.status_code == 200
     assert client.http.delete(f"/customer/{customer_id}", headers={"If-Match": '"2"'}).status_code == 204
 
 
 def test_if_match_on_an_old_version_is_412_and_changes_nothing(client, db):
-    customer_id = create(client).json_body["id"]
-    post(client, f"/customer/{customer_id}/email", {"email": "b@example.com"})
-    stale = post(client, f"/customer/{customer_id}/email", {"email": "c@example.com"}, {"If-Match": '"1"'})
+    customer_id = client.create().json_body["id"]
+    client.post(f"/customer/{customer_id}/email", {"email": "b@example.com"})
+    stale = client.post(f"/customer/{customer_id}/email", {"email": "c@example.com"}, {"If-Match": '"1"'})
     assert stale.status_code == 412
     assert stale.json_body["Code"] == "PreconditionFailedError"
     assert "version 2" in stale.json_body["Message"]
@@ -100,18 +77,18 @@ def test_if_match_on_an_old_version_is_412_and_changes_nothing(client, db):
 
 
 def test_correlation_id_is_stored_and_echoed(client, db):
-    response = create(client, headers={"X-Correlation-Id": "order-flow-42"})
+    response = client.create(headers={"X-Correlation-Id": "order-flow-42"})
     assert response.headers["X-Correlation-Id"] == "order-flow-42"
-    metadata = stored_events(db)[0][4]
+    metadata = stored_events(db)[0].metadata
     assert metadata["correlation_id"] == "order-flow-42"
     assert metadata["causation_id"] and metadata["event_id"] and metadata["occurred_at"]
 
 
 def test_correlation_id_is_generated_when_absent_also_on_errors(client, db):
-    created = create(client)
+    created = client.create()
     generated = created.headers["X-Correlation-Id"]
     assert uuid.UUID(generated)
-    assert stored_events(db)[0][4]["correlation_id"] == generated
+    assert stored_events(db)[0].metadata["correlation_id"] == generated
     missing = client.http.get(f"/customer/{uuid.uuid4()}")
     assert uuid.UUID(missing.headers["X-Correlation-Id"])
 
@@ -133,7 +110,7 @@ CREATE_BAD = [
 
 @pytest.mark.parametrize("body, message", CREATE_BAD)
 def test_bad_create_is_400_with_a_reason_and_stores_nothing(client, db, body, message):
-    response = post(client, "/customer", body)
+    response = client.post("/customer", body)
     assert response.status_code == 400, response.body
     assert response.json_body["Code"] == "BadRequestError"
     assert message in response.json_body["Message"]
@@ -147,9 +124,9 @@ def test_empty_body_is_400(client, db):
 
 
 def test_bad_email_change_is_400_and_stores_nothing(client, db):
-    customer_id = create(client).json_body["id"]
+    customer_id = client.create().json_body["id"]
     for body in ({"email": "nope"}, {"mail": "a@example.com"}, {"email": 3}, "{oops"):
-        response = post(client, f"/customer/{customer_id}/email", body)
+        response = client.post(f"/customer/{customer_id}/email", body)
         assert response.status_code == 400, body
     assert len(stored_events(db)) == 1
 
@@ -158,7 +135,7 @@ def test_bad_email_change_is_400_and_stores_nothing(client, db):
 def test_id_that_is_not_a_uuid_is_400(client, db, bad_id):
     for response in (
         client.http.get(f"/customer/{bad_id}"),
-        post(client, f"/customer/{bad_id}/email", {"email": "a@example.com"}),
+        client.post(f"/customer/{bad_id}/email", {"email": "a@example.com"}),
         client.http.delete(f"/customer/{bad_id}"),
     ):
         assert response.status_code == 400
@@ -166,14 +143,14 @@ def test_id_that_is_not_a_uuid_is_400(client, db, bad_id):
 
 
 def test_bad_if_match_is_400(client, db):
-    customer_id = create(client).json_body["id"]
+    customer_id = client.create().json_body["id"]
     response = client.http.delete(f"/customer/{customer_id}", headers={"If-Match": "yesterday"})
     assert response.status_code == 400 and "If-Match" in response.json_body["Message"]
     assert len(stored_events(db)) == 1
 
 
 def test_bad_correlation_id_is_400_and_stores_nothing(client, db):
-    response = post(client, "/customer", {"name": "Ada", "email": "a@example.com"},
+    response = client.post("/customer", {"name": "Ada", "email": "a@example.com"},
                     {"X-Correlation-Id": "has spaces in it"})
     assert response.status_code == 400
     assert "X-Correlation-Id" in response.json_body["Message"]
@@ -186,16 +163,12 @@ def test_wrong_content_type_is_415(client, db):
     assert stored_events(db) == []
 
 
-def test_a_command_that_keeps_losing_the_race_is_409_and_stores_nothing(client, monkeypatch):
-    from chalicelib.eventstore.store import InMemoryEventStore
-    from chalicelib.handlers import CustomerService
-    from tests.unit.test_handlers import RacingStore
-
+def test_a_command_that_keeps_losing_the_race_is_409_and_stores_nothing(client, application):
     store = RacingStore(races=0)
-    monkeypatch.setattr("app.customer_service", lambda: CustomerService(store, max_retries=2))
-    customer_id = create(client).json_body["id"]
-    store.races = 10  # another writer gets in first, every time
-    response = post(client, f"/customer/{customer_id}/email", {"email": "mine@example.com"})
+    with serving(CustomerApplication(dataclasses.replace(application.settings, command_max_retries=2), store=store)):
+        customer_id = client.create().json_body["id"]
+        store.races = 10  # another writer gets in first, every time
+        response = client.change_email(customer_id, "mine@example.com")
     assert response.status_code == 409
     assert response.json_body["Code"] == "ConflictError"
     assert "try again" in response.json_body["Message"]

@@ -1,30 +1,19 @@
 """Queries: the read model answers; the event store answers when the read
 model is behind what the caller asks for."""
 
-import json
 import uuid
 
 import pytest
-from chalice.test import Client
 
-from app import app
 from tests.support.msk import msk_event, stored_events
-
-JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def client(db):
-    with Client(app) as client:
-        yield client
 
 
 def create(client, email="ada@example.com"):
-    return client.http.post("/customer", headers=JSON, body=json.dumps({"name": "Ada", "email": email})).json_body
+    return client.create("Ada", email).json_body
 
 
 def change_email(client, customer_id, email):
-    return client.http.post(f"/customer/{customer_id}/email", headers=JSON, body=json.dumps({"email": email}))
+    return client.change_email(customer_id, email)
 
 
 def project_everything(client, db):

@@ -1,46 +1,44 @@
 """Racing commands on real PostgreSQL connections: nothing is lost."""
 
 import threading
-import uuid
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
-from chalicelib.domain.commands import ChangeEmail, CreateCustomer
+from chalicelib.customer_commands import CustomerCommands
+from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import RetriesExhausted
-from chalicelib.handlers import CustomerService
+from tests.support.builders import new_customer
+from tests.support.waiting import run_in_threads
 
 WRITERS = 8
 
 
-def test_racing_email_changes_all_land_as_consecutive_versions(db):
-    with ConnectionPool(db, min_size=WRITERS, max_size=WRITERS, kwargs={"autocommit": True}) as pool:
-        # Enough retries that each of 8 writers gets through a full pile-up.
-        service = CustomerService(PostgresEventStore(pool), max_retries=WRITERS * 2)
-        customer = service.create(
-            CreateCustomer(name="Ada", email="ada@example.com", customer_id=uuid.uuid4()),
-            CommandContext("setup"),
-        )
-        barrier = threading.Barrier(WRITERS)
-        errors = []
+def race(commands: CustomerCommands, customer_id, on_outcome) -> None:
+    """WRITERS email changes to one customer, released at once."""
+    barrier = threading.Barrier(WRITERS)
 
-        def writer(n):
-            barrier.wait()
-            try:
-                service.change_email(
-                    ChangeEmail(customer_id=customer.id, email=f"writer{n}@example.com"),
-                    CommandContext(f"writer-{n}"),
-                )
-            except Exception as error:  # noqa: BLE001 - collected and asserted below
-                errors.append(error)
+    def writer(n):
+        barrier.wait()
+        email = f"writer{n}@example.com"
+        try:
+            commands.change_email(ChangeEmail(customer_id=customer_id, email=email), CommandContext(f"writer-{n}"))
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            on_outcome(error)
+        else:
+            on_outcome(email)
 
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    run_in_threads(writer, [(n,) for n in range(WRITERS)])
+
+
+def test_racing_email_changes_all_land_as_consecutive_versions(db, pool):
+    # Enough retries that each of 8 writers gets through a full pile-up.
+    commands = CustomerCommands(PostgresEventStore(pool), max_retries=WRITERS * 2)
+    customer = new_customer(commands)
+    outcomes = []
+    race(commands, customer.id, outcomes.append)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
 
     assert errors == []
     with psycopg.connect(db) as conn:
@@ -54,34 +52,15 @@ def test_racing_email_changes_all_land_as_consecutive_versions(db):
     assert outbox == (WRITERS + 1,)
 
 
-def test_without_retries_racing_writers_lose_with_a_conflict_and_store_nothing(db):
-    with ConnectionPool(db, min_size=WRITERS, max_size=WRITERS, kwargs={"autocommit": True}) as pool:
-        service = CustomerService(PostgresEventStore(pool), max_retries=0)
-        customer = service.create(
-            CreateCustomer(name="Ada", email="ada@example.com", customer_id=uuid.uuid4()),
-            CommandContext("setup"),
-        )
-        barrier = threading.Barrier(WRITERS)
-        outcomes = []
+def test_without_retries_racing_writers_lose_with_a_conflict_and_store_nothing(db, pool):
+    commands = CustomerCommands(PostgresEventStore(pool), max_retries=0)
+    customer = new_customer(commands)
+    outcomes = []
+    race(commands, customer.id, outcomes.append)
+    stored = [e.data["email"] for e in PostgresEventStore(pool).load(customer.id)][1:]
 
-        def writer(n):
-            barrier.wait()
-            try:
-                service.change_email(
-                    ChangeEmail(customer_id=customer.id, email=f"writer{n}@example.com"),
-                    CommandContext(f"writer-{n}"))
-                outcomes.append(f"writer{n}@example.com")
-            except RetriesExhausted:
-                outcomes.append("conflict")
-
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        stored = [e.data["email"] for e in PostgresEventStore(pool).load(customer.id)][1:]
-
-    winners = [o for o in outcomes if o != "conflict"]
+    winners = [o for o in outcomes if not isinstance(o, Exception)]
+    assert all(isinstance(o, RetriesExhausted) for o in outcomes if isinstance(o, Exception))
     # Every writer that was told "done" is in the stream, and only those.
     assert sorted(winners) == sorted(stored)
     assert len(outcomes) == WRITERS and len(winners) >= 1

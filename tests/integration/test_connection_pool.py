@@ -3,7 +3,9 @@ must be replaced, not surface as a failed request."""
 
 import psycopg
 
+from chalicelib.application import CustomerApplication
 from chalicelib.infra import db as infra_db
+from chalicelib.infra.settings import Settings
 
 
 def test_a_connection_killed_while_idle_is_replaced(db, monkeypatch):
@@ -21,8 +23,11 @@ def test_a_connection_killed_while_idle_is_replaced(db, monkeypatch):
         pool.close()
 
 
-def test_pool_is_opened_lazily_and_reused(db):
-    infra_db.close_pool()
-    assert infra_db._pool is None
-    first = infra_db.get_pool(db)
-    assert infra_db.get_pool(db) is first
+def test_the_application_opens_its_pool_on_first_use_and_keeps_it(db):
+    application = CustomerApplication(Settings.from_env())
+    try:
+        assert application._pool is None  # building it opened nothing
+        first = application.pool()
+        assert application.pool() is first
+    finally:
+        application.close()

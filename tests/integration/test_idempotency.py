@@ -1,40 +1,21 @@
 """Idempotency-Key on POST and DELETE: the original response again, nothing
 appended twice, also when the retries arrive together."""
 
-import json
+import dataclasses
 import threading
 import uuid
 
 import psycopg
-import pytest
-from chalice.test import Client
 
-from app import app
 from chalicelib import idempotency
-from chalicelib.domain.commands import CreateCustomer
+from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.eventstore.postgres import PostgresEventStore
-from chalicelib.infra import db as infra_db
-from chalicelib.infra.db import TransactionConnection
-from chalicelib.service import customer_service
-
-JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def client(db):
-    with Client(app) as client:
-        yield client
+from tests.support.builders import count
+from tests.support.waiting import run_in_threads
 
 
 def create(client, key, email="ada@example.com", name="Ada"):
-    return client.http.post("/customer", headers={**JSON, "Idempotency-Key": key},
-                            body=json.dumps({"name": name, "email": email}))
-
-
-def count(db, table="events"):
-    with psycopg.connect(db) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return client.create(name, email, {"Idempotency-Key": key}, expect=None)
 
 
 def test_a_retried_creation_gets_the_original_response_and_appends_nothing(client, db):
@@ -61,8 +42,7 @@ def test_a_retried_delete_is_204_again_not_404(client, db):
 def test_a_retried_email_change_is_not_applied_twice(client, db):
     customer_id = create(client, "key-e").json_body["id"]
     for _ in range(2):
-        response = client.http.post(f"/customer/{customer_id}/email", headers={**JSON, "Idempotency-Key": "key-f"},
-                                    body=json.dumps({"email": "new@example.com"}))
+        response = client.change_email(customer_id, "new@example.com", {"Idempotency-Key": "key-f"})
         assert response.status_code == 200 and response.json_body["version"] == 2
     assert count(db) == 2
 
@@ -93,9 +73,12 @@ def test_an_expired_key_can_be_used_again(client, db):
     assert again.status_code == 201 and again.json_body["id"] != first.json_body["id"]
 
 
-def test_keys_expire_after_the_configured_time(client, db, monkeypatch):
-    monkeypatch.setenv("IDEMPOTENCY_TTL_HOURS", "2")
-    create(client, "key-7")
+def test_keys_expire_after_the_configured_time(application, db):
+    two_hours = CustomerApplication(dataclasses.replace(application.settings, idempotency_ttl_hours=2))
+    try:
+        two_hours.create_customer("Ada", "ada@example.com", CommandContext("ttl"), idempotency_key="key-7")
+    finally:
+        two_hours.close()
     with psycopg.connect(db) as conn:
         (hours,) = conn.execute("SELECT extract(epoch FROM expires_at - created_at) / 3600"
                                 " FROM idempotency_keys").fetchone()
@@ -107,28 +90,34 @@ def test_a_bad_key_is_400(client, db):
     assert count(db) == 0
 
 
-def test_concurrent_retries_execute_exactly_once(db):
-    pool = infra_db.new_pool(db, max_size=8)
+def test_concurrent_retries_execute_exactly_once(application, db):
     executions, results = [], []
     barrier = threading.Barrier(6)
 
     def execute(conn):
         executions.append(1)
-        service = customer_service(PostgresEventStore(TransactionConnection(conn)))
-        customer = service.create(CreateCustomer("Ada", "ada@example.com", uuid.uuid4()), CommandContext("c"))
-        return idempotency.StoredResponse(201, customer.to_dict(), {"ETag": '"1"'})
+        return {"id": str(uuid.uuid4()), "version": 1}
 
     def retry():
         barrier.wait()
-        results.append(idempotency.run_once(pool, "same-key", "same-request", 3600, execute))
+        results.append(idempotency.run_once(application.pool(), "same-key", "same-request", 3600, execute))
 
-    threads = [threading.Thread(target=retry) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    pool.close()
+    run_in_threads(retry, [()] * 6)
     assert len(executions) == 1
-    assert len({json.dumps(r[0].body) for r in results}) == 1
+    assert len({r[0]["id"] for r in results}) == 1
     assert sorted(r[1] for r in results) == [False] + [True] * 5
+
+
+def test_concurrent_keyed_creations_store_one_customer(application, db):
+    results = []
+    barrier = threading.Barrier(6)
+
+    def retry():
+        barrier.wait()
+        results.append(application.create_customer("Ada", "ada@example.com", CommandContext("retry"),
+                                                    idempotency_key="same-key"))
+
+    run_in_threads(retry, [()] * 6)
+    assert len({r.customer_id for r in results}) == 1
+    assert sorted(r.replayed for r in results) == [False] + [True] * 5
     assert count(db) == 1

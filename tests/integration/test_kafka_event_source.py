@@ -2,7 +2,6 @@
 the mapping's shape, retried without committing past a failure, resumed from
 committed offsets."""
 
-import json
 import threading
 import time
 import uuid
@@ -12,6 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from chalicelib.infra import msk
 from devstack.kafka_source import KafkaEventSource
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -52,11 +52,6 @@ def start(source):
     return stop, thread
 
 
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
 
 
 def committed(bootstrap, topic, group):
@@ -124,7 +119,7 @@ def test_a_restarted_source_resumes_after_what_it_committed(kafka_bootstrap, top
     second = Recorder()
     stop, thread = start(KafkaEventSource(second, kafka_bootstrap, topic, group))
     try:
-        assert wait_for(lambda: len(second.values()) == 1)
+        assert wait_for(lambda: len(second.values()) == 1, timeout=20)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -132,32 +127,25 @@ def test_a_restarted_source_resumes_after_what_it_committed(kafka_bootstrap, top
     assert second.values() == [b"3"]
 
 
-def test_the_whole_read_side_through_the_real_function(db, kafka_bootstrap, topic):
+def test_the_whole_read_side_through_the_real_function(client, application, kafka_bootstrap, topic):
     """Command -> outbox -> drain -> Kafka -> event source -> function -> read model -> GET."""
-    from chalice.test import Client
-
     import app as app_module
-    from chalicelib.service import outbox_relay
 
     source = KafkaEventSource(app_module.project_customers, kafka_bootstrap, topic, f"g-{uuid.uuid4().hex[:8]}")
     stop, thread = start(source)
     try:
-        with Client(app_module.app) as client:
-            created = client.http.post("/customer", headers={"Content-Type": "application/json"},
-                                       body=json.dumps({"name": "Ada", "email": "ada@example.com"})).json_body
-            client.http.post(f"/customer/{created['id']}/email", headers={"Content-Type": "application/json"},
-                             body=json.dumps({"email": "ada@engine.org"}))
-            assert outbox_relay().drain_once().published == 2
+        customer_id = client.create().json_body["id"]
+        client.change_email(customer_id, "ada@engine.org")
+        assert application.outbox_relay().drain_once().published == 2
 
-            def projected():
-                response = client.http.get(f"/customer/{created['id']}")
-                return response.headers.get("X-Read-Source") == "read-model" and response.json_body["version"] == 2
+        def projected():
+            response = client.get(f"/customer/{customer_id}")
+            return response.headers.get("X-Read-Source") == "read-model" and response.json_body["version"] == 2
 
-            assert wait_for(projected)
-            response = client.http.get(f"/customer/{created['id']}")
-            assert response.json_body["email"] == "ada@engine.org"
-            found = client.http.get("/customers?email=ada@engine.org").json_body["customers"]
-            assert [c["id"] for c in found] == [created["id"]]
+        assert wait_for(projected, timeout=20)
+        assert client.get(f"/customer/{customer_id}").json_body["email"] == "ada@engine.org"
+        found = client.get("/customers?email=ada@engine.org").json_body["customers"]
+        assert [c["id"] for c in found] == [customer_id]
     finally:
         stop.set()
         thread.join(timeout=20)

@@ -1,19 +1,13 @@
 """The operator command: see the outbox backlog, drain it by hand."""
 
-import uuid
-
-from chalicelib.domain.commands import CreateCustomer
-from chalicelib.eventstore.events import CommandContext
-from chalicelib.service import customer_service
 from ops.__main__ import main
+from tests.support.builders import new_customer
 from tests.support.kafka import read_topic
 
 
-def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, capsys):
-    service = customer_service()
+def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, capsys, commands):
     for n in range(3):
-        service.create(CreateCustomer(name="A", email=f"a{n}@example.com", customer_id=uuid.uuid4()),
-                       CommandContext("ops"))
+        new_customer(commands, n)
 
     assert main(["outbox"]) == 0
     out = capsys.readouterr().out
@@ -27,12 +21,11 @@ def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, cap
     assert "unpublished events: 0   oldest waiting: -" in capsys.readouterr().out
 
 
-def test_drain_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys):
+def test_drain_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, commands):
     from devstack.postgres import free_port
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
-    customer_service().create(CreateCustomer(name="A", email="a@example.com", customer_id=uuid.uuid4()),
-                              CommandContext("ops"))
+    new_customer(commands)
     assert main(["outbox", "--drain"]) == 1
     assert "failed:" in capsys.readouterr().err
     assert main(["outbox"]) == 0

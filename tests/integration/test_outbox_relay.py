@@ -1,6 +1,6 @@
 """The outbox relay against real PostgreSQL and a real Kafka-protocol broker."""
 
-import json
+import dataclasses
 import threading
 import time
 import uuid
@@ -9,14 +9,17 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.eventstore.events import CommandContext
+from chalicelib.application import CustomerApplication
+from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
+from chalicelib.domain.customer import CustomerCreated, registry
+from chalicelib.eventstore.events import CommandContext, Metadata
 from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay, backlog
-from chalicelib.eventstore.postgres import PostgresEventStore, _append_sql
-from chalicelib.handlers import CustomerService
-from chalicelib.infra import db as infra_db
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
+from tests.support.builders import new_customer
 from tests.support.kafka import cloudevent, read_topic
+from tests.support.waiting import wait_for
 
 CTX = CommandContext(correlation_id="corr-relay", causation_id="cause-relay")
 
@@ -26,10 +29,8 @@ class Crash(BaseException):
 
 
 @pytest.fixture
-def service(db):
-    pool = infra_db.new_pool(db, max_size=8)
-    yield CustomerService(PostgresEventStore(pool))
-    pool.close()
+def service(commands):
+    return commands
 
 
 @pytest.fixture
@@ -43,6 +44,15 @@ def relay(db, publish, **options):
     return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publish, **options)
 
 
+def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:
+    """A drain invocation running in the background until stopped."""
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: (results if results is not None else []).append(
+        relay.run(time.monotonic() + 600, stop)))
+    thread.start()
+    return stop, thread
+
+
 def stop_relay(db, stop: threading.Event, thread: threading.Thread) -> None:
     stop.set()
     with psycopg.connect(db, autocommit=True) as conn:
@@ -51,8 +61,16 @@ def stop_relay(db, stop: threading.Event, thread: threading.Thread) -> None:
 
 
 def create(service, n=0):
-    return service.create(
-        CreateCustomer(name=f"Customer {n}", email=f"c{n}@example.com", customer_id=uuid.uuid4()), CTX)
+    return new_customer(service, n, CTX)
+
+
+def append_uncommitted(conn: psycopg.Connection, name: str) -> uuid.UUID:
+    """A customer's creation appended in `conn`'s open transaction."""
+    stream_id = uuid.uuid4()
+    event = registry.serialize(CustomerCreated(name=name, email=f"{name.lower()}@example.com"),
+                               Metadata.new(name.lower(), None))
+    PostgresEventStore(TransactionConnection(conn)).append(stream_id, "Customer", 0, [event])
+    return stream_id
 
 
 def unpublished(db) -> int:
@@ -109,14 +127,7 @@ def test_crash_after_publishing_and_before_marking_republishes(db, service, publ
 
 def test_an_earlier_transaction_committing_late_is_not_skipped(db, service, publisher, kafka_bootstrap, topic):
     early = psycopg.connect(db)  # a transaction, left open
-    early_id = uuid.uuid4()
-    early.execute(_append_sql(True, False, False, False, False), {
-        "stream_id": early_id, "stream_type": "Customer", "expected_version": 0,
-        "events": json.dumps([{"event_type": "CustomerCreated", "schema_version": 1,
-                               "data": {"name": "Early", "email": "early@example.com"},
-                               "metadata": {"event_id": str(uuid.uuid4()), "occurred_at": "2026-01-01T00:00:00+00:00",
-                                            "correlation_id": "early", "causation_id": None}}]),
-    })
+    early_id = append_uncommitted(early, "Early")
     late = create(service)  # takes a higher outbox id, commits first
     assert relay(db, publisher).drain_once().published == 1
 
@@ -171,13 +182,9 @@ def test_only_one_drain_runs_at_a_time(db, service, publisher):
 def test_two_concurrent_invocations_one_drains_one_returns(db, service, publisher):
     for n in range(3):
         create(service, n)
-    stop = threading.Event()
     results = []
-    first = threading.Thread(target=lambda: results.append(relay(db, publisher).run(time.monotonic() + 30, stop)))
-    first.start()
-    deadline = time.monotonic() + 10
-    while unpublished(db) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    stop, first = start_relay(relay(db, publisher), results)
+    wait_for(lambda: unpublished(db) == 0)
     second = relay(db, publisher).run(time.monotonic() + 30)
     stop_relay(db, stop, first)
     assert second.locked_out
@@ -186,17 +193,11 @@ def test_two_concurrent_invocations_one_drains_one_returns(db, service, publishe
 
 def test_a_sleeping_drain_is_woken_by_a_commit(db, service, publisher, kafka_bootstrap, topic):
     # No polling to fall back on: only the notification can wake it in time.
-    sleeper = relay(db, publisher, idle_wait=600)
-    stop = threading.Event()
-    thread = threading.Thread(target=sleeper.run, args=(time.monotonic() + 600, stop))
-    thread.start()
+    stop, thread = start_relay(relay(db, publisher, idle_wait=600))
     try:
         time.sleep(0.5)  # let it go to sleep on an empty outbox
         customer = create(service)
-        deadline = time.monotonic() + 10
-        while unpublished(db) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert unpublished(db) == 0
+        assert wait_for(lambda: unpublished(db) == 0, interval=0.02)
         records = read_topic(kafka_bootstrap, topic, expected=1)
         assert [cloudevent(r)["subject"] for r in records] == [str(customer.id)]
     finally:
@@ -204,26 +205,22 @@ def test_a_sleeping_drain_is_woken_by_a_commit(db, service, publisher, kafka_boo
     assert not thread.is_alive()
 
 
-def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, service, monkeypatch, capfd):
-    from chalicelib.service import outbox_relay
+def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, application, service, capfd):
     from devstack.kafka import EmbeddedKafka, create_topic
     from devstack.postgres import free_port
 
     broker = EmbeddedKafka(free_port())  # not started yet: the broker is down
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
-    monkeypatch.setenv("KAFKA_TOPIC", "customer-events")
+    down = CustomerApplication(dataclasses.replace(application.settings, kafka_topic="customer-events",
+                                                   kafka_bootstrap_servers=broker.bootstrap_servers))
     customers = [create(service, n) for n in range(3)]
 
-    stop = threading.Event()
     results = []
-    drain = threading.Thread(target=lambda: results.append(outbox_relay().run(time.monotonic() + 120, stop)))
-    drain.start()
+    stop, drain = start_relay(down.outbox_relay(), results)
     try:
-        logged = ""
-        deadline = time.monotonic() + 30
-        while "outbox_publish_failed" not in logged and time.monotonic() < deadline:
-            time.sleep(0.2)
-            logged += capfd.readouterr().err
+        logged = []
+        wait_for(lambda: logged.append(capfd.readouterr().err) or "outbox_publish_failed" in "".join(logged),
+                 timeout=30, interval=0.2)
+        logged = "".join(logged)
         assert "outbox_publish_failed" in logged
         assert broker.bootstrap_servers in logged
         assert unpublished(db) == 3  # the outbox keeps everything
@@ -231,14 +228,12 @@ def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, servic
         broker.start()
         create_topic(broker.bootstrap_servers, "customer-events")
         customers.append(create(service, 3))
-        deadline = time.monotonic() + 60
-        while unpublished(db) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert unpublished(db) == 0
+        assert wait_for(lambda: unpublished(db) == 0, timeout=60, interval=0.2)
         records = read_topic(broker.bootstrap_servers, "customer-events", expected=4)
         assert sorted({cloudevent(r)["subject"] for r in records}) == sorted(str(c.id) for c in customers)
     finally:
         stop_relay(db, stop, drain)
+        down.close()
         broker.stop()
     assert results and results[0].failures >= 1
 
@@ -263,24 +258,12 @@ def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service
     # A writer inserts while the relay is awake (so it will not notify) and
     # commits only after the relay has drained and wants to sleep.
     writer = psycopg.connect(db)
-    writer.execute(_append_sql(False, False, False, False, False), {
-        "stream_id": uuid.uuid4(), "stream_type": "Customer", "expected_version": 0,
-        "event_type": "CustomerCreated", "schema_version": 1,
-        "data": json.dumps({"name": "Slow", "email": "slow@example.com"}),
-        "metadata": json.dumps({"event_id": str(uuid.uuid4()), "occurred_at": "2026-01-01T00:00:00+00:00",
-                                "correlation_id": "slow", "causation_id": None}),
-    })
-    sleeper = relay(db, publisher, idle_wait=600)
-    stop = threading.Event()
-    thread = threading.Thread(target=sleeper.run, args=(time.monotonic() + 600, stop))
-    thread.start()
+    append_uncommitted(writer, "Slow")
+    stop, thread = start_relay(relay(db, publisher, idle_wait=600))
     try:
         time.sleep(0.5)  # the relay has drained nothing and tries to sleep
         writer.commit()
-        deadline = time.monotonic() + 10
-        while unpublished(db) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert unpublished(db) == 0
+        assert wait_for(lambda: unpublished(db) == 0, interval=0.02)
     finally:
         writer.close()
         stop_relay(db, stop, thread)

@@ -6,62 +6,51 @@ import threading
 import uuid
 
 import pytest
-from chalice.test import Client
 
-from app import app
-from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.eventstore.events import CommandContext
-from chalicelib.readmodel.customers import Change, fold
-from chalicelib.service import customer_service
+from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
+from chalicelib.readmodel.projection import ProjectedEvent, fold
 from devstack.msk_events import KafkaRecord
+from tests.support.builders import CONTEXT, new_customer
 from tests.support.msk import msk_event, read_model, stored_events
-
-CTX = CommandContext("projection-test")
-
-
-@pytest.fixture
-def client(db):
-    with Client(app) as client:
-        yield client
+from tests.support.waiting import run_in_threads
 
 
 def project(client, event) -> dict:
     return client.lambda_.invoke("project_customers", event).payload
 
 
-def history(n_customers=3, changes=3, delete_first=False):
-    service = customer_service()
-    ids = []
-    for n in range(n_customers):
-        customer = service.create(CreateCustomer(f"C{n}", f"c{n}@example.com", uuid.uuid4()), CTX)
-        ids.append(customer.id)
-    for round_ in range(changes):
-        for n, cid in enumerate(ids):
-            service.change_email(ChangeEmail(cid, f"c{n}.{round_}@example.com"), CTX)
-    if delete_first:
-        service.delete(DeleteCustomer(ids[0]), CTX)
-    return ids
+@pytest.fixture
+def history(commands):
+    def make(n_customers=3, changes=3, delete_first=False):
+        ids = [new_customer(commands, n).id for n in range(n_customers)]
+        for round_ in range(changes):
+            for n, cid in enumerate(ids):
+                commands.change_email(ChangeEmail(cid, f"c{n}.{round_}@example.com"), CONTEXT)
+        if delete_first:
+            commands.delete(DeleteCustomer(ids[0]), CONTEXT)
+        return ids
+
+    return make
 
 
 def expected(db):
     """The read model as it must be: every stream folded from the store."""
     by_stream = {}
     for event in stored_events(db):
-        by_stream.setdefault(event.stream_id, []).append(Change.from_recorded(event))
-    rows = [fold(changes) for changes in by_stream.values()]
-    return sorted((r.id, r.name, r.email, r.version, r.deleted, r.created_at, r.updated_at) for r in rows)
+        by_stream.setdefault(event.stream_id, []).append(ProjectedEvent.from_recorded(event))
+    return sorted((fold(events) for events in by_stream.values()), key=lambda row: row.id)
 
 
-def test_a_batch_updates_the_read_model(client, db):
+def test_a_batch_updates_the_read_model(client, db, history):
     history(n_customers=2, changes=2)
     result = project(client, msk_event(stored_events(db)))
     assert result["records"] == 6 and result["rows_written"] == 2 and result["poison"] == 0
     assert read_model(db) == expected(db)
     row = read_model(db)[0]
-    assert row[3] == 3 and row[5] < row[6]  # version 3, created before updated
+    assert row.version == 3 and row.created_at < row.updated_at
 
 
-def test_a_batch_delivered_twice_changes_nothing_the_second_time(client, db):
+def test_a_batch_delivered_twice_changes_nothing_the_second_time(client, db, history):
     history()
     event = msk_event(stored_events(db))
     project(client, event)
@@ -71,7 +60,7 @@ def test_a_batch_delivered_twice_changes_nothing_the_second_time(client, db):
     assert read_model(db) == before == expected(db)
 
 
-def test_out_of_order_across_and_within_customers(client, db):
+def test_out_of_order_across_and_within_customers(client, db, history):
     history(n_customers=4, changes=4, delete_first=True)
     events = stored_events(db)
     random.Random(7).shuffle(events)
@@ -80,7 +69,7 @@ def test_out_of_order_across_and_within_customers(client, db):
     assert read_model(db) == expected(db)
 
 
-def test_an_older_version_after_a_newer_one_is_a_no_op(client, db):
+def test_an_older_version_after_a_newer_one_is_a_no_op(client, db, history):
     history(n_customers=1, changes=3)
     events = stored_events(db)
     project(client, msk_event(events))
@@ -89,7 +78,7 @@ def test_an_older_version_after_a_newer_one_is_a_no_op(client, db):
     assert read_model(db) == expected(db)
 
 
-def test_missing_versions_are_filled_from_the_event_store(client, db):
+def test_missing_versions_are_filled_from_the_event_store(client, db, history):
     history(n_customers=2, changes=3)
     events = stored_events(db)
     # Only each customer's last event arrives: every earlier one is missing.
@@ -101,50 +90,37 @@ def test_missing_versions_are_filled_from_the_event_store(client, db):
     assert read_model(db) == expected(db)
 
 
-def test_deleted_customer_is_a_tombstone_that_a_late_duplicate_cannot_revive(client, db):
+def test_deleted_customer_is_a_tombstone_that_a_late_duplicate_cannot_revive(client, db, history):
     ids = history(n_customers=2, changes=1, delete_first=True)
     events = stored_events(db)
     project(client, msk_event(events))
     created = [e for e in events if e.stream_id == ids[0] and e.version == 1]
     project(client, msk_event(created))
-    row = next(r for r in read_model(db) if r[0] == ids[0])
-    assert row[4] is True and row[3] == 3
+    row = next(r for r in read_model(db) if r.id == ids[0])
+    assert row.deleted is True and row.version == 3
 
 
-def test_racing_batches_never_lose_an_update(db):
-    from chalicelib.eventstore.postgres import PostgresEventStore
-    from chalicelib.infra import db as infra_db
-    from chalicelib.readmodel.projector import handle_kafka_event
-
+def test_racing_batches_never_lose_an_update(db, application, pool, history):
     history(n_customers=20, changes=4)
     events = stored_events(db)
-    pool = infra_db.new_pool(db, max_size=4)
-    store = PostgresEventStore(pool)
-    try:
-        for round_ in range(10):
-            with pool.connection() as conn:
-                conn.execute("TRUNCATE customers_view")
-            # One batch with everything, one with only the older half, at once:
-            # whoever commits last must not take a row backwards.
-            full = msk_event(events)
-            old = msk_event([e for e in events if e.version <= 2])
-            barrier = threading.Barrier(2)
+    for round_ in range(10):
+        with pool.connection() as conn:
+            conn.execute("TRUNCATE customers_view")
+        # One batch with everything, one with only the older half, at once:
+        # whoever commits last must not take a row backwards.
+        full = msk_event(events)
+        old = msk_event([e for e in events if e.version <= 2])
+        barrier = threading.Barrier(2)
 
-            def deliver(event, barrier):
-                barrier.wait()
-                handle_kafka_event(event, pool, store)
+        def deliver(event, barrier):
+            barrier.wait()
+            application.project_kafka_batch(event)
 
-            threads = [threading.Thread(target=deliver, args=(e, barrier)) for e in (full, old)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert read_model(db) == expected(db), f"round {round_}"
-    finally:
-        pool.close()
+        run_in_threads(deliver, [(full, barrier), (old, barrier)])
+        assert read_model(db) == expected(db), f"round {round_}"
 
 
-def test_poison_records_are_logged_with_where_they_are_and_skipped(client, db, capfd):
+def test_poison_records_are_logged_with_where_they_are_and_skipped(client, db, capfd, history):
     history(n_customers=1, changes=1)
     poison = [
         KafkaRecord("customer-events", 2, 41, 0, b"k", b"this is not json", {}),
@@ -162,7 +138,7 @@ def test_poison_records_are_logged_with_where_they_are_and_skipped(client, db, c
     assert logged.count("projection_poison_record") == 3
 
 
-def test_a_customer_unknown_to_the_event_store_is_logged_and_skipped(client, db, capfd):
+def test_a_customer_unknown_to_the_event_store_is_logged_and_skipped(client, db, capfd, history):
     history(n_customers=1, changes=0)
     stranger = uuid.uuid4()
     foreign = KafkaRecord("customer-events", 0, 7, 0, str(stranger).encode(),

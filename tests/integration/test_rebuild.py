@@ -3,26 +3,28 @@
 import uuid
 
 import psycopg
+import pytest
 from chalice.test import Client
 
 from app import app
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.readmodel.rebuild import rebuild
-from chalicelib.service import customer_service
 from ops.__main__ import main as ops
 from tests.support.msk import msk_event, read_model, stored_events
 
 CTX = CommandContext("rebuild-test")
 
 
-def history(customers=30):
-    service = customer_service()
-    ids = [service.create(CreateCustomer(f"C{n}", f"c{n}@example.com", uuid.uuid4()), CTX).id
+pytestmark = pytest.mark.usefixtures("application")
+
+
+def history(commands, customers=30):
+    ids = [commands.create(CreateCustomer(f"C{n}", f"c{n}@example.com", uuid.uuid4()), CTX).id
            for n in range(customers)]
     for n, cid in enumerate(ids):
-        service.change_email(ChangeEmail(cid, f"c{n}.new@example.com"), CTX)
-    service.delete(DeleteCustomer(ids[0]), CTX)
+        commands.change_email(ChangeEmail(cid, f"c{n}.new@example.com"), CTX)
+    commands.delete(DeleteCustomer(ids[0]), CTX)
     return ids
 
 
@@ -36,8 +38,8 @@ def index_names(db):
         return sorted(r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'customers_view'"))
 
 
-def test_rebuild_leaves_the_read_model_as_the_live_one(db, capsys):
-    history()
+def test_rebuild_leaves_the_read_model_as_the_live_one(db, capsys, commands):
+    history(commands)
     project(stored_events(db))
     live, indexes = read_model(db), index_names(db)
 
@@ -52,8 +54,8 @@ def test_rebuild_leaves_the_read_model_as_the_live_one(db, capsys):
     assert tables == {"customers_view"}
 
 
-def test_rebuild_from_an_empty_or_wrong_read_model(db):
-    ids = history(customers=5)
+def test_rebuild_from_an_empty_or_wrong_read_model(db, commands):
+    ids = history(commands, customers=5)
     project(stored_events(db))
     expected = read_model(db)
     with psycopg.connect(db) as conn:
@@ -63,8 +65,8 @@ def test_rebuild_from_an_empty_or_wrong_read_model(db):
     assert read_model(db) == expected
 
 
-def test_reads_go_on_and_late_events_are_caught_up(db):
-    ids = history(customers=5)
+def test_reads_go_on_and_late_events_are_caught_up(db, commands):
+    ids = history(commands, customers=5)
     project(stored_events(db))
     seen_during = []
 
@@ -74,21 +76,21 @@ def test_reads_go_on_and_late_events_are_caught_up(db):
             # a new event commits and reaches the live read model.
             with Client(app) as client:
                 seen_during.append(client.http.get(f"/customer/{ids[3]}").headers["X-Read-Source"])
-            customer_service().change_email(ChangeEmail(ids[3], "late@example.com"), CTX)
+            commands.change_email(ChangeEmail(ids[3], "late@example.com"), CTX)
             project([e for e in stored_events(db) if e.stream_id == ids[3]])
 
     result = rebuild(db, progress=during)
     assert seen_during == ["read-model"]
     assert result.caught_up == 1
-    row = next(r for r in read_model(db) if r[0] == ids[3])
-    assert (row[2], row[3]) == ("late@example.com", 3)
+    row = next(r for r in read_model(db) if r.id == ids[3])
+    assert (row.email, row.version) == ("late@example.com", 3)
 
 
-def test_the_projection_keeps_working_on_the_swapped_table(db):
-    ids = history(customers=3)
+def test_the_projection_keeps_working_on_the_swapped_table(db, commands):
+    ids = history(commands, customers=3)
     project(stored_events(db))
     rebuild(db)
-    customer_service().change_email(ChangeEmail(ids[1], "after@example.com"), CTX)
+    commands.change_email(ChangeEmail(ids[1], "after@example.com"), CTX)
     project(stored_events(db))
-    row = next(r for r in read_model(db) if r[0] == ids[1])
-    assert (row[2], row[3]) == ("after@example.com", 3)
+    row = next(r for r in read_model(db) if r.id == ids[1])
+    assert (row.email, row.version) == ("after@example.com", 3)

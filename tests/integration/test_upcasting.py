@@ -7,13 +7,10 @@ import uuid
 
 import psycopg
 import pytest
-from chalice.test import Client
 
-from app import app
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.readmodel.rebuild import rebuild
-from chalicelib.service import customer_service, outbox_relay
 from devstack.msk_events import KafkaRecord
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.msk import msk_event, read_model
@@ -46,24 +43,24 @@ def stored_rows(db, cid):
                             (cid,)).fetchall()
 
 
-def test_aggregate_loads_old_events_and_takes_new_commands(db, old_customer):
-    customer = customer_service().get(old_customer)
+def test_aggregate_loads_old_events_and_takes_new_commands(db, old_customer, commands):
+    customer = commands.get(old_customer)
     assert (customer.email, customer.version) == ("second@example.com", 2)
-    customer_service().change_email(ChangeEmail(old_customer, "third@example.com"), CommandContext("new"))
+    commands.change_email(ChangeEmail(old_customer, "third@example.com"), CommandContext("new"))
     rows = stored_rows(db, old_customer)
     assert rows[1] == (2, 1, {"email": "second@example.com"})  # untouched
     assert rows[2] == (3, 2, {"email": "third@example.com", "previous_email": "second@example.com"})
 
 
-def test_the_relay_publishes_old_events_in_todays_shape(db, old_customer, kafka_bootstrap, topic):
-    assert outbox_relay().drain_once().published == 2
+def test_the_relay_publishes_old_events_in_todays_shape(db, old_customer, kafka_bootstrap, topic, application):
+    assert application.outbox_relay().drain_once().published == 2
     events = sorted((cloudevent(r) for r in read_topic(kafka_bootstrap, topic, expected=2)),
                     key=lambda e: e["streamversion"])
     assert events[1]["data"] == {"email": "second@example.com", "previous_email": None}
     assert events[1]["schemaversion"] == 2
 
 
-def test_the_projection_reads_old_messages_and_old_rows(db, old_customer):
+def test_the_projection_reads_old_messages_and_old_rows(db, client, old_customer):
     # A message the older relay published: old data shape, no schemaversion.
     old_message = json.dumps({
         "specversion": "1.0", "id": "e-2", "source": "/customer-service", "type": "CustomerEmailChanged",
@@ -71,34 +68,32 @@ def test_the_projection_reads_old_messages_and_old_rows(db, old_customer):
         "data": {"email": "second@example.com"}, "streamversion": 2,
     }).encode()
     record = KafkaRecord("customer-events", 0, 1, 0, str(old_customer).encode(), old_message, {})
-    with Client(app) as client:
-        # Only v2 arrives: v1 is filled from the store, in its old shape too.
-        result = client.lambda_.invoke("project_customers", msk_event([], extra=[record])).payload
+    # Only v2 arrives: v1 is filled from the store, in its old shape too.
+    result = client.lambda_.invoke("project_customers", msk_event([], extra=[record])).payload
     assert (result["poison"], result["gaps_filled"], result["rows_written"]) == (0, 1, 1)
     (row,) = read_model(db)
-    assert (row[1], row[2], row[3]) == ("Old Timer", "second@example.com", 2)
+    assert (row.name, row.email, row.version) == ("Old Timer", "second@example.com", 2)
 
 
-def test_history_and_time_machine_show_old_events_in_todays_shape(db, old_customer):
-    with Client(app) as client:
-        history = client.http.get(f"/customer/{old_customer}/events").json_body["events"]
-        assert history[1]["data"] == {"email": "second@example.com", "previous_email": None}
-        assert history[1]["schema_version"] == 2
-        then = client.http.get(f"/customer/{old_customer}?version=1").json_body
-        assert then["email"] == "first@example.com"
-        as_of = client.http.get(f"/customer/{old_customer}?as_of=2030-01-01T00:00:00Z").json_body
-        assert as_of["email"] == "second@example.com"
+def test_history_and_time_machine_show_old_events_in_todays_shape(client, old_customer):
+    history = client.get(f"/customer/{old_customer}/events").json_body["events"]
+    assert history[1]["data"] == {"email": "second@example.com", "previous_email": None}
+    assert history[1]["schema_version"] == 2
+    then = client.get(f"/customer/{old_customer}?version=1").json_body
+    assert then["email"] == "first@example.com"
+    as_of = client.get(f"/customer/{old_customer}?as_of=2030-01-01T00:00:00Z").json_body
+    assert as_of["email"] == "second@example.com"
 
 
 def test_rebuild_reads_old_events(db, old_customer):
     rebuild(db)
     (row,) = read_model(db)
-    assert (row[2], row[3]) == ("second@example.com", 2)
+    assert (row.email, row.version) == ("second@example.com", 2)
     assert stored_rows(db, old_customer)[1][1] == 1  # still the old shape in the store
 
 
-def test_a_newer_shape_than_the_code_knows_is_refused_not_guessed(db, old_customer):
+def test_a_newer_shape_than_the_code_knows_is_refused_not_guessed(db, old_customer, commands):
     with psycopg.connect(db) as conn:
         conn.execute("UPDATE events SET schema_version = 3 WHERE stream_id = %s AND version = 2", (old_customer,))
     with pytest.raises(Exception, match="newer than this code"):
-        customer_service().get(old_customer)
+        commands.get(old_customer)

@@ -7,15 +7,11 @@ import psycopg
 
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.readmodel.projection import COLUMNS, CustomerRow, customer_row
 from devstack.msk_events import KafkaRecord, event_from
+from tests.support.builders import stored_events
 
-
-def stored_events(db: str) -> list[RecordedEvent]:
-    with psycopg.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT global_position, stream_id, stream_type, version, event_type, schema_version, data,"
-            " metadata, recorded_at FROM events ORDER BY global_position").fetchall()
-    return [RecordedEvent(*row) for row in rows]
+__all__ = ["msk_event", "read_model", "stored_events"]
 
 
 def msk_event(events: list[RecordedEvent], topic: str = "customer-events", extra: list[KafkaRecord] = ()) -> dict:
@@ -27,8 +23,7 @@ def msk_event(events: list[RecordedEvent], topic: str = "customer-events", extra
     return event_from(records + list(extra), source="aws:kafka")
 
 
-def read_model(db: str) -> list[tuple]:
+def read_model(db: str) -> list[CustomerRow]:
     with psycopg.connect(db) as conn:
-        return conn.execute(
-            "SELECT id, name, email, version, deleted, created_at, updated_at FROM customers_view ORDER BY id"
-        ).fetchall()
+        return conn.cursor(row_factory=customer_row).execute(
+            f"SELECT {COLUMNS} FROM customers_view ORDER BY id").fetchall()

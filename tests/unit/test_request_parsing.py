@@ -2,11 +2,11 @@ import uuid
 
 import pytest
 
-from chalicelib import http
+from chalicelib.api import parse
 
 
 def test_json_object_accepts_exact_fields():
-    assert http.json_object(b'{"name": "Ada", "email": "a@b.io"}', {"name": str, "email": str}) == {
+    assert parse.json_object(b'{"name": "Ada", "email": "a@b.io"}', {"name": str, "email": str}) == {
         "name": "Ada", "email": "a@b.io"}
 
 
@@ -24,34 +24,34 @@ def test_json_object_accepts_exact_fields():
     ],
 )
 def test_json_object_says_what_is_wrong(body, message):
-    with pytest.raises(http.BadRequest) as error:
-        http.json_object(body, {"name": str, "email": str})
+    with pytest.raises(parse.BadRequest) as error:
+        parse.json_object(body, {"name": str, "email": str})
     assert message in str(error.value)
 
 
 def test_customer_id_must_be_a_canonical_uuid():
     value = uuid.uuid4()
-    assert http.customer_id(str(value)) == value
+    assert parse.customer_id(str(value)) == value
     for bad in ("42", "not-a-uuid", value.hex, "{" + str(value) + "}"):
-        with pytest.raises(http.BadRequest):
-            http.customer_id(bad)
+        with pytest.raises(parse.BadRequest):
+            parse.customer_id(bad)
 
 
 @pytest.mark.parametrize("header, version", [(None, None), ("*", None), ('"3"', 3), ("3", 3)])
 def test_if_match(header, version):
-    assert http.if_match(header) == version
+    assert parse.if_match(header) == version
 
 
 @pytest.mark.parametrize("header", ['"abc"', 'W/"3"', '"-1"', '""'])
 def test_bad_if_match(header):
-    with pytest.raises(http.BadRequest):
-        http.if_match(header)
+    with pytest.raises(parse.BadRequest):
+        parse.if_match(header)
 
 
 def test_correlation_id_is_kept_or_generated():
-    assert http.correlation_id("abc-123") == "abc-123"
-    assert uuid.UUID(http.correlation_id(None))
-    with pytest.raises(http.BadRequest):
-        http.correlation_id("has spaces")
-    with pytest.raises(http.BadRequest):
-        http.correlation_id("x" * 129)
+    assert parse.correlation_id("abc-123") == "abc-123"
+    assert uuid.UUID(parse.correlation_id(None))
+    with pytest.raises(parse.BadRequest):
+        parse.correlation_id("has spaces")
+    with pytest.raises(parse.BadRequest):
+        parse.correlation_id("x" * 129)

@@ -68,7 +68,8 @@ def if_match(header: str | None) -> int | None:
     return int(value)
 
 
-def positive_int(raw: str | None, name: str, *, minimum: int = 1, maximum: int = 999_999_999) -> int | None:
+def whole_number(raw: str | None, name: str, *, minimum: int, maximum: int = 999_999_999) -> int | None:
+    """A query parameter that is a whole number within bounds; None when absent."""
     if raw is None:
         return None
     if not raw.isdigit() or len(raw) > 9 or not minimum <= int(raw) <= maximum:
@@ -76,8 +77,8 @@ def positive_int(raw: str | None, name: str, *, minimum: int = 1, maximum: int =
     return int(raw)
 
 
-def min_version(raw: str | None) -> int | None:
-    return positive_int(raw, "min_version")
+def version(raw: str | None, name: str = "version") -> int | None:
+    return whole_number(raw, name, minimum=1)
 
 
 def as_of(raw: str | None) -> datetime | None:
@@ -99,10 +100,6 @@ def consistency(raw: str | None) -> str:
     if raw == "strong":
         return "strong"
     raise BadRequest(f"consistency must be 'strong' or 'eventual', not {raw!r}")
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
 
 
 def idempotency_key(header: str) -> str:

@@ -1,4 +1,5 @@
-"""Command handlers: load the customer, let it decide, append what it recorded.
+"""The Customer's command handlers: load the customer, let it decide, append
+what it recorded.
 
 Each write retries a bounded number of times when another writer appended to
 the same stream first; each retry reloads and decides again, so no update is
@@ -10,21 +11,14 @@ from __future__ import annotations
 import uuid
 
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import Customer, CustomerNotFound, registry
+from chalicelib.domain.customer import Customer, StaleVersion, registry
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import EventStore, Repository, retry_on_conflict
 
 
-class StaleVersion(Exception):
-    """The caller decided on a version (If-Match) the customer has moved past."""
+class CustomerCommands:
+    """Runs commands against one event store (a pool, or one transaction)."""
 
-    def __init__(self, expected: int, current: int) -> None:
-        super().__init__(f"expected version {expected}, but the customer is at version {current}")
-        self.expected = expected
-        self.current = current
-
-
-class CustomerService:
     def __init__(self, store: EventStore, max_retries: int = 5, snapshot_every: int | None = None) -> None:
         self._customers = Repository(store, registry, Customer, snapshot_every=snapshot_every)
         self._max_retries = max_retries
@@ -67,5 +61,3 @@ class CustomerService:
             raise StaleVersion(expected_version, customer.version)
         return customer
 
-
-__all__ = ["CustomerService", "StaleVersion", "CustomerNotFound"]

@@ -1,0 +1,83 @@
+"""Shaping the answers: what the facade returns, as HTTP responses."""
+
+from __future__ import annotations
+
+import uuid
+
+from chalice import Response
+
+from chalicelib.application import CommandResult, CustomerRead, HistoryPage
+from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.readmodel.projection import CustomerRow
+
+_REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def customer_row(row: CustomerRow) -> dict:
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "email": row.email,
+        "version": row.version,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def command_result(result: CommandResult, status_code: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        body=result.customer,
+        status_code=status_code,
+        headers={"ETag": etag(result.version), **(headers or {}), **(_REPLAYED if result.replayed else {})},
+    )
+
+
+def created(result: CommandResult) -> Response:
+    return command_result(result, 201, {"Location": f"/customer/{result.customer_id}"})
+
+
+def deleted(result: CommandResult) -> Response:
+    return Response(body="", status_code=204,
+                    headers={"ETag": etag(result.version), **(_REPLAYED if result.replayed else {})})
+
+
+def current_state(read: CustomerRead) -> Response:
+    return Response(body=customer_row(read.row),
+                    headers={"ETag": etag(read.row.version), "X-Read-Source": read.source})
+
+
+def state_then(row: CustomerRow) -> Response:
+    return Response(body={**customer_row(row), "deleted": row.deleted},
+                    headers={"ETag": etag(row.version), "X-Read-Source": "event-store"})
+
+
+def found(rows: list[CustomerRow]) -> Response:
+    return Response(body={"customers": [customer_row(row) for row in rows]},
+                    headers={"X-Read-Source": "read-model"})
+
+
+def history_page(customer_id: uuid.UUID, page: HistoryPage, limit: int) -> dict:
+    return {
+        "events": [history_entry(e) for e in page.events],
+        "next": f"/customer/{customer_id}/events?after={page.events[-1].version}&limit={limit}"
+        if page.more else None,
+    }
+
+
+def history_entry(recorded: RecordedEvent) -> dict:
+    metadata = recorded.metadata
+    return {
+        "version": recorded.version,
+        "type": recorded.event_type,
+        "time": metadata.get("occurred_at"),
+        "recorded_at": recorded.recorded_at.isoformat(),
+        "event_id": metadata.get("event_id"),
+        "correlation_id": metadata.get("correlation_id"),
+        "causation_id": metadata.get("causation_id"),
+        "schema_version": recorded.schema_version,
+        "data": recorded.data,
+    }

@@ -1,0 +1,280 @@
+"""The application facade: the one composition root, and everything the
+outside world (the HTTP views, the scheduled drain, the projection function,
+the operator commands) asks of the service.
+
+It owns the settings, the connection pool, the event store, the Kafka
+publisher and the read model. Nothing is opened when it is built: the pool
+and the producer open on first use (never at import, which is Lambda cold
+start) and are kept by warm invocations through `current()`. Tests build one
+with fakes through the constructor and hand it to the app with `serve()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from chalicelib import idempotency
+from chalicelib.customer_commands import CustomerCommands
+from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
+from chalicelib.domain.customer import Customer, CustomerNotFound, registry
+from chalicelib.eventstore.events import CommandContext, RecordedEvent
+from chalicelib.eventstore.outbox import Backlog, DrainResult, OutboxRelay, Publish, backlog
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.eventstore.store import EventStore
+from chalicelib.infra import db
+from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.logs import log
+from chalicelib.infra.settings import Settings
+from chalicelib.readmodel import queries
+from chalicelib.readmodel.projection import CustomerRow, ProjectedEvent, ProjectionResult, project_kafka_batch
+from chalicelib.readmodel.rebuild import Progress, RebuildResult, rebuild
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command left: the customer's state at its new version.
+    `replayed` when an Idempotency-Key's earlier result is given again."""
+
+    customer: dict[str, Any]
+    replayed: bool = False
+
+    @property
+    def customer_id(self) -> str:
+        return self.customer["id"]
+
+    @property
+    def version(self) -> int:
+        return self.customer["version"]
+
+
+@dataclass(frozen=True)
+class CustomerRead:
+    row: CustomerRow
+    source: str  # "read-model" or "event-store"
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    events: list[RecordedEvent]  # in today's shape of each event type
+    more: bool
+
+
+class CustomerApplication:
+    def __init__(self, settings: Settings, *, pool: ConnectionPool | None = None, store: EventStore | None = None,
+                 publish: Publish | None = None) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._owns_pool = pool is None
+        # An injected store (a fake) serves every command; one that is not
+        # PostgreSQL cannot join an Idempotency-Key's transaction, so keyed
+        # commands then run on it directly.
+        self._store = store
+        self._publish = publish
+        self._publisher: KafkaPublisher | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> CustomerApplication:
+        return cls(Settings.from_env())
+
+    # Parts, opened on first use.
+
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = db.new_pool(self.settings.database_url, self.settings.db_pool_max_size)
+        return self._pool
+
+    def store(self) -> EventStore:
+        return self._store if self._store is not None else PostgresEventStore(self.pool())
+
+    def _store_in_transaction(self, conn: psycopg.Connection) -> EventStore:
+        return self._store if self._store is not None else PostgresEventStore(db.TransactionConnection(conn))
+
+    def _commands(self, store: EventStore) -> CustomerCommands:
+        return CustomerCommands(store, max_retries=self.settings.command_max_retries,
+                                snapshot_every=self.settings.customer_snapshot_every or None)
+
+    def publisher(self) -> Publish:
+        if self._publish is not None:
+            return self._publish
+        with self._lock:
+            if self._publisher is None:
+                # One producer per container, kept by warm invocations.
+                self._publisher = KafkaPublisher(self.settings.require_kafka(), self.settings.kafka_topic,
+                                                 self.settings.event_source)
+            return self._publisher
+
+    def close(self) -> None:
+        with self._lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None
+            if self._pool is not None and self._owns_pool:
+                self._pool.close()
+                self._pool = None
+
+    # Commands. Each may run once under an Idempotency-Key: a retry with the
+    # same key and the same request gets the first result again.
+
+    def create_customer(self, name: str, email: str, context: CommandContext,
+                        idempotency_key: str | None = None) -> CommandResult:
+        command = CreateCustomer(name=name, email=email, customer_id=uuid.uuid4())
+        result = self._run(lambda commands: commands.create(command, context), idempotency_key,
+                           ["create", name, email])
+        log("customer_created", customer_id=result.customer_id, version=result.version, replayed=result.replayed)
+        return result
+
+    def change_email(self, customer_id: uuid.UUID, email: str, context: CommandContext, *,
+                     expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
+        command = ChangeEmail(customer_id=customer_id, email=email, expected_version=expected_version)
+        result = self._run(lambda commands: commands.change_email(command, context), idempotency_key,
+                           ["change_email", customer_id, email, expected_version])
+        log("customer_email_changed", customer_id=result.customer_id, version=result.version,
+            replayed=result.replayed)
+        return result
+
+    def delete_customer(self, customer_id: uuid.UUID, context: CommandContext, *,
+                        expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
+        command = DeleteCustomer(customer_id=customer_id, expected_version=expected_version)
+        result = self._run(lambda commands: commands.delete(command, context), idempotency_key,
+                           ["delete", customer_id, expected_version])
+        log("customer_deleted", customer_id=result.customer_id, version=result.version, replayed=result.replayed)
+        return result
+
+    def _run(self, execute: Callable[[CustomerCommands], Customer], idempotency_key: str | None,
+             request: list) -> CommandResult:
+        if idempotency_key is None:
+            return CommandResult(execute(self._commands(self.store())).to_dict())
+
+        def once(conn: psycopg.Connection) -> dict:
+            # The command's events join the key's transaction.
+            return execute(self._commands(self._store_in_transaction(conn))).to_dict()
+
+        stored, replayed = idempotency.run_once(self.pool(), idempotency_key, idempotency.request_hash(request),
+                                                self.settings.idempotency_ttl_hours * 3600, once)
+        return CommandResult(stored, replayed)
+
+    # Queries.
+
+    def customer(self, customer_id: uuid.UUID, *, min_version: int | None = None,
+                 strong: bool = False) -> CustomerRead:
+        """From the read model; from the event store when the caller asks for
+        a version the read model has not reached yet, or for strong
+        consistency, or the read model does not know the customer yet."""
+        if not strong:
+            with self.pool().connection() as conn:
+                row = queries.from_read_model(conn, customer_id)
+            if row is not None and row.deleted:
+                raise CustomerNotFound(f"customer {customer_id} not found")
+            if row is not None and row.version >= (min_version or 0):
+                return CustomerRead(row, "read-model")
+        row = queries.from_event_store(self.store(), customer_id)
+        if row is None or row.deleted:
+            raise CustomerNotFound(f"customer {customer_id} not found")
+        return CustomerRead(row, "event-store")
+
+    def customer_at(self, customer_id: uuid.UUID, *, version: int | None = None,
+                    as_of: datetime | None = None) -> CustomerRow:
+        """The time machine: the state at a version or a moment, deleted
+        customers included (their history stays readable)."""
+        row = queries.state_at(self.store(), customer_id, version=version, as_of=as_of)
+        if row is None:
+            raise CustomerNotFound(f"customer {customer_id} did not exist then")
+        if version is not None and row.version < version:
+            raise CustomerNotFound(f"customer {customer_id} has no version {version}; its latest is {row.version}")
+        return row
+
+    def history(self, customer_id: uuid.UUID, *, after: int = 0, limit: int = 50) -> HistoryPage:
+        events = self.store().load(customer_id, after_version=after, limit=limit + 1)
+        if not events and after == 0:
+            raise CustomerNotFound(f"customer {customer_id} not found")
+        return HistoryPage([registry.upcast_recorded(e) for e in events[:limit]], more=len(events) > limit)
+
+    def find_by_email(self, email: str) -> list[CustomerRow]:
+        with self.pool().connection() as conn:
+            return queries.find_by_email(conn, email)
+
+    # The scheduled drain, the projection function and operator commands.
+
+    def outbox_relay(self) -> OutboxRelay:
+        settings = self.settings
+        return OutboxRelay(
+            # Its own connection, not a pooled one: it holds the relay lock
+            # and LISTENs for the whole invocation.
+            connect=lambda: psycopg.connect(settings.database_url, autocommit=True),
+            publish=self.publisher(),
+            batch_size=settings.drain_batch_size,
+            retention_seconds=settings.outbox_retention_hours * 3600,
+            upcast=registry.upcast_recorded,
+            on_error=lambda error: log("outbox_publish_failed", level="error", error=str(error),
+                                       brokers=settings.kafka_bootstrap_servers, topic=settings.kafka_topic),
+        )
+
+    def drain_outbox(self, time_left: float | None = None) -> DrainResult:
+        """Publish the outbox until `time_left` seconds (at most
+        DRAIN_MAX_SECONDS) have passed, woken by each commit."""
+        idempotency.prune_expired(self.pool())
+        seconds = self.settings.drain_max_seconds if time_left is None else min(self.settings.drain_max_seconds,
+                                                                               time_left)
+        result = self.outbox_relay().run(deadline=time.monotonic() + max(0.0, seconds))
+        if result.locked_out:
+            log("outbox_drain_skipped", reason="another drain is running")
+        else:
+            log("outbox_drained", published=result.published, batches=result.batches, failures=result.failures,
+                last_error=result.last_error)
+        return result
+
+    def outbox_backlog(self) -> Backlog:
+        with self.pool().connection() as conn:
+            return backlog(conn)
+
+    def project_kafka_batch(self, event: dict) -> ProjectionResult:
+        """A batch of the Kafka event source mapping, applied to the read
+        model in one transaction; gaps are filled from the event store."""
+        store = self.store()
+
+        def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
+            return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
+
+        with self.pool().connection() as conn:
+            result = project_kafka_batch(event, conn, load_after)
+        log("projection_batch", **result.to_dict())
+        return result
+
+    def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
+        return rebuild(self.settings.database_url, progress)
+
+
+_current: CustomerApplication | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> CustomerApplication:
+    """This container's application, built from the environment on first
+    use and kept by warm invocations."""
+    global _current
+    if _current is None:
+        with _current_lock:
+            if _current is None:
+                _current = CustomerApplication.from_env()
+    return _current
+
+
+def serve(application: CustomerApplication | None) -> CustomerApplication | None:
+    """Make `application` the one the functions use (tests, the local
+    stack); returns the one it replaces, which the caller closes or restores."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, application
+    return previous

@@ -1,0 +1,45 @@
+"""Reading customers: from the read model, or built from the event store
+when the caller needs more than the read model has (read-your-writes, strong
+consistency, the time machine)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from chalicelib.eventstore.store import EventStore
+from chalicelib.readmodel.projection import COLUMNS, TABLE, CustomerRow, ProjectedEvent, customer_row, fold
+
+_GET = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s").format(sql.Identifier(TABLE))
+_BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email = %s AND NOT deleted ORDER BY created_at").format(
+    sql.Identifier(TABLE))
+
+
+def from_read_model(conn: psycopg.Connection, customer_id: uuid.UUID) -> CustomerRow | None:
+    return conn.cursor(row_factory=customer_row).execute(_GET, (customer_id,)).fetchone()
+
+
+def find_by_email(conn: psycopg.Connection, email: str) -> list[CustomerRow]:
+    return conn.cursor(row_factory=customer_row).execute(_BY_EMAIL, (email,)).fetchall()
+
+
+def from_event_store(store: EventStore, customer_id: uuid.UUID) -> CustomerRow | None:
+    """The row as the projection would make it from every event so far."""
+    return fold(ProjectedEvent.from_recorded(r) for r in store.load(customer_id))
+
+
+def state_at(store: EventStore, customer_id: uuid.UUID, *, version: int | None = None,
+             as_of: datetime | None = None) -> CustomerRow | None:
+    """The customer as it was at a version, or at a moment (by the time the
+    store recorded each event); None when it did not exist yet."""
+    events = []
+    for recorded in store.load(customer_id):
+        if version is not None and recorded.version > version:
+            break
+        if as_of is not None and recorded.recorded_at > as_of:
+            break
+        events.append(ProjectedEvent.from_recorded(recorded))
+    return fold(events)
