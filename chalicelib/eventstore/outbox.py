@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.rows import kwargs_row
 
 from .events import RecordedEvent, recorded_event_columns
+from .postgres import dataclass_row
 
 # Any constant works, as long as every relay of this database uses it.
 RELAY_LOCK_KEY = 7_413_020_002
@@ -191,4 +191,4 @@ class OutboxRelay:
         return len(rows)
 
 
-_outbox_row = kwargs_row(lambda outbox_id, **columns: (outbox_id, RecordedEvent(**columns)))
+_outbox_row = dataclass_row(RecordedEvent, leading=("outbox_id",))

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
 from .errors import ConcurrencyError, ReservationTaken
 from .events import NewEvent, RecordedEvent, Reservation, Snapshot, recorded_event_columns
 
-# Rows of the events table, read by column name.
-recorded_event_row = class_row(RecordedEvent)
+
+def dataclass_row(cls: type, *, leading: tuple[str, ...] = ()) -> Callable[[psycopg.Cursor], Callable]:
+    """A row factory for a select list named like the dataclass's fields
+    (after the `leading` columns, which come back in front of the object).
+    The names are checked once per statement and each row is then built
+    positionally, which is cheaper than class_row's dict per row."""
+    expected = [*leading, *(field.name for field in dataclasses.fields(cls))]
+    skip = len(leading)
+
+    def factory(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Any]:
+        names = [column.name for column in cursor.description or []]
+        if names != expected:
+            raise TypeError(f"{cls.__name__} rows need the columns {expected}, not {names}")
+        if skip:
+            return lambda values: (*values[:skip], cls(*values[skip:]))
+        return lambda values: cls(*values)
+
+    return factory
+
+
+recorded_event_row = dataclass_row(RecordedEvent)
+_snapshot_row = dataclass_row(Snapshot)
 
 # One statement, so one round trip and one implicit transaction: the events
 # and their outbox rows commit together or not at all.
@@ -155,7 +176,7 @@ class PostgresEventStore:
 
     def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
         with self._pool.connection() as conn:
-            return conn.cursor(row_factory=class_row(Snapshot)).execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
+            return conn.cursor(row_factory=_snapshot_row).execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
 
     def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._pool.connection() as conn:

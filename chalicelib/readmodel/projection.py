@@ -22,10 +22,10 @@ from datetime import datetime
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 
 from chalicelib.domain.customer import CustomerCreated, CustomerDeleted, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import DomainEvent, RecordedEvent
+from chalicelib.eventstore.postgres import dataclass_row
 from chalicelib.infra import msk
 from chalicelib.infra.logs import log
 
@@ -93,7 +93,7 @@ class CustomerRow:
 
 
 COLUMNS = ", ".join(field.name for field in dataclasses.fields(CustomerRow))
-customer_row = class_row(CustomerRow)
+customer_row = dataclass_row(CustomerRow)
 
 
 def evolve(row: CustomerRow | None, projected: ProjectedEvent) -> CustomerRow:

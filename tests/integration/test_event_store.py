@@ -130,3 +130,13 @@ def test_concurrent_appends_at_one_version_exactly_one_wins(db, pool):
         t.join()
     assert sorted(outcomes) == ["lost"] * 7 + ["won"]
     assert [e.version for e in store.load(stream)] == [1, 2]
+
+
+def test_rows_are_read_by_column_name_not_position(db):
+    from chalicelib.eventstore.events import RecordedEvent
+    from chalicelib.eventstore.postgres import dataclass_row
+
+    with psycopg.connect(db) as conn:
+        swapped = "SELECT 1 AS version, 2 AS global_position"
+        with pytest.raises(TypeError, match="need the columns"):
+            conn.cursor(row_factory=dataclass_row(RecordedEvent)).execute(swapped).fetchall()
