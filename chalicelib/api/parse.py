@@ -13,10 +13,25 @@ from datetime import datetime
 from typing import Any
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# ASCII digits only: str.isdigit() also accepts "²" and other digits that
+# int() then refuses.
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# PostgreSQL's text and jsonb refuse NUL, and UTF-8 has no lone surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What an error message echoes of the input, at most.
+_ECHO_LIMIT = 60
+_NAMES_LISTED = 5
 
 
 class BadRequest(ValueError):
     pass
+
+
+def quoted(raw: object) -> str:
+    """The input as an error message shows it: repr, cut to a readable length."""
+    text = repr(raw)
+    return text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT - 4] + "...'"
 
 
 def json_object(raw_body: bytes | None, fields: dict[str, type]) -> dict[str, Any]:
@@ -29,11 +44,16 @@ def json_object(raw_body: bytes | None, fields: dict[str, type]) -> dict[str, An
         raise BadRequest("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise BadRequest(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply to be the JSON object asked for") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, not {_json_type(body)}")
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; expected {_list(fields)}")
+        listed = ", ".join(name if len(name) <= _ECHO_LIMIT else name[:_ECHO_LIMIT - 3] + "..."
+                           for name in unknown[:_NAMES_LISTED])
+        more = f" and {len(unknown) - _NAMES_LISTED} more" if len(unknown) > _NAMES_LISTED else ""
+        raise BadRequest(f"unknown field(s): {listed}{more}; expected {_list(fields)}")
     missing = [name for name in fields if name not in body]
     if missing:
         raise BadRequest(f"missing field(s): {', '.join(missing)}")
@@ -42,18 +62,16 @@ def json_object(raw_body: bytes | None, fields: dict[str, type]) -> dict[str, An
             raise BadRequest(
                 f"{name} must be a {_json_type_name(expected)}, not {_json_type(body[name])}"
             )
+        if expected is str and _UNSTORABLE.search(body[name]):
+            raise BadRequest(f"{name} must not contain NUL characters or unpaired surrogates (\\u0000, \\ud800)")
     return body
 
 
 def customer_id(raw: str) -> uuid.UUID:
     """A customer id in its canonical form (36 characters, with hyphens)."""
-    try:
-        parsed = uuid.UUID(raw)
-    except ValueError:
-        parsed = None
-    if parsed is None or len(raw) != 36:
-        raise BadRequest(f"{raw!r} is not a customer id (a UUID such as 123e4567-e89b-12d3-a456-426614174000)")
-    return parsed
+    if not _CANONICAL_UUID.fullmatch(raw):
+        raise BadRequest(f"{quoted(raw)} is not a customer id (a UUID such as 123e4567-e89b-12d3-a456-426614174000)")
+    return uuid.UUID(raw)
 
 
 def if_match(header: str | None) -> int | None:
@@ -63,8 +81,8 @@ def if_match(header: str | None) -> int | None:
     value = header.strip()
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
         value = value[1:-1]
-    if not value.isdigit() or len(value) > 9:
-        raise BadRequest(f'If-Match must be a version in quotes, such as "3", not {header!r}')
+    if not _DIGITS.fullmatch(value):
+        raise BadRequest(f'If-Match must be a version in quotes, such as "3", not {quoted(header)}')
     return int(value)
 
 
@@ -72,8 +90,8 @@ def whole_number(raw: str | None, name: str, *, minimum: int, maximum: int = 999
     """A query parameter that is a whole number within bounds; None when absent."""
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 9 or not minimum <= int(raw) <= maximum:
-        raise BadRequest(f"{name} must be a whole number from {minimum} to {maximum}, not {raw!r}")
+    if not _DIGITS.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise BadRequest(f"{name} must be a whole number from {minimum} to {maximum}, not {quoted(raw)}")
     return int(raw)
 
 
@@ -90,7 +108,8 @@ def as_of(raw: str | None) -> datetime | None:
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        raise BadRequest(f"as_of must be an RFC 3339 time with an offset, such as 2026-11-26T22:00:00Z, not {raw!r}")
+        raise BadRequest(
+            f"as_of must be an RFC 3339 time with an offset, such as 2026-11-26T22:00:00Z, not {quoted(raw)}")
     return moment
 
 
@@ -99,7 +118,7 @@ def consistency(raw: str | None) -> str:
         return "eventual"
     if raw == "strong":
         return "strong"
-    raise BadRequest(f"consistency must be 'strong' or 'eventual', not {raw!r}")
+    raise BadRequest(f"consistency must be 'strong' or 'eventual', not {quoted(raw)}")
 
 
 def idempotency_key(header: str) -> str:
