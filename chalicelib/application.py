@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib import idempotency
 from chalicelib.customer_commands import CustomerCommands
@@ -37,6 +37,8 @@ from chalicelib.infra.settings import Settings
 from chalicelib.readmodel import queries
 from chalicelib.readmodel.projection import CustomerRow, ProjectedEvent, ProjectionResult, project_kafka_batch
 from chalicelib.readmodel.rebuild import Progress, RebuildResult, rebuild
+
+RELAY_APPLICATION_NAME = "customer-service-outbox-relay"
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,10 @@ class CustomerApplication:
         settings = self.settings
         return OutboxRelay(
             # Its own connection, not a pooled one: it holds the relay lock
-            # and LISTENs for the whole invocation.
-            connect=lambda: psycopg.connect(settings.database_url, autocommit=True),
+            # and LISTENs for the whole invocation. Named, so an operator can
+            # find it in pg_stat_activity.
+            connect=lambda: psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5,
+                                            application_name=RELAY_APPLICATION_NAME),
             publish=self.publisher(),
             batch_size=settings.drain_batch_size,
             retention_seconds=settings.outbox_retention_hours * 3600,
@@ -224,7 +228,12 @@ class CustomerApplication:
     def drain_outbox(self, time_left: float | None = None) -> DrainResult:
         """Publish the outbox until `time_left` seconds (at most
         DRAIN_MAX_SECONDS) have passed, woken by each commit."""
-        idempotency.prune_expired(self.pool())
+        try:
+            idempotency.prune_expired(self.pool())
+        except (psycopg.Error, PoolTimeout) as error:
+            # Housekeeping only: the drain must start even while the database
+            # is away, and its relay reconnects by itself.
+            log("idempotency_prune_failed", level="warning", error=str(error))
         seconds = self.settings.drain_max_seconds if time_left is None else min(self.settings.drain_max_seconds,
                                                                                time_left)
         result = self.outbox_relay().run(deadline=time.monotonic() + max(0.0, seconds))

@@ -12,6 +12,9 @@ Generic: it knows recorded events and a `publish` callable, not Kafka.
   them; a crash in between republishes them (at least once, never lost).
 - One relay at a time, by a session-level advisory lock that PostgreSQL frees
   by itself when the relay's connection dies.
+- A lost database connection (restart, failover, network) is handled like a
+  broker outage: the relay connects again with backoff, takes the lock again
+  and goes on draining until its deadline.
 - Between commits it sleeps until notified. Writers notify only while it
   sleeps (migration 003), since notifying makes concurrent commits queue:
   to sleep, the relay takes SLEEP_LOCK_KEY exclusively, which waits for no
@@ -100,6 +103,7 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_wait: float = 5.0,
         retry_backoff: tuple[float, float] = (0.5, 10.0),
+        reconnect_backoff: tuple[float, float] = (0.1, 2.0),
         retention_seconds: float = 7 * 24 * 3600,
         on_error: Callable[[Exception], None] = lambda error: None,
         upcast: Callable[[RecordedEvent], RecordedEvent] = lambda event: event,
@@ -112,6 +116,9 @@ class OutboxRelay:
         # was replaced).
         self._idle_wait = idle_wait
         self._retry_backoff = retry_backoff
+        # Short: a database that is back should see its new events published
+        # within seconds, and trying to connect costs little.
+        self._reconnect_backoff = reconnect_backoff
         self._retention_seconds = retention_seconds
         self._on_error = on_error
         # Consumers get today's shape of every event, however old the row.
@@ -123,20 +130,35 @@ class OutboxRelay:
         relay runs. Whoever sets `stop` sends a NOTIFY on the channel to wake
         a sleeping relay."""
         result = DrainResult()
+        stop = stop or threading.Event()
+        backoff = self._reconnect_backoff[0]
+        while True:
+            try:
+                self._drain_on_one_connection(deadline, stop, result)
+                return result
+            except psycopg.OperationalError as error:
+                result.failures += 1
+                result.last_error = f"database connection lost: {error}"
+                self._on_error(error)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.wait(min(backoff, remaining)):
+                return result
+            backoff = min(backoff * 2, self._reconnect_backoff[1])
+
+    def _drain_on_one_connection(self, deadline: float, stop: threading.Event, result: DrainResult) -> None:
         with self._connect() as conn:
             conn.autocommit = True
             if not conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,)).fetchone()[0]:
                 result.locked_out = True
-                return result
+                return
             try:
                 conn.execute(f"LISTEN {CHANNEL}")
                 conn.execute(_PRUNE, (self._retention_seconds,))
-                self._loop(conn, deadline, stop or threading.Event(), result)
+                self._loop(conn, deadline, stop, result)
             finally:
-                if not conn.closed:
+                if not conn.closed and not conn.broken:
                     conn.execute(f"UNLISTEN {CHANNEL}")
                     conn.execute("SELECT pg_advisory_unlock(%s)", (RELAY_LOCK_KEY,))
-        return result
 
     def drain_once(self) -> DrainResult:
         """Publish everything unpublished now, then return (operator use)."""

@@ -267,3 +267,28 @@ def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service
     finally:
         writer.close()
         stop_relay(db, stop, thread)
+
+
+def test_a_lost_database_connection_is_reopened_and_draining_goes_on(db, service, publisher, kafka_bootstrap, topic):
+    def connect():
+        return psycopg.connect(db, autocommit=True, application_name="relay-under-test")
+
+    def kill_relay_connections() -> int:
+        with psycopg.connect(db, autocommit=True) as admin:
+            return len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                     " WHERE application_name = 'relay-under-test'").fetchall())
+
+    results = []
+    stop, thread = start_relay(OutboxRelay(connect, publisher, idle_wait=600), results)
+    try:
+        create(service, 1)
+        assert wait_for(lambda: unpublished(db) == 0)
+        assert kill_relay_connections() == 1  # as a database restart would, while it sleeps
+        customer = create(service, 2)
+        assert wait_for(lambda: unpublished(db) == 0, timeout=5), "not published within 5 s of the loss"
+        assert thread.is_alive()
+        records = read_topic(kafka_bootstrap, topic, expected=2)
+        assert str(customer.id) in {cloudevent(r)["subject"] for r in records}
+    finally:
+        stop_relay(db, stop, thread)
+    assert results[0].failures >= 1 and "connection" in results[0].last_error
