@@ -27,7 +27,7 @@ from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.customer import Customer, CustomerNotFound, registry
 from chalicelib.eventstore.events import CommandContext, RecordedEvent
-from chalicelib.eventstore.outbox import Backlog, DrainResult, OutboxRelay, Publish, backlog
+from chalicelib.eventstore.outbox import Backlog, DrainResult, OutboxRelay, Publish, backlog, wake_relay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import EventStore
 from chalicelib.infra import db
@@ -243,6 +243,19 @@ class CustomerApplication:
             log("outbox_drained", published=result.published, batches=result.batches, failures=result.failures,
                 last_error=result.last_error)
         return result
+
+    def drain_outbox_by_hand(self, wait_seconds: float = 30.0) -> tuple[DrainResult, Backlog]:
+        """Publish what is unpublished now (operators). When a drain is
+        already running, wake it and wait up to `wait_seconds` for it to
+        publish what was waiting. Returns the result and the backlog after."""
+        result = self.outbox_relay().drain_once()
+        if result.locked_out:
+            with self.pool().connection() as conn:
+                wake_relay(conn)
+            deadline = time.monotonic() + wait_seconds
+            while self.outbox_backlog().unpublished and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return result, self.outbox_backlog()
 
     def outbox_backlog(self) -> Backlog:
         with self.pool().connection() as conn:

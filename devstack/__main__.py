@@ -5,6 +5,12 @@ is set, a Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set),
 applies migrations, creates the topic, then runs the API with `chalice local`,
 the scheduled outbox drain and the Kafka event source of the projection
 function, neither of which `chalice local` runs.
+
+Like the platform on AWS, it keeps every part running: a part that exits is
+started again after a backoff (0.5 s, doubling up to 30 s, back to 0.5 s
+once it has run for a minute), and the output says so. Ctrl-C, SIGTERM and
+SIGHUP (the terminal closed) all stop everything. Each part's pid is noted
+under .devstack/pids, so that a run after a killed one stops its leftovers.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from chalicelib.eventstore.migrations import migrate
@@ -59,36 +66,144 @@ def port_setting(name: str, default: int) -> int:
     return port
 
 
-class Stack:
-    """What this run started, stopped in reverse order."""
+class Child:
+    """A program of ours run as a child process (the API, the emulators)."""
 
-    def __init__(self) -> None:
-        self.started: list[tuple[str, object]] = []
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv = argv
+        self.env = env
+        self.process: subprocess.Popen | None = None
 
-    def add(self, name: str, thing: object) -> None:
-        self.started.append((name, thing))
-
-    def first_exited(self) -> str | None:
-        for name, thing in self.started:
-            if isinstance(thing, subprocess.Popen) and thing.poll() is not None:
-                return f"{name} exited with code {thing.returncode}"
-        return None
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, cwd=PROJECT, env=self.env)
 
     def stop(self) -> None:
-        for _name, thing in reversed(self.started):
-            if isinstance(thing, subprocess.Popen):
-                if thing.poll() is None:
-                    thing.terminate()
-                    try:
-                        thing.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        thing.kill()
-            else:
-                thing.stop()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Part:
+    """One supervised part: something with start(), stop() and a `process`."""
+
+    BACKOFF = (0.5, 30.0)
+    HEALTHY_AFTER_SECONDS = 60.0
+
+    def __init__(self, name: str, thing, after_start: Callable[[], None] = lambda: None, *,
+                 note: bool = True) -> None:
+        self.name = name
+        self.thing = thing
+        self.after_start = after_start
+        self.note = note
+        self.backoff = self.BACKOFF[0]
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.thing.start()
+        self.after_start()
+        self.started_at = time.monotonic()
+        if self.note:
+            note_pid(self.name, self.thing.process.pid)
+
+    def supervise(self) -> None:
+        """Start the part again, after a backoff, if it has exited."""
+        process = self.thing.process
+        if process is None or process.poll() is None:
+            if time.monotonic() - self.started_at > self.HEALTHY_AFTER_SECONDS:
+                self.backoff = self.BACKOFF[0]
+            return
+        now = time.monotonic()
+        if self.restart_at is None:
+            self.restart_at = now + self.backoff
+            say(f"{self.name} exited with code {process.returncode}; restarting it in {self.backoff:.1f} s")
+            self.backoff = min(self.backoff * 2, self.BACKOFF[1])
+            return
+        if now < self.restart_at:
+            return
+        self.restart_at = None
+        self.restarts += 1
+        try:
+            self.start()
+        except Exception as error:  # noqa: BLE001 - tried again after the next backoff
+            say(f"{self.name} did not start: {error}")
+            return
+        say(f"{self.name} restarted (restart {self.restarts}, pid {self.thing.process.pid})")
+
+
+class Stack:
+    """What this run started, supervised, and stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.parts: list[Part] = []
+
+    def start(self, part: Part) -> None:
+        part.start()
+        self.parts.append(part)
+
+    def supervise(self) -> None:
+        for part in self.parts:
+            part.supervise()
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            part.thing.stop()
+            forget_pid(part.name)
+
+
+def _pid_file(name: str) -> Path:
+    return STATE / "pids" / (name.replace(" ", "-") + ".pid")
+
+
+def _started(pid: int) -> str | None:
+    """When the process started (clock ticks since boot): with the pid, it
+    tells our process from a later one that got the same pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def note_pid(name: str, pid: int) -> None:
+    path = _pid_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid} {_started(pid)}")
+
+
+def forget_pid(name: str) -> None:
+    _pid_file(name).unlink(missing_ok=True)
+
+
+def stop_leftovers() -> list[str]:
+    """Stop the parts an earlier, killed run left running (we hold the stack
+    lock, so no other stack owns them); their names."""
+    stopped = []
+    for path in sorted((STATE / "pids").glob("*.pid")):
+        pid_text, _, started = path.read_text().partition(" ")
+        pid = int(pid_text)
+        if started and _started(pid) == started:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _started(pid) == started and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _started(pid) == started:
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(path.stem.replace("-", " "))
+        path.unlink()
+    return stopped
 
 
 def main() -> int:
     lock = hold_single_instance_lock()  # noqa: F841 - held until exit
+    # We hold the stack lock, so whatever still runs from our state folder is
+    # an orphan of a stack that was killed: stop it before it holds a port.
+    for leftover in stop_leftovers():
+        say(f"stopped the {leftover} left running by an earlier stack")
     api_port = port_setting("PORT", 8000)
     stopping = False
 
@@ -96,8 +211,8 @@ def main() -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     stack = Stack()
     env_file = STATE / "stack.env"
     try:
@@ -106,14 +221,13 @@ def main() -> int:
             say("PostgreSQL: from DATABASE_URL")
         else:
             postgres = EmbeddedPostgres(STATE / "pgdata", int(os.environ.get("PGPORT", "54329")))
-            # We hold the stack lock, so a server still running on our data
-            # is an orphan of a stack that was killed: stop it cleanly.
             if postgres.stop_orphan():
                 say("stopped a PostgreSQL left running by an earlier stack")
             postgres.port = port_setting("PGPORT", 54329)
             say(f"starting embedded PostgreSQL (data in {postgres.data_dir}) ...")
-            database_url = postgres.start()
-            stack.add("PostgreSQL", postgres)
+            # Its own postmaster.pid finds a leftover server (stop_orphan).
+            stack.start(Part("PostgreSQL", postgres, note=False))
+            database_url = postgres.url
         applied = migrate(database_url)
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
 
@@ -124,20 +238,19 @@ def main() -> int:
         else:
             broker = EmbeddedKafka(port_setting("KAFKA_PORT", 29092), log_path=STATE / "kafka.log")
             say("starting embedded Kafka-compatible broker (Tansu, in memory) ...")
-            bootstrap = broker.start()
-            stack.add("Kafka broker", broker)
+            # The broker keeps topics in memory: a restarted one needs the topic again.
+            stack.start(Part("Kafka broker", broker, after_start=lambda: create_topic(
+                broker.bootstrap_servers, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")))))
+            bootstrap = broker.bootstrap_servers
         create_topic(bootstrap, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")))
 
         env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                "KAFKA_TOPIC": topic}
-        stack.add("chalice local", subprocess.Popen(
+        stack.start(Part("chalice local", Child(
             [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
-             "--port", str(api_port), "--stage", "dev", "--no-autoreload"],
-            cwd=PROJECT, env=env,
-        ))
-        stack.add("schedule", subprocess.Popen([sys.executable, "-m", "devstack.schedule"], cwd=PROJECT, env=env))
-        stack.add("event source", subprocess.Popen([sys.executable, "-m", "devstack.kafka_source"],
-                                                   cwd=PROJECT, env=env))
+             "--port", str(api_port), "--stage", "dev", "--no-autoreload"], env)))
+        stack.start(Part("schedule", Child([sys.executable, "-m", "devstack.schedule"], env)))
+        stack.start(Part("event source", Child([sys.executable, "-m", "devstack.kafka_source"], env)))
         env_file.write_text(f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\nKAFKA_TOPIC={topic}\n")
 
         say(f"API:        http://127.0.0.1:{api_port}")
@@ -145,12 +258,9 @@ def main() -> int:
         say(f"Kafka:      {bootstrap}  topic {topic}")
         say("outbox:     drained by the scheduled function (python -m ops outbox shows the backlog)")
         say("read model: kept by project_customers, fed from Kafka (python -m ops rebuild rebuilds it)")
-        say("Ctrl-C stops everything this started.")
+        say("Ctrl-C stops everything this started; a part that exits is started again.")
         while not stopping:
-            exited = stack.first_exited()
-            if exited:
-                say(exited)
-                return 1
+            stack.supervise()
             time.sleep(0.2)
         return 0
     except AlreadyRunning as error:

@@ -53,13 +53,18 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
     print(f"unpublished events: {before.unpublished}   oldest waiting: {_age(before.oldest_age_seconds)}")
     if not args.drain:
         return 0
-    result = application.outbox_relay().drain_once()
+    result, after = application.drain_outbox_by_hand()
     if result.locked_out:
-        print("another drain is running (it holds the relay lock); nothing done")
-        return 1
-    print(f"published {result.published} events in {result.batches} batches")
+        print("a drain is running (it holds the relay lock): woke it and waited for it")
+    else:
+        print(f"published {result.published} events in {result.batches} batches")
+    print(f"unpublished events: {after.unpublished}   oldest waiting: {_age(after.oldest_age_seconds)}")
     if result.failures:
         print(f"failed: {result.last_error}", file=sys.stderr)
+        return 1
+    if result.locked_out and after.unpublished:
+        print("the running drain did not publish everything in time: see its logs (outbox_publish_failed)",
+              file=sys.stderr)
         return 1
     return 0
 

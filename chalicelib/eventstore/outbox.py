@@ -89,6 +89,11 @@ class Backlog:
     oldest_age_seconds: float | None
 
 
+def wake_relay(conn: psycopg.Connection) -> None:
+    """Wake a sleeping relay now (it also wakes by itself on each commit)."""
+    conn.execute(f"NOTIFY {CHANNEL}")
+
+
 def backlog(conn: psycopg.Connection) -> Backlog:
     count, age = conn.execute(_BACKLOG).fetchone()
     return Backlog(count, float(age) if age is not None else None)

@@ -13,6 +13,7 @@ import pytest
 
 from devstack.postgres import free_port, port_in_use
 from tests.support.kafka import read_topic
+from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -20,8 +21,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC")}
     env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port))
+    # A session of its own, as in a terminal: the test signals its whole group.
     return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=PROJECT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -74,3 +76,106 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
     assert "[stack] stopped" in output
     assert not (state / "pgdata" / "postmaster.pid").exists()
     assert not port_in_use(kafka_port) and not port_in_use(api_port)
+
+
+def post_customer(api_port: int, email: str) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}/customer", method="POST",
+        data=json.dumps({"name": "Ada", "email": email}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["id"]
+
+
+def read_source(api_port: int, customer_id: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/customer/{customer_id}") as response:
+            return response.headers["X-Read-Source"]
+    except OSError:
+        return None
+
+
+def part_pid(state: Path, name: str) -> int:
+    return int((state / "pids" / f"{name}.pid").read_text().split()[0])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+class Output:
+    """The stack's output, read as it comes."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
+        self.thread.start()
+
+    def __contains__(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+
+def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything(tmp_path):
+    state = tmp_path / "stack"
+    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
+    stack = start_stack(state, api_port, pg_port, kafka_port)
+    output = Output(stack)
+    try:
+        wait_for_http(api_port, stack)
+        crashed = {name: part_pid(state, name) for name in ("schedule", "event-source", "Kafka-broker")}
+        for pid in crashed.values():
+            os.kill(pid, signal.SIGKILL)
+        for name in ("schedule", "event source", "Kafka broker"):
+            assert wait_for(lambda name=name: f"[stack] {name} restarted" in output, timeout=30), output.lines
+            assert f"[stack] {name} exited with code -9; restarting it in" in output
+        assert stack.poll() is None
+        for name, old in crashed.items():
+            assert part_pid(state, name) != old and alive(part_pid(state, name))
+
+        # The restarted parts work: a new customer goes through drain, broker
+        # (topic created again) and event source to the read model.
+        customer_id = post_customer(api_port, "after-restart@example.com")
+        assert wait_for(lambda: read_source(api_port, customer_id) == "read-model", timeout=60)
+
+        os.killpg(stack.pid, signal.SIGHUP)  # the terminal was closed
+        stack.wait(timeout=60)
+    finally:
+        if stack.poll() is None:
+            stack.send_signal(signal.SIGINT)
+            stack.wait(timeout=60)
+    output.thread.join(timeout=10)
+    assert "[stack] stopped" in output
+    assert wait_for(lambda: not (state / "pgdata" / "postmaster.pid").exists(), timeout=10)
+    assert not port_in_use(kafka_port) and not port_in_use(api_port)
+
+
+def test_the_next_run_stops_what_a_killed_run_left_running(tmp_path):
+    state = tmp_path / "stack"
+    ports = free_port(), free_port(), free_port()
+    killed = start_stack(state, *ports)
+    try:
+        wait_for_http(ports[0], killed)
+        leftovers = {name: part_pid(state, name) for name in ("Kafka-broker", "chalice-local", "schedule")}
+    finally:
+        killed.kill()  # no chance to clean up: PostgreSQL, broker and the API stay
+        killed.wait()
+    assert all(alive(pid) for pid in leftovers.values())
+
+    again = start_stack(state, *ports)
+    output = Output(again)
+    try:
+        assert wait_for(lambda: "[stack] API:" in output, timeout=60), output.lines
+        assert [name for name, pid in leftovers.items() if alive(pid)] == []
+        wait_for_http(ports[0], again)
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=60)
+        output.thread.join(timeout=10)
+    assert "stopped the Kafka broker left running by an earlier stack" in output
+    assert "stopped a PostgreSQL left running by an earlier stack" in output
+    assert not port_in_use(ports[2])

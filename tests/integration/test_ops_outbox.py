@@ -1,8 +1,11 @@
 """The operator command: see the outbox backlog, drain it by hand."""
 
+import psycopg
+
 from ops.__main__ import main
 from tests.support.builders import new_customer
 from tests.support.kafka import read_topic
+from tests.support.waiting import wait_for
 
 
 def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, capsys, commands):
@@ -30,3 +33,28 @@ def test_drain_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, com
     assert "failed:" in capsys.readouterr().err
     assert main(["outbox"]) == 0
     assert "unpublished events: 1" in capsys.readouterr().out
+
+
+def test_drain_by_hand_while_a_drain_runs_wakes_it_and_reports(db, topic, application, commands, capsys):
+    import threading
+    import time
+
+    from chalicelib.eventstore.outbox import RELAY_LOCK_KEY
+
+    stop = threading.Event()
+    running = threading.Thread(target=application.outbox_relay().run, args=(time.monotonic() + 60, stop))
+    running.start()
+    try:
+        with psycopg.connect(db, autocommit=True) as conn:
+            assert wait_for(lambda: conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                                 " AND objid = %s", (RELAY_LOCK_KEY % 2**32,)).fetchone()[0] == 1)
+        for n in range(3):
+            new_customer(commands, n)
+        assert main(["outbox", "--drain"]) == 0
+        out = capsys.readouterr().out
+        assert "a drain is running" in out and "unpublished events: 0" in out
+    finally:
+        stop.set()
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("NOTIFY outbox")
+        running.join(timeout=30)
