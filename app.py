@@ -92,6 +92,12 @@ def _idempotency_key() -> str | None:
     return None if raw is None else parse.idempotency_key(raw)
 
 
+@app.route("/health", methods=["GET"])
+def health():
+    """For load balancers and operators: public, and it shows no customer data."""
+    return shape.health(application.current().health())
+
+
 @app.route("/customer", methods=["POST"])
 @domain_errors
 def create_customer():

@@ -70,6 +70,16 @@ class HistoryPage:
     more: bool
 
 
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    database_reachable: bool
+    outbox: Backlog | None = None
+    events_behind: int | None = None
+    projection_lag_seconds: float | None = None
+    reasons: tuple[str, ...] = ()
+
+
 class CustomerApplication:
     def __init__(self, settings: Settings, *, pool: ConnectionPool | None = None, store: EventStore | None = None,
                  publish: Publish | None = None) -> None:
@@ -256,6 +266,30 @@ class CustomerApplication:
             while self.outbox_backlog().unpublished and time.monotonic() < deadline:
                 time.sleep(0.1)
         return result, self.outbox_backlog()
+
+    def health(self) -> Health:
+        """The database reachable, the outbox drained and the read model
+        caught up, each within its limit. On a connection of its own with
+        short timeouts: it must answer while the pool is exhausted or the
+        database gone."""
+        settings = self.settings
+        try:
+            with psycopg.connect(settings.database_url, connect_timeout=3, autocommit=True,
+                                 options="-c statement_timeout=3000") as conn:
+                waiting = backlog(conn)
+                behind, lag = queries.projection_lag(conn)
+        except psycopg.Error as error:
+            log("health_database_unreachable", level="error", error=str(error))
+            return Health(False, False, reasons=("the database is unreachable",))
+        reasons = []
+        if (waiting.oldest_age_seconds or 0) > settings.health_max_outbox_age_seconds:
+            reasons.append(f"the oldest unpublished outbox event waits for {waiting.oldest_age_seconds:.0f} s"
+                           f" (limit {settings.health_max_outbox_age_seconds:.0f} s): is the drain running,"
+                           " can it reach Kafka?")
+        if (lag or 0) > settings.health_max_projection_lag_seconds:
+            reasons.append(f"the read model is {behind} events and {lag:.0f} s behind the event store"
+                           f" (limit {settings.health_max_projection_lag_seconds:.0f} s): is the projection fed?")
+        return Health(not reasons, True, waiting, behind, lag, tuple(reasons))
 
     def outbox_backlog(self) -> Backlog:
         with self.pool().connection() as conn:

@@ -6,7 +6,7 @@ import uuid
 
 from chalice import Response
 
-from chalicelib.application import CommandResult, CustomerRead, HistoryPage
+from chalicelib.application import CommandResult, CustomerRead, Health, HistoryPage
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.readmodel.projection import CustomerRow
 
@@ -81,3 +81,15 @@ def history_entry(recorded: RecordedEvent) -> dict:
         "schema_version": recorded.schema_version,
         "data": recorded.data,
     }
+
+
+def health(report: Health) -> Response:
+    body = {"status": "ok" if report.healthy else "unhealthy",
+            "database": "reachable" if report.database_reachable else "unreachable"}
+    if report.outbox is not None:
+        body["outbox"] = {"unpublished": report.outbox.unpublished,
+                          "oldest_age_seconds": report.outbox.oldest_age_seconds}
+        body["projection"] = {"events_behind": report.events_behind, "lag_seconds": report.projection_lag_seconds}
+    if report.reasons:
+        body["reasons"] = list(report.reasons)
+    return Response(body=body, status_code=200 if report.healthy else 503, headers={"Cache-Control": "no-store"})

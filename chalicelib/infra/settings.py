@@ -24,6 +24,8 @@ class Settings:
     outbox_retention_hours: float
     customer_snapshot_every: int
     idempotency_ttl_hours: float
+    health_max_outbox_age_seconds: float
+    health_max_projection_lag_seconds: float
 
     @staticmethod
     def from_env() -> Settings:
@@ -44,6 +46,8 @@ class Settings:
             outbox_retention_hours=float(_int("OUTBOX_RETENTION_HOURS", 168)),
             customer_snapshot_every=_int("CUSTOMER_SNAPSHOT_EVERY", 100),
             idempotency_ttl_hours=float(_int("IDEMPOTENCY_TTL_HOURS", 24)),
+            health_max_outbox_age_seconds=float(_int("HEALTH_MAX_OUTBOX_AGE_SECONDS", 120)),
+            health_max_projection_lag_seconds=float(_int("HEALTH_MAX_PROJECTION_LAG_SECONDS", 120)),
         )
 
     def require_kafka(self) -> str:

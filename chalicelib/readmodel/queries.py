@@ -43,3 +43,25 @@ def state_at(store: EventStore, customer_id: uuid.UUID, *, version: int | None =
             break
         events.append(ProjectedEvent.from_recorded(recorded))
     return fold(events)
+
+
+# Events are looked at from the newest back, at most this many: the check
+# stays cheap however long the history, and a read model further behind
+# than that is reported as at least that far behind.
+LAG_WINDOW_EVENTS = 10_000
+
+_LAG = sql.SQL("""
+WITH recent AS (
+    SELECT stream_id, version, recorded_at FROM events ORDER BY global_position DESC LIMIT %s
+)
+SELECT count(*), extract(epoch FROM clock_timestamp() - min(r.recorded_at))
+FROM recent r LEFT JOIN {} v ON v.id = r.stream_id
+WHERE r.version > coalesce(v.version, 0)
+""").format(sql.Identifier(TABLE))
+
+
+def projection_lag(conn: psycopg.Connection) -> tuple[int, float | None]:
+    """(events the read model has not applied yet, seconds since the oldest
+    of them was recorded): how far the read model is behind the store."""
+    behind, age = conn.execute(_LAG, (LAG_WINDOW_EVENTS,)).fetchone()
+    return behind, float(age) if age is not None else None
