@@ -23,7 +23,7 @@ from chalice import (
 )
 
 from chalicelib import application
-from chalicelib.api import parse, shape
+from chalicelib.api import docs_page, openapi, parse, shape
 from chalicelib.domain.customer import CustomerAlreadyExists, CustomerNotFound, InvalidValue, StaleVersion, valid_email
 from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
 from chalicelib.eventstore.events import CommandContext
@@ -96,6 +96,25 @@ def _idempotency_key() -> str | None:
 def health():
     """For load balancers and operators: public, and it shows no customer data."""
     return shape.health(application.current().health())
+
+
+@app.route("/openapi.json", methods=["GET"])
+def openapi_document():
+    return Response(body=openapi.document(), headers={"Cache-Control": "max-age=300"})
+
+
+@app.route("/docs", methods=["GET"])
+def docs():
+    return Response(body=docs_page.PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+@app.route("/docs/{asset}", methods=["GET"])
+def docs_asset(asset):
+    found = docs_page.asset(asset)
+    if found is None:
+        raise NotFoundError(f"no file {parse.quoted(asset)} here; the page needs {', '.join(docs_page.ASSETS)}")
+    content, content_type = found
+    return Response(body=content, headers={"Content-Type": content_type, "Cache-Control": "max-age=86400"})
 
 
 @app.route("/customer", methods=["POST"])

@@ -1,0 +1,268 @@
+"""The API contract as an OpenAPI 3.1 document, served at /openapi.json.
+
+A test keeps it true: every route of the app is here with its methods, and
+schemathesis checks the running API against it (no 5xx, no status, header
+or body the document does not declare).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_UUID = {"type": "string", "format": "uuid", "example": "123e4567-e89b-12d3-a456-426614174000"}
+_TIME = {"type": "string", "format": "date-time"}
+
+_HEADER_SCHEMAS = {
+    "X-Correlation-Id": ("Echoes the request's X-Correlation-Id, or one made up for this request.",
+                         {"type": "string"}),
+    "ETag": ('The customer\'s version in quotes, e.g. "3": send it back as If-Match.', {"type": "string"}),
+    "Location": ("Where the new customer is read.", {"type": "string"}),
+    "X-Read-Source": ("Where the answer came from.", {"type": "string", "enum": ["read-model", "event-store"]}),
+    "Idempotent-Replayed": ("Present when this is the stored answer to an earlier request with the same "
+                            "Idempotency-Key.", {"type": "string", "enum": ["true"]}),
+}
+
+
+def _headers(*names: str, required: tuple[str, ...] = ()) -> dict:
+    return {name: {"description": _HEADER_SCHEMAS[name][0], "schema": _HEADER_SCHEMAS[name][1],
+                   "required": name in required or name == "X-Correlation-Id"}
+            for name in ("X-Correlation-Id", *names)}
+
+
+def _json(schema_ref: str) -> dict:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "headers": _headers(), "content": _json("Error")}
+
+
+def _query(name: str, description: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _header(name: str, description: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+_CUSTOMER_ID = {"name": "customer_id", "in": "path", "required": True, "description": "The customer's id.",
+                "schema": _UUID}
+_IF_MATCH = _header("If-Match", 'Only if the customer is at this version, e.g. "3" (otherwise 412).')
+_IDEMPOTENCY_KEY = _header("Idempotency-Key", "Run at most once per key; a retry gets the first answer.",
+                           {"type": "string", "minLength": 1, "maxLength": 255})
+_CORRELATION = _header("X-Correlation-Id", "Stored with every event the request causes, and echoed.",
+                       {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"})
+
+_BAD_REQUEST = _error("The request is malformed; the message says what to change. Nothing was stored.")
+_NOT_FOUND = _error("No such customer (or it was deleted).")
+_CONFLICT = _error("The email belongs to another customer, or the command lost the race for the customer"
+                   " too many times (try again). Nothing was stored.")
+_PRECONDITION = _error("If-Match names a version the customer has moved past. Nothing was stored.")
+_UNSUPPORTED = _error("The body is not sent as application/json.")
+_KEY_REUSED = _error("The Idempotency-Key was used before for a different request.")
+_BAD_CORRELATION_ID = _error("The X-Correlation-Id is malformed (every route checks it).")
+
+
+def _command_answer(description: str, status_headers: tuple[str, ...] = ()) -> dict:
+    return {"description": description,
+            "headers": _headers("ETag", *status_headers, "Idempotent-Replayed", required=("ETag", *status_headers)),
+            "content": _json("Customer")}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Customer service",
+            "version": "1.0.0",
+            "description": "An event-sourced customer service: every change is an event; reads come from a "
+                           "read model kept from Kafka, or from the event store when asked for a version it "
+                           "has not reached yet.",
+        },
+        "paths": {
+            "/customer": {"post": {
+                "operationId": "createCustomer",
+                "summary": "Create a customer",
+                "parameters": [_IDEMPOTENCY_KEY, _CORRELATION],
+                "requestBody": {"required": True, "content": _json("NewCustomer")},
+                "responses": {
+                    "201": _command_answer("Created.", ("Location",)),
+                    "400": _BAD_REQUEST, "409": _CONFLICT, "415": _UNSUPPORTED, "422": _KEY_REUSED,
+                },
+            }},
+            "/customer/{customer_id}": {
+                "get": {
+                    "operationId": "getCustomer",
+                    "summary": "Read a customer, or the state it had at a version or a moment",
+                    "parameters": [
+                        _CUSTOMER_ID, _CORRELATION,
+                        _query("min_version", "Answer at least this version (read your own writes).",
+                               {"type": "integer", "minimum": 1, "maximum": 999_999_999}),
+                        _query("consistency", "strong: always from the event store.",
+                               {"type": "string", "enum": ["strong", "eventual"]}),
+                        _query("version", "The time machine: the state at this version.",
+                               {"type": "integer", "minimum": 1, "maximum": 999_999_999}),
+                        _query("as_of", "The time machine: the state at this moment (RFC 3339 with an offset).",
+                               _TIME),
+                    ],
+                    "responses": {
+                        "200": {"description": "The customer (with `deleted` when asked for a version or moment).",
+                                "headers": _headers("ETag", "X-Read-Source", required=("ETag", "X-Read-Source")),
+                                "content": _json("CustomerState")},
+                        "400": _BAD_REQUEST, "404": _NOT_FOUND,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteCustomer",
+                    "summary": "Delete a customer",
+                    "parameters": [_CUSTOMER_ID, _IF_MATCH, _IDEMPOTENCY_KEY, _CORRELATION],
+                    "responses": {
+                        "204": {"description": "Deleted.",
+                                "headers": _headers("ETag", "Idempotent-Replayed", required=("ETag",))},
+                        "400": _BAD_REQUEST, "404": _NOT_FOUND, "409": _CONFLICT, "412": _PRECONDITION,
+                        "422": _KEY_REUSED,
+                    },
+                },
+            },
+            "/customer/{customer_id}/email": {"post": {
+                "operationId": "changeEmail",
+                "summary": "Change a customer's email",
+                "parameters": [_CUSTOMER_ID, _IF_MATCH, _IDEMPOTENCY_KEY, _CORRELATION],
+                "requestBody": {"required": True, "content": _json("NewEmail")},
+                "responses": {
+                    "200": _command_answer("Changed (or already this email: nothing appended)."),
+                    "400": _BAD_REQUEST, "404": _NOT_FOUND, "409": _CONFLICT, "412": _PRECONDITION,
+                    "415": _UNSUPPORTED, "422": _KEY_REUSED,
+                },
+            }},
+            "/customer/{customer_id}/events": {"get": {
+                "operationId": "customerHistory",
+                "summary": "The customer's history: every event with its metadata, in pages",
+                "parameters": [
+                    _CUSTOMER_ID, _CORRELATION,
+                    _query("after", "Events after this version.", {"type": "integer", "minimum": 0,
+                                                                   "maximum": 999_999_999}),
+                    _query("limit", "Events per page.", {"type": "integer", "minimum": 1, "maximum": 500}),
+                ],
+                "responses": {
+                    "200": {"description": "A page of events; `next` links the following page.",
+                            "headers": _headers(), "content": _json("HistoryPage")},
+                    "400": _BAD_REQUEST, "404": _NOT_FOUND,
+                },
+            }},
+            "/customers": {"get": {
+                "operationId": "findCustomers",
+                "summary": "Find customers by email (from the read model)",
+                "parameters": [_CORRELATION, {**_query("email", "The email to look for.", {"type": "string"}),
+                                              "required": True}],
+                "responses": {
+                    "200": {"description": "The live customers with this email (none or one).",
+                            "headers": _headers("X-Read-Source", required=("X-Read-Source",)),
+                            "content": _json("CustomerList")},
+                    "400": _BAD_REQUEST,
+                },
+            }},
+            "/health": {"get": {
+                "operationId": "health",
+                "summary": "Database, outbox backlog and projection lag (no customer data)",
+                "parameters": [_CORRELATION],
+                "responses": {
+                    "400": _BAD_CORRELATION_ID,
+                    "200": {"description": "Healthy.", "headers": _headers(), "content": _json("Health")},
+                    "503": {"description": "Unhealthy: `reasons` says why.", "headers": _headers(),
+                            "content": _json("Health")},
+                },
+            }},
+            "/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "parameters": [_CORRELATION],
+                "responses": {"200": {"description": "OpenAPI 3.1.", "headers": _headers(),
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "400": _BAD_CORRELATION_ID},
+            }},
+            "/docs": {"get": {
+                "operationId": "docs",
+                "summary": "This document, rendered (works offline)",
+                "parameters": [_CORRELATION],
+                "responses": {"200": {"description": "An HTML page.", "headers": _headers(),
+                                      "content": {"text/html": {"schema": {"type": "string"}}}},
+                              "400": _BAD_CORRELATION_ID},
+            }},
+            "/docs/{asset}": {"get": {
+                "operationId": "docsAsset",
+                "summary": "The script and style sheet of the /docs page",
+                "parameters": [_CORRELATION, {"name": "asset", "in": "path", "required": True,
+                                              "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The file.", "headers": _headers(),
+                            "content": {"text/javascript": {"schema": {"type": "string"}},
+                                        "text/css": {"schema": {"type": "string"}}}},
+                    "400": _BAD_CORRELATION_ID, "404": _error("No such file."),
+                },
+            }},
+        },
+        "components": {"schemas": _SCHEMAS},
+    }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["Code", "Message"],
+        "properties": {"Code": {"type": "string", "example": "BadRequestError"}, "Message": {"type": "string"}},
+    },
+    "NewCustomer": {
+        "type": "object", "required": ["name", "email"], "additionalProperties": False,
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "example": "Ada Lovelace"},
+                       "email": {"type": "string", "format": "email", "maxLength": 254,
+                                 "example": "ada@example.com"}},
+    },
+    "NewEmail": {
+        "type": "object", "required": ["email"], "additionalProperties": False,
+        "properties": {"email": {"type": "string", "format": "email", "maxLength": 254,
+                                 "example": "ada@engine.org"}},
+    },
+    "Customer": {
+        "type": "object", "required": ["id", "name", "email", "version"],
+        "properties": {"id": _UUID, "name": {"type": "string"}, "email": {"type": "string"},
+                       "version": {"type": "integer", "minimum": 1}},
+    },
+    "CustomerState": {
+        "type": "object", "required": ["id", "name", "email", "version", "created_at", "updated_at"],
+        "properties": {"id": _UUID, "name": {"type": "string"}, "email": {"type": "string"},
+                       "version": {"type": "integer", "minimum": 1}, "created_at": _TIME, "updated_at": _TIME,
+                       "deleted": {"type": "boolean"}},
+    },
+    "CustomerList": {
+        "type": "object", "required": ["customers"],
+        "properties": {"customers": {"type": "array", "items": {"$ref": "#/components/schemas/CustomerState"}}},
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "required": ["version", "type", "time", "recorded_at", "event_id", "correlation_id", "schema_version", "data"],
+        "properties": {
+            "version": {"type": "integer", "minimum": 1}, "type": {"type": "string"}, "time": _TIME,
+            "recorded_at": _TIME, "event_id": {"type": "string"}, "correlation_id": {"type": ["string", "null"]},
+            "causation_id": {"type": ["string", "null"]}, "schema_version": {"type": "integer"},
+            "data": {"type": "object"},
+        },
+    },
+    "HistoryPage": {
+        "type": "object", "required": ["events", "next"],
+        "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}},
+                       "next": {"type": ["string", "null"]}},
+    },
+    "Health": {
+        "type": "object", "required": ["status", "database"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unhealthy"]},
+            "database": {"type": "string", "enum": ["reachable", "unreachable"]},
+            "outbox": {"type": "object", "properties": {
+                "unpublished": {"type": "integer"}, "oldest_age_seconds": {"type": ["number", "null"]}}},
+            "projection": {"type": "object", "properties": {
+                "events_behind": {"type": "integer"}, "lag_seconds": {"type": ["number", "null"]}}},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
