@@ -87,3 +87,17 @@ def test_state_as_of_a_moment(client):
 def test_bad_time_machine_options_are_400(client, query):
     cid = create(client)["id"]
     assert client.http.get(f"/customer/{cid}{query}").status_code == 400
+
+
+def test_as_of_the_exact_moment_an_event_was_recorded_includes_it(client, db):
+    import psycopg
+
+    cid = create(client)["id"]
+    change_email(client, cid, "b@example.com")
+    with psycopg.connect(db) as conn:
+        first, second = [r[0] for r in conn.execute(
+            "SELECT recorded_at FROM events WHERE stream_id = %s ORDER BY version", (cid,))]
+    assert first < second
+    for moment, email in ((first, "ada@example.com"), (second, "b@example.com")):
+        response = client.get(f"/customer/{cid}?as_of={moment.isoformat().replace('+00:00', 'Z')}")
+        assert response.status_code == 200 and response.json_body["email"] == email

@@ -121,3 +121,14 @@ def test_concurrent_keyed_creations_store_one_customer(application, db):
     assert len({r.customer_id for r in results}) == 1
     assert sorted(r.replayed for r in results) == [False] + [True] * 5
     assert count(db) == 1
+
+
+def test_the_same_key_with_the_same_body_and_another_if_match_is_422(client, db):
+    customer_id = create(client, "key-c1").json_body["id"]
+    first = client.change_email(customer_id, "new@example.com", {"Idempotency-Key": "key-m", "If-Match": '"1"'})
+    assert first.status_code == 200
+    other = client.change_email(customer_id, "new@example.com", {"Idempotency-Key": "key-m", "If-Match": '"2"'})
+    assert other.status_code == 422 and "key-m" in other.json_body["Message"]
+    unconditional = client.change_email(customer_id, "new@example.com", {"Idempotency-Key": "key-m"})
+    assert unconditional.status_code == 422
+    assert count(db) == 2

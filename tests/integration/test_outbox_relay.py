@@ -292,3 +292,83 @@ def test_a_lost_database_connection_is_reopened_and_draining_goes_on(db, service
     finally:
         stop_relay(db, stop, thread)
     assert results[0].failures >= 1 and "connection" in results[0].last_error
+
+
+def test_one_long_running_relay_does_not_skip_a_row_that_commits_late(db, service, publisher, kafka_bootstrap,
+                                                                      topic):
+    """In production one invocation drains for most of a minute: a relay that
+    remembered the last id it published would skip a row committed below it."""
+    results = []
+    stop, thread = start_relay(relay(db, publisher, idle_wait=600), results)
+    try:
+        early = psycopg.connect(db)  # takes the lower outbox id, commits last
+        early_id = append_uncommitted(early, "Early")
+        late = create(service)
+        assert wait_for(lambda: unpublished(db) == 0)  # the same relay published `late` ...
+        early.commit()
+        early.close()
+        assert wait_for(lambda: unpublished(db) == 0)  # ... and then, still running, `early`
+        assert thread.is_alive()
+    finally:
+        stop_relay(db, stop, thread)
+    assert results[0].published == 2
+    subjects = {cloudevent(r)["subject"] for r in read_topic(kafka_bootstrap, topic, expected=2)}
+    assert subjects == {str(early_id), str(late.id)}
+
+
+class RefusingProducer:
+    """A producer that is connected but whose sends the broker refuses or
+    never acknowledges: every future fails."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def send(self, topic, key, value, headers):
+        from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
+
+        produced = FutureProduceResult(None)
+        future = FutureRecordMetadata(produced, 0, -1, None, len(key), len(value), -1)
+        if self.error is not None:
+            produced.failure(self.error)
+        return future
+
+    def flush(self, timeout=None):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+@pytest.mark.parametrize("error", [None, "refused"])
+def test_a_batch_the_broker_did_not_acknowledge_is_not_marked(db, service, error):
+    from kafka.errors import NotLeaderForPartitionError
+
+    publisher = KafkaPublisher("127.0.0.1:9", "customer-events", "/customer-service", flush_timeout=0.1)
+    publisher._producer = RefusingProducer(NotLeaderForPartitionError() if error else None)
+    create(service, 1)
+    create(service, 2)
+    result = relay(db, publisher).drain_once()
+    assert result.published == 0 and result.failures == 1 and "not acknowledged" in result.last_error
+    assert unpublished(db) == 2
+
+
+def test_a_row_committed_just_before_the_relay_sleeps_is_published_without_waiting(db, service, publisher):
+    """The window between the relay's last empty read and its going to sleep:
+    a writer committing there saw the relay awake and does not notify, so
+    only the relay's last look before sleeping finds the row."""
+
+    written = []
+
+    class CommitInTheWindow(OutboxRelay):
+        def publish_batch(self, conn):
+            published = super().publish_batch(conn)
+            if published == 0 and not written:
+                written.append(create(service, 7))  # commits now, after the empty read
+            return published
+
+    stop, thread = start_relay(CommitInTheWindow(lambda: psycopg.connect(db, autocommit=True), publisher,
+                                                 idle_wait=600))
+    try:
+        assert wait_for(lambda: written and unpublished(db) == 0, timeout=5)
+    finally:
+        stop_relay(db, stop, thread)
