@@ -176,6 +176,13 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
         return result
     name = sql.Identifier(table)
     with conn.transaction():
+        # The write lock first, before reading: a batch that read under a
+        # weaker lock and then asked for this one could form a cycle with a
+        # rebuild's swap (which holds back writers, then renames the table)
+        # and PostgreSQL would abort one of them. Taken first, a batch either
+        # finishes before the swap or waits for it and then writes to the
+        # new table.
+        conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(name))
         current = {
             row.id: row
             for row in conn.cursor(row_factory=customer_row).execute(

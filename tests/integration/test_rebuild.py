@@ -9,6 +9,7 @@ from chalice.test import Client
 from app import app
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.eventstore.events import CommandContext
+from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.readmodel.rebuild import rebuild
 from ops.__main__ import main as ops
 from tests.support.msk import msk_event, read_model, stored_events
@@ -94,3 +95,47 @@ def test_the_projection_keeps_working_on_the_swapped_table(db, commands):
     project(stored_events(db))
     row = next(r for r in read_model(db) if r.id == ids[1])
     assert (row.email, row.version) == ("after@example.com", 3)
+
+
+def test_a_projection_batch_in_flight_at_the_swap_neither_deadlocks_nor_is_lost(db, commands, pool):
+    """The batch has read the live table and is about to write when the swap
+    starts: both must finish, and the batch's row must be in the new table."""
+    import threading
+    import time
+
+    from chalicelib.readmodel.projection import ProjectedEvent, project_kafka_batch
+    from tests.support.waiting import run_in_threads
+
+    ids = history(commands, customers=3)
+    project(stored_events(db))
+    commands.change_email(ChangeEmail(ids[1], "v3@example.com"), CTX)
+    commands.change_email(ChangeEmail(ids[1], "v4@example.com"), CTX)
+    only_v4 = msk_event([e for e in stored_events(db) if e.stream_id == ids[1] and e.version == 4])
+    in_flight, swap_starting = threading.Event(), threading.Event()
+    errors = []
+
+    def load_after(customer_id, version):
+        # Called between the batch's read and its write (v3 is missing).
+        in_flight.set()
+        swap_starting.wait(30)
+        time.sleep(0.5)  # the swap now holds or waits for its locks
+        return [ProjectedEvent.from_recorded(r) for r in PostgresEventStore(pool).load(customer_id, version)]
+
+    def deliver_batch():
+        try:
+            with pool.connection() as conn:
+                project_kafka_batch(only_v4, conn, load_after)
+        except Exception as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+
+    def run_rebuild():
+        in_flight.wait(30)
+        try:
+            rebuild(db, progress=lambda done, total: swap_starting.set() if done == total else None)
+        except Exception as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+
+    run_in_threads(lambda job: job(), [(deliver_batch,), (run_rebuild,)])
+    assert errors == []
+    row = next(r for r in read_model(db) if r.id == ids[1])
+    assert (row.email, row.version) == ("v4@example.com", 4)
