@@ -27,7 +27,18 @@ from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.customer import Customer, CustomerNotFound, registry
 from chalicelib.eventstore.events import CommandContext, RecordedEvent
-from chalicelib.eventstore.outbox import Backlog, DrainResult, OutboxRelay, Publish, backlog, wake_relay
+from chalicelib.eventstore.outbox import (
+    Backlog,
+    DrainResult,
+    OutboxRelay,
+    ParkedRow,
+    Publish,
+    backlog,
+    parked_rows,
+    retry_parked,
+    skip_parked,
+    wake_relay,
+)
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import EventStore
 from chalicelib.infra import db
@@ -124,7 +135,8 @@ class CustomerApplication:
             if self._publisher is None:
                 # One producer per container, kept by warm invocations.
                 self._publisher = KafkaPublisher(self.settings.require_kafka(), self.settings.kafka_topic,
-                                                 self.settings.event_source)
+                                                 self.settings.event_source,
+                                                 max_message_bytes=self.settings.kafka_max_message_bytes)
             return self._publisher
 
     def close(self) -> None:
@@ -233,6 +245,10 @@ class CustomerApplication:
             upcast=registry.upcast_recorded,
             on_error=lambda error: log("outbox_publish_failed", level="error", error=str(error),
                                        brokers=settings.kafka_bootstrap_servers, topic=settings.kafka_topic),
+            on_parked=lambda outbox_id, event, error: log(
+                "outbox_row_parked", level="error", outbox_id=outbox_id, stream_id=str(event.stream_id),
+                version=event.version, event_type=event.event_type, error=error,
+                action="this customer's later events wait behind it; see python -m ops outbox --parked"),
         )
 
     def drain_outbox(self, time_left: float | None = None) -> DrainResult:
@@ -251,7 +267,7 @@ class CustomerApplication:
             log("outbox_drain_skipped", reason="another drain is running")
         else:
             log("outbox_drained", published=result.published, batches=result.batches, failures=result.failures,
-                last_error=result.last_error)
+                parked=result.parked, last_error=result.last_error)
         return result
 
     def drain_outbox_by_hand(self, wait_seconds: float = 30.0) -> tuple[DrainResult, Backlog]:
@@ -263,7 +279,7 @@ class CustomerApplication:
             with self.pool().connection() as conn:
                 wake_relay(conn)
             deadline = time.monotonic() + wait_seconds
-            while self.outbox_backlog().unpublished and time.monotonic() < deadline:
+            while self.outbox_backlog().ready and time.monotonic() < deadline:
                 time.sleep(0.1)
         return result, self.outbox_backlog()
 
@@ -282,6 +298,9 @@ class CustomerApplication:
             log("health_database_unreachable", level="error", error=str(error))
             return Health(False, False, reasons=("the database is unreachable",))
         reasons = []
+        if waiting.parked:
+            reasons.append(f"{waiting.parked} outbox events are parked (they cannot be published) and hold back"
+                           " their customers' later events: python -m ops outbox --parked")
         if (waiting.oldest_age_seconds or 0) > settings.health_max_outbox_age_seconds:
             reasons.append(f"the oldest unpublished outbox event waits for {waiting.oldest_age_seconds:.0f} s"
                            f" (limit {settings.health_max_outbox_age_seconds:.0f} s): is the drain running,"
@@ -290,6 +309,24 @@ class CustomerApplication:
             reasons.append(f"the read model is {behind} events and {lag:.0f} s behind the event store"
                            f" (limit {settings.health_max_projection_lag_seconds:.0f} s): is the projection fed?")
         return Health(not reasons, True, waiting, behind, lag, tuple(reasons))
+
+    def parked_outbox_rows(self) -> list[ParkedRow]:
+        with self.pool().connection() as conn:
+            return parked_rows(conn)
+
+    def retry_parked_outbox_rows(self, outbox_ids: list[int] | None) -> int:
+        with self.pool().connection() as conn:
+            count = retry_parked(conn, outbox_ids)
+        log("outbox_rows_unparked", count=count, outbox_ids=outbox_ids or "all")
+        return count
+
+    def skip_parked_outbox_row(self, outbox_id: int) -> bool:
+        with self.pool().connection() as conn:
+            skipped = skip_parked(conn, outbox_id)
+        if skipped:
+            log("outbox_row_skipped", level="warning", outbox_id=outbox_id,
+                note="marked as handled without being published: consumers never see this event")
+        return skipped
 
     def outbox_backlog(self) -> Backlog:
         with self.pool().connection() as conn:

@@ -4,6 +4,7 @@ or against the running local stack when those are not set.
   python -m ops migrate          apply the migrations not applied yet
   python -m ops outbox           outbox backlog: unpublished events, oldest age
   python -m ops outbox --drain   publish the backlog to Kafka now, once
+  python -m ops outbox --parked  rows that cannot be published; --retry ID|all, --skip ID
   python -m ops rebuild          rebuild the read model from the event store, reads staying online
 """
 
@@ -48,21 +49,46 @@ def cmd_migrate(application: CustomerApplication, args: argparse.Namespace) -> i
     return 0
 
 
+def _print_backlog(backlog) -> None:
+    print(f"unpublished events: {backlog.unpublished}   oldest waiting: {_age(backlog.oldest_age_seconds)}")
+    if backlog.parked:
+        print(f"parked: {backlog.parked} (cannot be published), holding back {backlog.held_back} later events of"
+              " the same customers: python -m ops outbox --parked")
+
+
 def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> int:
-    before = application.outbox_backlog()
-    print(f"unpublished events: {before.unpublished}   oldest waiting: {_age(before.oldest_age_seconds)}")
+    if args.parked:
+        rows = application.parked_outbox_rows()
+        for row in rows:
+            print(f"outbox {row.outbox_id}  customer {row.stream_id} v{row.version}  {row.event_type}"
+                  f" (schema {row.schema_version})  parked {row.parked_at:%Y-%m-%d %H:%M:%S}\n    {row.error}")
+        print(f"{len(rows)} parked. --retry ID|all after a fix; --skip ID to give up on one"
+              " (its customer's later events then go on; consumers never see it)")
+        return 0
+    if args.retry:
+        ids = None if args.retry == ["all"] else [int(i) for i in args.retry]
+        print(f"unparked {application.retry_parked_outbox_rows(ids)}: the drain tries them again")
+        return 0
+    if args.skip is not None:
+        if not application.skip_parked_outbox_row(args.skip):
+            print(f"outbox row {args.skip} is not parked", file=sys.stderr)
+            return 1
+        print(f"skipped outbox row {args.skip}: it will not be published; its customer's later events go on")
+        return 0
+    _print_backlog(application.outbox_backlog())
     if not args.drain:
         return 0
     result, after = application.drain_outbox_by_hand()
     if result.locked_out:
         print("a drain is running (it holds the relay lock): woke it and waited for it")
     else:
-        print(f"published {result.published} events in {result.batches} batches")
-    print(f"unpublished events: {after.unpublished}   oldest waiting: {_age(after.oldest_age_seconds)}")
+        print(f"published {result.published} events in {result.batches} batches"
+              + (f"; parked {result.parked}" if result.parked else ""))
+    _print_backlog(after)
     if result.failures:
         print(f"failed: {result.last_error}", file=sys.stderr)
         return 1
-    if result.locked_out and after.unpublished:
+    if result.locked_out and after.ready:
         print("the running drain did not publish everything in time: see its logs (outbox_publish_failed)",
               file=sys.stderr)
         return 1
@@ -97,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply the SQL migrations in chalicelib/schema not applied yet")
     outbox = commands.add_parser("outbox", help="show the outbox backlog; --drain publishes it once")
     outbox.add_argument("--drain", action="store_true", help="publish everything unpublished now, then exit")
+    outbox.add_argument("--parked", action="store_true", help="list the rows parked because they cannot be published")
+    outbox.add_argument("--retry", nargs="+", metavar="ID", help="unpark rows (ids, or all) so the drain tries again")
+    outbox.add_argument("--skip", type=int, metavar="ID",
+                        help="give up on a parked row: never published, its customer's later events go on")
     commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")
     args = parser.parse_args(argv)
 

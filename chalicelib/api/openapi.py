@@ -259,7 +259,8 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["ok", "unhealthy"]},
             "database": {"type": "string", "enum": ["reachable", "unreachable"]},
             "outbox": {"type": "object", "properties": {
-                "unpublished": {"type": "integer"}, "oldest_age_seconds": {"type": ["number", "null"]}}},
+                "unpublished": {"type": "integer"}, "oldest_age_seconds": {"type": ["number", "null"]},
+                "parked": {"type": "integer"}}},
             "projection": {"type": "object", "properties": {
                 "events_behind": {"type": "integer"}, "lag_seconds": {"type": ["number", "null"]}}},
             "reasons": {"type": "array", "items": {"type": "string"}},

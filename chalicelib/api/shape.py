@@ -88,7 +88,7 @@ def health(report: Health) -> Response:
             "database": "reachable" if report.database_reachable else "unreachable"}
     if report.outbox is not None:
         body["outbox"] = {"unpublished": report.outbox.unpublished,
-                          "oldest_age_seconds": report.outbox.oldest_age_seconds}
+                          "oldest_age_seconds": report.outbox.oldest_age_seconds, "parked": report.outbox.parked}
         body["projection"] = {"events_behind": report.events_behind, "lag_seconds": report.projection_lag_seconds}
     if report.reasons:
         body["reasons"] = list(report.reasons)

@@ -12,6 +12,10 @@ Generic: it knows recorded events and a `publish` callable, not Kafka.
   them; a crash in between republishes them (at least once, never lost).
 - One relay at a time, by a session-level advisory lock that PostgreSQL frees
   by itself when the relay's connection dies.
+- A row that cannot become a message (UnpublishableEvent, or an event this
+  code cannot read) is parked with its error; its stream's later rows wait
+  behind it, in order, and every other stream goes on. An operator retries
+  or skips it.
 - A lost database connection (restart, failover, network) is handled like a
   broker outage: the relay connects again with backoff, takes the lock again
   and goes on draining until its deadline.
@@ -42,21 +46,38 @@ CHANNEL = "outbox"
 # it looks again after this long instead.
 _BUSY_RECHECK_SECONDS = 0.01
 
+# Unpublished, not parked, and not behind a parked row of the same stream.
+_READY = """
+o.published_at IS NULL AND o.parked_at IS NULL
+AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.stream_id = o.stream_id AND p.id < o.id
+                AND p.parked_at IS NOT NULL AND p.published_at IS NULL)
+"""
+
 _CLAIM = f"""
 SELECT o.id AS outbox_id, {recorded_event_columns("e")}
 FROM outbox o JOIN events e USING (global_position)
-WHERE o.published_at IS NULL
+WHERE {_READY}
 ORDER BY o.id
 LIMIT %s
 """
 
-_ANY_UNPUBLISHED = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
+_ANY_UNPUBLISHED = f"SELECT EXISTS (SELECT 1 FROM outbox o WHERE {_READY})"
+
+_PARK = "UPDATE outbox SET parked_at = clock_timestamp(), parked_error = %s WHERE id = %s"
 
 _MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)"
 
-_BACKLOG = """
-SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))
-FROM outbox WHERE published_at IS NULL
+_BACKLOG = f"""
+SELECT count(*), extract(epoch FROM clock_timestamp() - min(o.created_at)),
+       count(*) FILTER (WHERE o.parked_at IS NOT NULL), count(*) FILTER (WHERE {_READY})
+FROM outbox o WHERE o.published_at IS NULL
+"""
+
+_PARKED = """
+SELECT o.id, o.stream_id, e.version, e.event_type, e.schema_version, o.parked_at, o.parked_error
+FROM outbox o JOIN events e USING (global_position)
+WHERE o.parked_at IS NOT NULL AND o.published_at IS NULL
+ORDER BY o.id
 """
 
 _PRUNE = """
@@ -71,6 +92,18 @@ class PublishError(Exception):
     """The broker did not acknowledge every event of a batch."""
 
 
+class RowParked(Exception):
+    """A row of the claimed batch was parked; claim again."""
+
+
+class UnpublishableEvent(Exception):
+    """This event cannot become a message, however often it is tried."""
+
+    def __init__(self, event: RecordedEvent, reason: str) -> None:
+        super().__init__(reason)
+        self.event = event
+
+
 Publish = Callable[[Sequence[RecordedEvent]], None]
 
 
@@ -79,6 +112,7 @@ class DrainResult:
     published: int = 0
     batches: int = 0
     failures: int = 0
+    parked: int = 0
     locked_out: bool = False
     last_error: str | None = None
 
@@ -87,6 +121,48 @@ class DrainResult:
 class Backlog:
     unpublished: int
     oldest_age_seconds: float | None
+    parked: int = 0
+    ready: int = 0  # neither parked nor behind a parked row
+
+    @property
+    def held_back(self) -> int:
+        return self.unpublished - self.parked - self.ready
+
+
+@dataclass(frozen=True)
+class ParkedRow:
+    outbox_id: int
+    stream_id: object
+    version: int
+    event_type: str
+    schema_version: int
+    parked_at: object
+    error: str
+
+
+def parked_rows(conn: psycopg.Connection) -> list[ParkedRow]:
+    return [ParkedRow(*row) for row in conn.execute(_PARKED)]
+
+
+def retry_parked(conn: psycopg.Connection, outbox_ids: Sequence[int] | None) -> int:
+    """Unpark rows (all when `outbox_ids` is None): the relay tries them again."""
+    condition, params = ("", ()) if outbox_ids is None else (" AND id = ANY(%s)", (list(outbox_ids),))
+    count = conn.execute("UPDATE outbox SET parked_at = NULL, parked_error = NULL"
+                         " WHERE parked_at IS NOT NULL AND published_at IS NULL" + condition, params).rowcount
+    wake_relay(conn)
+    return count
+
+
+def skip_parked(conn: psycopg.Connection, outbox_id: int) -> bool:
+    """Give up on a parked row: marked as handled without being published,
+    so its stream's later rows go on. Its error stays, prefixed."""
+    skipped = conn.execute("UPDATE outbox SET published_at = clock_timestamp(),"
+                           " parked_error = 'skipped by an operator: ' || parked_error"
+                           " WHERE id = %s AND parked_at IS NOT NULL AND published_at IS NULL",
+                           (outbox_id,)).rowcount == 1
+    if skipped:
+        wake_relay(conn)
+    return skipped
 
 
 def wake_relay(conn: psycopg.Connection) -> None:
@@ -95,8 +171,8 @@ def wake_relay(conn: psycopg.Connection) -> None:
 
 
 def backlog(conn: psycopg.Connection) -> Backlog:
-    count, age = conn.execute(_BACKLOG).fetchone()
-    return Backlog(count, float(age) if age is not None else None)
+    count, age, parked, ready = conn.execute(_BACKLOG).fetchone()
+    return Backlog(count, float(age) if age is not None else None, parked, ready)
 
 
 class OutboxRelay:
@@ -111,6 +187,7 @@ class OutboxRelay:
         reconnect_backoff: tuple[float, float] = (0.1, 2.0),
         retention_seconds: float = 7 * 24 * 3600,
         on_error: Callable[[Exception], None] = lambda error: None,
+        on_parked: Callable[[int, RecordedEvent, str], None] = lambda outbox_id, event, error: None,
         upcast: Callable[[RecordedEvent], RecordedEvent] = lambda event: event,
     ) -> None:
         self._connect = connect
@@ -126,6 +203,7 @@ class OutboxRelay:
         self._reconnect_backoff = reconnect_backoff
         self._retention_seconds = retention_seconds
         self._on_error = on_error
+        self._on_parked = on_parked
         # Consumers get today's shape of every event, however old the row.
         self._upcast = upcast
 
@@ -174,6 +252,9 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 published = self.publish_batch(conn)
+            except RowParked:
+                result.parked += 1
+                continue
             except PublishError as error:
                 result.failures += 1
                 result.last_error = str(error)
@@ -210,12 +291,30 @@ class OutboxRelay:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SLEEP_LOCK_KEY,))
 
     def publish_batch(self, conn: psycopg.Connection) -> int:
+        """Publish the next batch and mark it; 0 when there was nothing to
+        publish. Raises RowParked when a row was parked instead: the next
+        claim leaves out its stream's later rows."""
         rows = conn.cursor(row_factory=_outbox_row).execute(_CLAIM, (self._batch_size,)).fetchall()
         if not rows:
             return 0
-        self._publish([self._upcast(event) for _, event in rows])
+        events = []
+        for outbox_id, event in rows:
+            try:
+                events.append(self._upcast(event))
+            except Exception as error:  # noqa: BLE001 - no retry can make this code read it
+                self._park(conn, outbox_id, event, f"{type(error).__name__}: {error}")
+        try:
+            self._publish(events)
+        except UnpublishableEvent as error:
+            outbox_id = next(o for o, e in rows if e.global_position == error.event.global_position)
+            self._park(conn, outbox_id, error.event, str(error))
         conn.execute(_MARK, ([outbox_id for outbox_id, _ in rows],))
         return len(rows)
+
+    def _park(self, conn: psycopg.Connection, outbox_id: int, event: RecordedEvent, error: str) -> None:
+        conn.execute(_PARK, (error, outbox_id))
+        self._on_parked(outbox_id, event, error)
+        raise RowParked(outbox_id)
 
 
 _outbox_row = dataclass_row(RecordedEvent, leading=("outbox_id",))

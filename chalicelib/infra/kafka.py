@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.eventstore.outbox import PublishError
+from chalicelib.eventstore.outbox import PublishError, UnpublishableEvent
+
+# kafka-python's default max_request_size, and about the broker's default
+# message.max.bytes: a larger message would be refused on every try.
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 
 PRODUCER_SETTINGS = {
     "acks": "all",
@@ -32,11 +36,13 @@ class KafkaPublisher:
     """A `publish` callable for the outbox relay: sends a batch asynchronously,
     flushes once, and raises PublishError unless every message was acked."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, source: str, flush_timeout: float = 30.0) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, source: str, flush_timeout: float = 30.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.source = source
         self.flush_timeout = flush_timeout
+        self.max_message_bytes = max_message_bytes
         self._producer = None
         self._lock = threading.Lock()
 
@@ -61,9 +67,23 @@ class KafkaPublisher:
                 pass
             self._producer = None
 
-    def __call__(self, events: Sequence[RecordedEvent]) -> None:
-        from kafka.errors import KafkaError
+    def encode(self, event: RecordedEvent) -> bytes:
+        """The event's message; UnpublishableEvent when no retry could send it."""
+        try:
+            value = cloudevents.encode(event, self.source)
+        except (KeyError, TypeError, ValueError) as error:
+            raise UnpublishableEvent(event, f"cannot be written as a CloudEvent: {type(error).__name__}: {error}")
+        if len(value) > self.max_message_bytes:
+            raise UnpublishableEvent(event, f"its message has {len(value)} bytes, over the {self.max_message_bytes}"
+                                            " a message may have")
+        return value
 
+    def __call__(self, events: Sequence[RecordedEvent]) -> None:
+        from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+        # Every message is made before any is sent: a bad one is named
+        # before the batch is half on the topic.
+        messages = [(event, self.encode(event)) for event in events]
         with self._lock:
             try:
                 producer = self._get_producer()
@@ -71,23 +91,26 @@ class KafkaPublisher:
                     producer.send(
                         self.topic,
                         key=str(event.stream_id).encode(),
-                        value=cloudevents.encode(event, self.source),
+                        value=value,
                         headers=[
                             ("content-type", cloudevents.CONTENT_TYPE.encode()),
                             ("event-type", event.event_type.encode()),
                         ],
                     )
-                    for event in events
+                    for event, value in messages
                 ]
                 producer.flush(timeout=self.flush_timeout)
-                failed = [f for f in futures if not f.succeeded()]
+                failed = [(event, f) for (event, _), f in zip(messages, futures, strict=True) if not f.succeeded()]
             except KafkaError as error:
                 self._discard_producer()
                 raise PublishError(f"Kafka at {self.bootstrap_servers}: {error!r}") from error
             if failed:
                 self._discard_producer()
-                first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-                raise PublishError(f"{len(failed)} of {len(futures)} events not acknowledged: {first!r}")
+                event, first = failed[0]
+                if first.is_done and isinstance(first.exception, MessageSizeTooLargeError):
+                    raise UnpublishableEvent(event, f"the broker refused its size: {first.exception!r}")
+                reason = first.exception if first.is_done else "not acknowledged in time"
+                raise PublishError(f"{len(failed)} of {len(futures)} events not acknowledged: {reason!r}")
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ class Settings:
     command_max_retries: int
     kafka_bootstrap_servers: str | None
     kafka_topic: str
+    kafka_max_message_bytes: int
     event_source: str
     drain_max_seconds: float
     drain_batch_size: int
@@ -40,6 +41,7 @@ class Settings:
             command_max_retries=_int("COMMAND_MAX_RETRIES", 5),
             kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None,
             kafka_topic=os.environ.get("KAFKA_TOPIC", "").strip() or "customer-events",
+            kafka_max_message_bytes=_int("KAFKA_MAX_MESSAGE_BYTES", 1_000_000),
             event_source=os.environ.get("EVENT_SOURCE", "").strip() or "/customer-service",
             drain_max_seconds=float(_int("DRAIN_MAX_SECONDS", 55)),
             drain_batch_size=max(1, _int("DRAIN_BATCH_SIZE", 500)),

@@ -28,7 +28,7 @@ def test_healthy_when_caught_up(client, db):
     assert response.status_code == 200, response.body
     body = response.json_body
     assert body["status"] == "ok" and body["database"] == "reachable"
-    assert body["outbox"] == {"unpublished": 0, "oldest_age_seconds": None}
+    assert body["outbox"] == {"unpublished": 0, "oldest_age_seconds": None, "parked": 0}
     assert body["projection"] == {"events_behind": 0, "lag_seconds": None}
     assert customer_id not in response.body.decode() and "ada@example.com" not in response.body.decode()
 
