@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench migrate outbox drain rebuild lint clean
+.PHONY: run test bench migrate outbox drain rebuild lint clean token
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -39,3 +39,8 @@ drain: $(VENV)/.installed
 
 rebuild: $(VENV)/.installed
 	$(PY) -m ops rebuild
+
+# A token for the running local stack, valid for an hour.
+# SCOPES="customers:read customers:write" (the default) and SUBJECT=... choose.
+token: $(VENV)/.installed
+	@$(PY) -m devstack.issuer token

@@ -8,6 +8,7 @@ chalicelib.application.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import uuid
 
@@ -22,7 +23,7 @@ from chalice import (
     UnprocessableEntityError,
 )
 
-from chalicelib import application
+from chalicelib import application, auth
 from chalicelib.api import docs_page, openapi, parse, shape
 from chalicelib.domain.customer import CustomerAlreadyExists, CustomerNotFound, InvalidValue, StaleVersion, valid_email
 from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
@@ -31,6 +32,8 @@ from chalicelib.idempotency import KeyReused
 from chalicelib.infra.logs import correlation_id, log
 
 app = Chalice(app_name="customer-service")
+
+_caller: contextvars.ContextVar[auth.Caller | None] = contextvars.ContextVar("caller", default=None)
 
 
 class PreconditionFailedError(ChaliceViewError):
@@ -82,9 +85,37 @@ def with_correlation_id(event, get_response):
     return response
 
 
+def requires(scope: str):
+    """The route needs a valid bearer token with this scope: checked before
+    anything is parsed, read or written, so a refused request changes nothing."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            try:
+                caller = application.current().authenticate(app.current_request.headers.get("authorization"))
+                caller.require(scope)
+            except auth.Unauthenticated as error:
+                return shape.unauthenticated(error)
+            except auth.Forbidden as error:
+                log("request_forbidden", level="warning", subject=caller.subject, scope=scope)
+                return shape.forbidden(error)
+            token = _caller.set(caller)
+            try:
+                return view(*args, **kwargs)
+            finally:
+                _caller.reset(token)
+
+        return wrapper
+
+    return decorate
+
+
 def _context() -> CommandContext:
     request_id = (app.current_request.context or {}).get("requestId") or str(uuid.uuid4())
-    return CommandContext(correlation_id=correlation_id.get() or str(uuid.uuid4()), causation_id=request_id)
+    caller = _caller.get()
+    return CommandContext(correlation_id=correlation_id.get() or str(uuid.uuid4()), causation_id=request_id,
+                          actor=caller.to_metadata() if caller else None)
 
 
 def _idempotency_key() -> str | None:
@@ -118,6 +149,7 @@ def docs_asset(asset):
 
 
 @app.route("/customer", methods=["POST"])
+@requires(auth.WRITE)
 @domain_errors
 def create_customer():
     body = parse.json_object(app.current_request.raw_body, {"name": str, "email": str})
@@ -127,6 +159,7 @@ def create_customer():
 
 
 @app.route("/customer/{customer_id}", methods=["GET"])
+@requires(auth.READ)
 @domain_errors
 def get_customer(customer_id):
     cid = parse.customer_id(customer_id)
@@ -141,6 +174,7 @@ def get_customer(customer_id):
 
 
 @app.route("/customer/{customer_id}/events", methods=["GET"])
+@requires(auth.READ)
 @domain_errors
 def customer_history(customer_id):
     """The audit log: every event of the customer with its metadata, in pages."""
@@ -152,6 +186,7 @@ def customer_history(customer_id):
 
 
 @app.route("/customers", methods=["GET"])
+@requires(auth.READ)
 @domain_errors
 def find_customers():
     params = app.current_request.query_params or {}
@@ -161,6 +196,7 @@ def find_customers():
 
 
 @app.route("/customer/{customer_id}/email", methods=["POST"])
+@requires(auth.WRITE)
 @domain_errors
 def change_email(customer_id):
     request = app.current_request
@@ -173,6 +209,7 @@ def change_email(customer_id):
 
 
 @app.route("/customer/{customer_id}", methods=["DELETE"])
+@requires(auth.WRITE)
 @domain_errors
 def delete_customer(customer_id):
     cid = parse.customer_id(customer_id)

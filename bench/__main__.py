@@ -9,13 +9,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import outbox_drain, projection, write_side
+from bench import http_api, outbox_drain, projection, write_side
 from devstack.kafka import broker_for_run
 from devstack.postgres import database_for_run
 
 TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw_producer": 0.7,
            "commit_to_kafka_p50_ms": 100, "projection_per_second": 5000, "projection_vs_raw": 0.6,
-           "commit_to_read_model_p50_ms": 150, "snapshot_speedup": 20, "snapshot_vs_one_event": 2}
+           "commit_to_read_model_p50_ms": 150, "snapshot_speedup": 20, "snapshot_vs_one_event": 2,
+           "token_checks_vs_none": 0.9}
 
 
 def main() -> int:
@@ -28,6 +29,7 @@ def main() -> int:
         results["commit_to_kafka"] = outbox_drain.latency(url, bootstrap)
         results["projection"] = projection.throughput(url)
         results["commit_to_read_model"] = projection.latency(url, bootstrap)
+        results["http_api"] = http_api.throughput(url)
 
     print("\nCustomer creations per second (one event + outbox row each, handler path, no HTTP)")
     print(f"{'writers':>8} {'ours':>9} {'raw SQL':>9} {'ours/raw':>9} {'raw 1-stmt':>11} {'ours/1-stmt':>12}"
@@ -91,6 +93,16 @@ def main() -> int:
           f" p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms"
           f" (target p50 < {TARGETS['commit_to_read_model_p50_ms']} ms: {'met' if e2e_ok else 'NOT met'})")
     ok = ok and proj_ok and e2e_ok
+
+    http = results["http_api"]
+    http_ok = all(http[kind]["ratio"] >= TARGETS["token_checks_vs_none"] for kind in ("read", "create"))
+    print("\nHTTP API in process (chalice.test.Client), with bearer token checks and without, same run")
+    for kind, label in (("read", "GET /customer/{id}"), ("create", "POST /customer")):
+        f = http[kind]
+        print(f"  {label:<20} {f['with_token_checks']:>7.0f} req/s with checks, {f['without']:>7.0f} without:"
+              f" ratio {f['ratio']:.2f}")
+    print(f"  (target >= {TARGETS['token_checks_vs_none']}: {'met' if http_ok else 'NOT met'})")
+    ok = ok and http_ok
 
     results["targets_met"] = ok
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")

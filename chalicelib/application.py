@@ -11,18 +11,20 @@ with fakes through the constructor and hand it to the app with `serve()`.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib import idempotency
+from chalicelib.auth import Caller, TokenVerifier
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.customer import Customer, CustomerNotFound, registry
@@ -48,6 +50,11 @@ from chalicelib.infra.settings import Settings
 from chalicelib.readmodel import queries
 from chalicelib.readmodel.projection import CustomerRow, ProjectedEvent, ProjectionResult, project_kafka_batch
 from chalicelib.readmodel.rebuild import Progress, RebuildResult, rebuild
+
+
+class Verifier(Protocol):
+    def verify(self, authorization: str | None) -> Caller: ...
+
 
 RELAY_APPLICATION_NAME = "customer-service-outbox-relay"
 
@@ -93,8 +100,9 @@ class Health:
 
 class CustomerApplication:
     def __init__(self, settings: Settings, *, pool: ConnectionPool | None = None, store: EventStore | None = None,
-                 publish: Publish | None = None) -> None:
+                 publish: Publish | None = None, verifier: Verifier | None = None) -> None:
         self.settings = settings
+        self._verifier = verifier
         self._pool = pool
         self._owns_pool = pool is None
         # An injected store (a fake) serves every command; one that is not
@@ -128,6 +136,19 @@ class CustomerApplication:
         return CustomerCommands(store, max_retries=self.settings.command_max_retries,
                                 snapshot_every=self.settings.customer_snapshot_every or None)
 
+    def authenticate(self, authorization: str | None) -> Caller:
+        """The caller named by the request's Authorization header; raises
+        auth.Unauthenticated when there is none or it is not valid."""
+        if self._verifier is None:
+            issuer, jwks_url = self.settings.require_auth()
+            with self._lock:
+                if self._verifier is None:
+                    # Keys are cached here, for the container's lifetime.
+                    self._verifier = TokenVerifier(issuer, self.settings.auth_audience, jwks_url,
+                                                   leeway_seconds=self.settings.auth_leeway_seconds,
+                                                   audience_claim=self.settings.auth_audience_claim)
+        return self._verifier.verify(authorization)
+
     def publisher(self) -> Publish:
         if self._publish is not None:
             return self._publish
@@ -154,7 +175,7 @@ class CustomerApplication:
     def create_customer(self, name: str, email: str, context: CommandContext,
                         idempotency_key: str | None = None) -> CommandResult:
         command = CreateCustomer(name=name, email=email, customer_id=uuid.uuid4())
-        result = self._run(lambda commands: commands.create(command, context), idempotency_key,
+        result = self._run(lambda commands: commands.create(command, context), context, idempotency_key,
                            ["create", name, email])
         log("customer_created", customer_id=result.customer_id, version=result.version, replayed=result.replayed)
         return result
@@ -162,7 +183,7 @@ class CustomerApplication:
     def change_email(self, customer_id: uuid.UUID, email: str, context: CommandContext, *,
                      expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
         command = ChangeEmail(customer_id=customer_id, email=email, expected_version=expected_version)
-        result = self._run(lambda commands: commands.change_email(command, context), idempotency_key,
+        result = self._run(lambda commands: commands.change_email(command, context), context, idempotency_key,
                            ["change_email", customer_id, email, expected_version])
         log("customer_email_changed", customer_id=result.customer_id, version=result.version,
             replayed=result.replayed)
@@ -171,13 +192,13 @@ class CustomerApplication:
     def delete_customer(self, customer_id: uuid.UUID, context: CommandContext, *,
                         expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
         command = DeleteCustomer(customer_id=customer_id, expected_version=expected_version)
-        result = self._run(lambda commands: commands.delete(command, context), idempotency_key,
+        result = self._run(lambda commands: commands.delete(command, context), context, idempotency_key,
                            ["delete", customer_id, expected_version])
         log("customer_deleted", customer_id=result.customer_id, version=result.version, replayed=result.replayed)
         return result
 
-    def _run(self, execute: Callable[[CustomerCommands], Customer], idempotency_key: str | None,
-             request: list) -> CommandResult:
+    def _run(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
+             idempotency_key: str | None, request: list) -> CommandResult:
         if idempotency_key is None:
             return CommandResult(execute(self._commands(self.store())).to_dict())
 
@@ -185,7 +206,10 @@ class CustomerApplication:
             # The command's events join the key's transaction.
             return execute(self._commands(self._store_in_transaction(conn))).to_dict()
 
-        stored, replayed = idempotency.run_once(self.pool(), idempotency_key, idempotency.request_hash(request),
+        # Keys are the caller's own: two callers using the same key do not meet.
+        actor = context.actor or {}
+        scoped_key = json.dumps([actor.get("subject"), actor.get("client_id"), idempotency_key])
+        stored, replayed = idempotency.run_once(self.pool(), scoped_key, idempotency.request_hash(request),
                                                 self.settings.idempotency_ttl_hours * 3600, once)
         return CommandResult(stored, replayed)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chalicelib.eventstore.migrations import migrate
+from devstack.issuer import DevIssuer
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import AlreadyRunning, EmbeddedPostgres, port_in_use
 
@@ -214,6 +215,7 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     stack = Stack()
+    stopping_issuer: list[DevIssuer] = []
     env_file = STATE / "stack.env"
     try:
         database_url = os.environ.get("DATABASE_URL")
@@ -244,18 +246,31 @@ def main() -> int:
             bootstrap = broker.bootstrap_servers
         create_topic(bootstrap, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")))
 
+        if os.environ.get("AUTH_ISSUER"):
+            say(f"tokens: from AUTH_ISSUER {os.environ['AUTH_ISSUER']}")
+            auth = {}
+        else:
+            # A development issuer: its key pair under .devstack/issuer, its
+            # JWKS served here; `make token` signs tokens with it.
+            issuer = DevIssuer(STATE / "issuer", port_setting("AUTH_ISSUER_PORT", 8009))
+            issuer.serve()
+            stopping_issuer.append(issuer)
+            auth = issuer.environment()
         env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-               "KAFKA_TOPIC": topic}
+               "KAFKA_TOPIC": topic, **auth}
         stack.start(Part("chalice local", Child(
             [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
              "--port", str(api_port), "--stage", "dev", "--no-autoreload"], env)))
         stack.start(Part("schedule", Child([sys.executable, "-m", "devstack.schedule"], env)))
         stack.start(Part("event source", Child([sys.executable, "-m", "devstack.kafka_source"], env)))
-        env_file.write_text(f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\nKAFKA_TOPIC={topic}\n")
+        env_file.write_text("".join(f"{name}={value}\n" for name, value in {
+            "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic, **auth}.items()))
 
         say(f"API:        http://127.0.0.1:{api_port}")
         say(f"PostgreSQL: {database_url}")
         say(f"Kafka:      {bootstrap}  topic {topic}")
+        if auth:
+            say(f"tokens:     issuer {auth['AUTH_ISSUER']}; TOKEN=$(make -s token) for one valid an hour")
         say("outbox:     drained by the scheduled function (python -m ops outbox shows the backlog)")
         say("read model: kept by project_customers, fed from Kafka (python -m ops rebuild rebuilds it)")
         say("Ctrl-C stops everything this started; a part that exits is started again.")
@@ -269,6 +284,8 @@ def main() -> int:
         say("stopping ...")
         env_file.unlink(missing_ok=True)
         stack.stop()
+        for issuer in stopping_issuer:
+            issuer.stop()
         say("stopped")
 
 

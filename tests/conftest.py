@@ -22,8 +22,9 @@ from chalicelib.customer_commands import CustomerCommands
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.settings import Settings
+from devstack.issuer import DevIssuer
 from devstack.kafka import broker_for_run, create_topic
-from devstack.postgres import database_for_run
+from devstack.postgres import database_for_run, free_port
 from tests.support.api import Api, serving
 
 _TABLES_KEPT = {"schema_migrations"}
@@ -72,20 +73,34 @@ def topic(kafka_bootstrap, monkeypatch):
     return name
 
 
+@pytest.fixture(scope="session")
+def issuer(tmp_path_factory):
+    """A development token issuer, its JWKS served on loopback: what `make
+    run` sets up, and what Cognito or another issuer is on AWS."""
+    dev = DevIssuer(tmp_path_factory.mktemp("issuer"), free_port())
+    dev.serve()
+    yield dev
+    dev.stop()
+
+
 @pytest.fixture
-def application(db, request):
+def application(db, issuer, request, monkeypatch):
     """The application facade on this test's database (and topic, when the
-    test has one), served to the app's functions for the test's duration."""
+    test has one), trusting the test issuer, served to the app's functions
+    for the test's duration."""
     if "topic" in request.fixturenames:
         request.getfixturevalue("topic")  # its settings first
+    for name, value in issuer.environment().items():
+        monkeypatch.setenv(name, value)
     with serving(CustomerApplication(Settings.from_env())) as served:
         yield served
 
 
 @pytest.fixture
-def client(application):
+def client(application, issuer):
+    """The API, called with a token that may read and write."""
     with Client(app) as client:
-        yield Api(client)
+        yield Api(client, token=issuer.token(subject="test-user"))
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.auth import READ, WRITE
+
 _UUID = {"type": "string", "format": "uuid", "example": "123e4567-e89b-12d3-a456-426614174000"}
 _TIME = {"type": "string", "format": "date-time"}
 
@@ -62,6 +64,22 @@ _PRECONDITION = _error("If-Match names a version the customer has moved past. No
 _UNSUPPORTED = _error("The body is not sent as application/json.")
 _KEY_REUSED = _error("The Idempotency-Key was used before for a different request.")
 _BAD_CORRELATION_ID = _error("The X-Correlation-Id is malformed (every route checks it).")
+_CHALLENGE = {"WWW-Authenticate": {"description": "How to authenticate (RFC 6750).", "required": True,
+                                   "schema": {"type": "string"}}}
+_UNAUTHENTICATED = {"description": "No bearer token, or not a valid one. Nothing was read or stored.",
+                    "headers": {**_headers(), **_CHALLENGE}, "content": _json("Error")}
+_FORBIDDEN = {"description": "The token lacks the scope this needs. Nothing was read or stored.",
+              "headers": {**_headers(), **_CHALLENGE}, "content": _json("Error")}
+
+
+def _secured(operation: dict, scope: str) -> dict:
+    """A data route: a bearer token with `scope`, refused with 401 or 403."""
+    return {**operation, "security": [{"bearer": [scope]}],
+            "responses": {**operation["responses"], "401": _UNAUTHENTICATED, "403": _FORBIDDEN}}
+
+
+def _public(operation: dict) -> dict:
+    return {**operation, "security": []}
 
 
 def _command_answer(description: str, status_headers: tuple[str, ...] = ()) -> dict:
@@ -81,7 +99,7 @@ def document() -> dict[str, Any]:
                            "has not reached yet.",
         },
         "paths": {
-            "/customer": {"post": {
+            "/customer": {"post": _secured({
                 "operationId": "createCustomer",
                 "summary": "Create a customer",
                 "parameters": [_IDEMPOTENCY_KEY, _CORRELATION],
@@ -90,9 +108,9 @@ def document() -> dict[str, Any]:
                     "201": _command_answer("Created.", ("Location",)),
                     "400": _BAD_REQUEST, "409": _CONFLICT, "415": _UNSUPPORTED, "422": _KEY_REUSED,
                 },
-            }},
+            }, WRITE)},
             "/customer/{customer_id}": {
-                "get": {
+                "get": _secured({
                     "operationId": "getCustomer",
                     "summary": "Read a customer, or the state it had at a version or a moment",
                     "parameters": [
@@ -112,8 +130,8 @@ def document() -> dict[str, Any]:
                                 "content": _json("CustomerState")},
                         "400": _BAD_REQUEST, "404": _NOT_FOUND,
                     },
-                },
-                "delete": {
+                }, READ),
+                "delete": _secured({
                     "operationId": "deleteCustomer",
                     "summary": "Delete a customer",
                     "parameters": [_CUSTOMER_ID, _IF_MATCH, _IDEMPOTENCY_KEY, _CORRELATION],
@@ -123,9 +141,9 @@ def document() -> dict[str, Any]:
                         "400": _BAD_REQUEST, "404": _NOT_FOUND, "409": _CONFLICT, "412": _PRECONDITION,
                         "422": _KEY_REUSED,
                     },
-                },
+                }, WRITE),
             },
-            "/customer/{customer_id}/email": {"post": {
+            "/customer/{customer_id}/email": {"post": _secured({
                 "operationId": "changeEmail",
                 "summary": "Change a customer's email",
                 "parameters": [_CUSTOMER_ID, _IF_MATCH, _IDEMPOTENCY_KEY, _CORRELATION],
@@ -135,8 +153,8 @@ def document() -> dict[str, Any]:
                     "400": _BAD_REQUEST, "404": _NOT_FOUND, "409": _CONFLICT, "412": _PRECONDITION,
                     "415": _UNSUPPORTED, "422": _KEY_REUSED,
                 },
-            }},
-            "/customer/{customer_id}/events": {"get": {
+            }, WRITE)},
+            "/customer/{customer_id}/events": {"get": _secured({
                 "operationId": "customerHistory",
                 "summary": "The customer's history: every event with its metadata, in pages",
                 "parameters": [
@@ -150,8 +168,8 @@ def document() -> dict[str, Any]:
                             "headers": _headers(), "content": _json("HistoryPage")},
                     "400": _BAD_REQUEST, "404": _NOT_FOUND,
                 },
-            }},
-            "/customers": {"get": {
+            }, READ)},
+            "/customers": {"get": _secured({
                 "operationId": "findCustomers",
                 "summary": "Find customers by email (from the read model)",
                 "parameters": [_CORRELATION, {**_query("email", "The email to look for.", {"type": "string"}),
@@ -162,8 +180,8 @@ def document() -> dict[str, Any]:
                             "content": _json("CustomerList")},
                     "400": _BAD_REQUEST,
                 },
-            }},
-            "/health": {"get": {
+            }, READ)},
+            "/health": {"get": _public({
                 "operationId": "health",
                 "summary": "Database, outbox backlog and projection lag (no customer data)",
                 "parameters": [_CORRELATION],
@@ -173,24 +191,24 @@ def document() -> dict[str, Any]:
                     "503": {"description": "Unhealthy: `reasons` says why.", "headers": _headers(),
                             "content": _json("Health")},
                 },
-            }},
-            "/openapi.json": {"get": {
+            })},
+            "/openapi.json": {"get": _public({
                 "operationId": "openapi",
                 "summary": "This document",
                 "parameters": [_CORRELATION],
                 "responses": {"200": {"description": "OpenAPI 3.1.", "headers": _headers(),
                                       "content": {"application/json": {"schema": {"type": "object"}}}},
                               "400": _BAD_CORRELATION_ID},
-            }},
-            "/docs": {"get": {
+            })},
+            "/docs": {"get": _public({
                 "operationId": "docs",
                 "summary": "This document, rendered (works offline)",
                 "parameters": [_CORRELATION],
                 "responses": {"200": {"description": "An HTML page.", "headers": _headers(),
                                       "content": {"text/html": {"schema": {"type": "string"}}}},
                               "400": _BAD_CORRELATION_ID},
-            }},
-            "/docs/{asset}": {"get": {
+            })},
+            "/docs/{asset}": {"get": _public({
                 "operationId": "docsAsset",
                 "summary": "The script and style sheet of the /docs page",
                 "parameters": [_CORRELATION, {"name": "asset", "in": "path", "required": True,
@@ -201,9 +219,16 @@ def document() -> dict[str, Any]:
                                         "text/css": {"schema": {"type": "string"}}}},
                     "400": _BAD_CORRELATION_ID, "404": _error("No such file."),
                 },
-            }},
+            })},
         },
-        "components": {"schemas": _SCHEMAS},
+        "security": [{"bearer": []}],
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "An access token from the configured OpenID Connect issuer (AUTH_ISSUER), for the "
+                           "audience AUTH_AUDIENCE, with the scopes each operation names: customers:read to "
+                           "read, customers:write to create, change and delete, customers:erase to erase "
+                           "personal data. 401 without a valid token, 403 without the scope.",
+        }}},
     }
 
 

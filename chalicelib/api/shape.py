@@ -7,6 +7,7 @@ import uuid
 from chalice import Response
 
 from chalicelib.application import CommandResult, CustomerRead, Health, HistoryPage
+from chalicelib.auth import Forbidden, Unauthenticated
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.readmodel.projection import CustomerRow
 
@@ -78,6 +79,7 @@ def history_entry(recorded: RecordedEvent) -> dict:
         "event_id": metadata.get("event_id"),
         "correlation_id": metadata.get("correlation_id"),
         "causation_id": metadata.get("causation_id"),
+        "actor": metadata.get("actor"),
         "schema_version": recorded.schema_version,
         "data": recorded.data,
     }
@@ -93,3 +95,17 @@ def health(report: Health) -> Response:
     if report.reasons:
         body["reasons"] = list(report.reasons)
     return Response(body=body, status_code=200 if report.healthy else 503, headers={"Cache-Control": "no-store"})
+
+
+_REALM = 'Bearer realm="customer-service"'
+
+
+def unauthenticated(error: Unauthenticated) -> Response:
+    challenge = _REALM if error.error is None else f'{_REALM}, error="{error.error}"'
+    return Response(body={"Code": "UnauthorizedError", "Message": str(error)}, status_code=401,
+                    headers={"WWW-Authenticate": challenge})
+
+
+def forbidden(error: Forbidden) -> Response:
+    return Response(body={"Code": "ForbiddenError", "Message": str(error)}, status_code=403,
+                    headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{error.scope}"'})

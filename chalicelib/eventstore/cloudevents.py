@@ -12,7 +12,8 @@ CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
 
 def to_cloudevent(event: RecordedEvent, source: str) -> dict:
     metadata = event.metadata
-    return {
+    actor = metadata.get("actor") or {}
+    message = {
         "specversion": "1.0",
         "id": metadata["event_id"],
         "source": source,
@@ -29,6 +30,13 @@ def to_cloudevent(event: RecordedEvent, source: str) -> dict:
         "correlationid": metadata.get("correlation_id"),
         "causationid": metadata.get("causation_id"),
     }
+    # Who caused it, for consumers' audit trails; absent on events recorded
+    # before callers were known (CloudEvents has no null attributes).
+    if actor.get("subject"):
+        message["actor"] = actor["subject"]
+    if actor.get("client_id"):
+        message["actorclientid"] = actor["client_id"]
+    return message
 
 
 def encode(event: RecordedEvent, source: str) -> bytes:

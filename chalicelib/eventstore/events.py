@@ -41,14 +41,16 @@ class Metadata:
     occurred_at: str
     correlation_id: str
     causation_id: str | None
+    actor: dict[str, Any] | None = None  # who asked: {"subject": ..., "client_id": ...}
 
     @staticmethod
-    def new(correlation_id: str, causation_id: str | None) -> Metadata:
+    def new(correlation_id: str, causation_id: str | None, actor: dict[str, Any] | None = None) -> Metadata:
         return Metadata(
             event_id=str(uuid.uuid4()),
             occurred_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             correlation_id=correlation_id,
             causation_id=causation_id,
+            actor=actor,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,15 +59,18 @@ class Metadata:
             "occurred_at": self.occurred_at,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
+            "actor": self.actor,
         }
 
 
 @dataclass(frozen=True)
 class CommandContext:
-    """Who asked: carried from the request into every event it causes."""
+    """Who asked, and in the course of what: carried from the request into
+    every event it causes."""
 
     correlation_id: str
     causation_id: str | None = None
+    actor: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ class Repository(Generic[A]):
             return
         assert aggregate.id is not None, "an aggregate needs an id before it is saved"
         new_events = [
-            self._registry.serialize(event, Metadata.new(context.correlation_id, context.causation_id))
+            self._registry.serialize(event, Metadata.new(context.correlation_id, context.causation_id, context.actor))
             for event in pending
         ]
         every = self._snapshot_every

@@ -26,6 +26,11 @@ class Settings:
     customer_snapshot_every: int
     idempotency_ttl_hours: float
     health_max_outbox_age_seconds: float
+    auth_issuer: str | None
+    auth_audience: str
+    auth_jwks_url: str | None
+    auth_audience_claim: str
+    auth_leeway_seconds: float
     health_max_projection_lag_seconds: float
 
     @staticmethod
@@ -35,6 +40,7 @@ class Settings:
             raise ConfigurationError(
                 "DATABASE_URL is not set: use `make run` for a local stack, or set it to your PostgreSQL"
             )
+        issuer = os.environ.get("AUTH_ISSUER", "").strip().rstrip("/") or None
         return Settings(
             database_url=url,
             db_pool_max_size=_int("DB_POOL_MAX_SIZE", 4),
@@ -50,7 +56,20 @@ class Settings:
             idempotency_ttl_hours=float(_int("IDEMPOTENCY_TTL_HOURS", 24)),
             health_max_outbox_age_seconds=float(_int("HEALTH_MAX_OUTBOX_AGE_SECONDS", 120)),
             health_max_projection_lag_seconds=float(_int("HEALTH_MAX_PROJECTION_LAG_SECONDS", 120)),
+            auth_issuer=issuer,
+            auth_audience=os.environ.get("AUTH_AUDIENCE", "").strip() or "customer-service",
+            auth_jwks_url=os.environ.get("AUTH_JWKS_URL", "").strip()
+            or (f"{issuer}/.well-known/jwks.json" if issuer else None),
+            auth_audience_claim=os.environ.get("AUTH_AUDIENCE_CLAIM", "").strip() or "aud",
+            auth_leeway_seconds=float(_int("AUTH_LEEWAY_SECONDS", 30)),
         )
+
+    def require_auth(self) -> tuple[str, str]:
+        if not self.auth_issuer or not self.auth_jwks_url:
+            raise ConfigurationError(
+                "AUTH_ISSUER is not set: every data route needs a token issuer; `make run` sets up a development one"
+            )
+        return self.auth_issuer, self.auth_jwks_url
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:

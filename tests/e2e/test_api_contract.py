@@ -44,10 +44,11 @@ def test_docs_page_loads_its_script_and_style_from_this_api(client):
 
 
 @pytest.fixture
-def running_api(db, kafka_bootstrap):
+def running_api(db, kafka_bootstrap, issuer):
     """The API under chalice local, as `make run` serves it."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": db, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LOG_LEVEL": "error"}
+    env = {**os.environ, "DATABASE_URL": db, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LOG_LEVEL": "error",
+           **issuer.environment()}
     server = subprocess.Popen([str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
                                "--port", str(port), "--stage", "dev", "--no-autoreload"],
                               cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,13 +68,14 @@ def running_api(db, kafka_bootstrap):
         server.wait(timeout=30)
 
 
-def test_schemathesis_finds_no_5xx_and_nothing_the_document_does_not_say(running_api, tmp_path):
+def test_schemathesis_finds_no_5xx_and_nothing_the_document_does_not_say(running_api, issuer, tmp_path):
     checks = ("not_a_server_error,status_code_conformance,content_type_conformance,"
               "response_headers_conformance,response_schema_conformance")
     result = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(Path(__file__).with_name(
             "schemathesis.toml")), "run", f"{running_api}/openapi.json",
          "--checks", checks, "--max-examples", "40", "--phases", "examples,coverage,fuzzing",
-         "--workers", "1", "--seed", "1", "--request-timeout", "20", "--no-color"],
+         "--workers", "1", "--seed", "1", "--request-timeout", "20", "--no-color",
+         "--header", f"Authorization: Bearer {issuer.token(scopes='customers:read customers:write')}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

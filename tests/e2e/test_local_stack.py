@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,9 +19,22 @@ from tests.support.waiting import wait_for
 PROJECT = Path(__file__).resolve().parents[2]
 
 
+def make_token(state: Path) -> str:
+    """What `make token` prints for this stack."""
+    result = subprocess.run([sys.executable, "-m", "devstack.issuer", "token"], cwd=PROJECT, check=True,
+                            env={**os.environ, "DEVSTACK_DIR": str(state)}, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def authorized(state: Path) -> dict:
+    return {"Authorization": f"Bearer {make_token(state)}"}
+
+
 def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC")}
-    env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC") and not k.startswith("AUTH_")}
+    env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port),
+               AUTH_ISSUER_PORT=str(free_port()))
     # A session of its own, as in a terminal: the test signals its whole group.
     return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=PROJECT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -46,13 +60,7 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
     stack = start_stack(state, api_port, pg_port, kafka_port)
     try:
         wait_for_http(api_port, stack)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{api_port}/customer", method="POST",
-            data=json.dumps({"name": "Ada", "email": "ada@example.com"}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request) as response:
-            assert response.status == 201
-            customer_id = json.load(response)["id"]
+        customer_id = post_customer(state, api_port, "ada@example.com")
 
         # The emulated schedule runs the real drain: the event reaches Kafka.
         records = read_topic(f"127.0.0.1:{kafka_port}", "customer-events", expected=1, timeout=30)
@@ -61,10 +69,14 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
         deadline = time.monotonic() + 30
         source = None
         while source != "read-model" and time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/customer/{customer_id}") as response:
-                source = response.headers["X-Read-Source"]
+            source = read_source(state, api_port, customer_id)
             time.sleep(0.1)
         assert source == "read-model"
+
+        refused = urllib.request.Request(f"http://127.0.0.1:{api_port}/customer/{customer_id}")
+        with pytest.raises(urllib.error.HTTPError) as no_token:
+            urllib.request.urlopen(refused)
+        assert no_token.value.code == 401
 
         second = start_stack(state, free_port(), free_port(), free_port())
         output, _ = second.communicate(timeout=60)
@@ -78,17 +90,21 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
     assert not port_in_use(kafka_port) and not port_in_use(api_port)
 
 
-def post_customer(api_port: int, email: str) -> str:
+def post_customer(state: Path, api_port: int, email: str) -> str:
     request = urllib.request.Request(
         f"http://127.0.0.1:{api_port}/customer", method="POST",
-        data=json.dumps({"name": "Ada", "email": email}).encode(), headers={"Content-Type": "application/json"})
+        data=json.dumps({"name": "Ada", "email": email}).encode(),
+        headers={"Content-Type": "application/json", **authorized(state)})
     with urllib.request.urlopen(request) as response:
+        assert response.status == 201
         return json.load(response)["id"]
 
 
-def read_source(api_port: int, customer_id: str) -> str | None:
+def read_source(state: Path, api_port: int, customer_id: str) -> str | None:
+    request = urllib.request.Request(f"http://127.0.0.1:{api_port}/customer/{customer_id}",
+                                     headers=authorized(state))
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/customer/{customer_id}") as response:
+        with urllib.request.urlopen(request) as response:
             return response.headers["X-Read-Source"]
     except OSError:
         return None
@@ -139,8 +155,8 @@ def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything
 
         # The restarted parts work: a new customer goes through drain, broker
         # (topic created again) and event source to the read model.
-        customer_id = post_customer(api_port, "after-restart@example.com")
-        assert wait_for(lambda: read_source(api_port, customer_id) == "read-model", timeout=60)
+        customer_id = post_customer(state, api_port, "after-restart@example.com")
+        assert wait_for(lambda: read_source(state, api_port, customer_id) == "read-model", timeout=60)
 
         os.killpg(stack.pid, signal.SIGHUP)  # the terminal was closed
         stack.wait(timeout=60)
@@ -179,3 +195,42 @@ def test_the_next_run_stops_what_a_killed_run_left_running(tmp_path):
     assert "stopped the Kafka broker left running by an earlier stack" in output
     assert "stopped a PostgreSQL left running by an earlier stack" in output
     assert not port_in_use(ports[2])
+
+
+def readme_curl_examples() -> list[str]:
+    """The API section's curl commands, in the README's order, as a shell runs them."""
+    readme = (PROJECT / "README.md").read_text()
+    api = readme[readme.index("## API"):readme.index("## Messages on Kafka")]
+    commands = []
+    for block in api.split("```sh\n")[1:]:
+        text = block.split("```", 1)[0].replace("\\\n", " ")
+        commands += [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+    return commands
+
+
+def test_every_curl_example_of_the_readme_works_with_a_token_from_make_token(tmp_path):
+    state = tmp_path / "stack"
+    api_port = free_port()
+    stack = start_stack(state, api_port, free_port(), free_port())
+    try:
+        wait_for_http(api_port, stack)
+        env = {**os.environ, "TOKEN": make_token(state)}
+        examples = readme_curl_examples()
+        assert len(examples) >= 10
+        customer_id = None
+        for example in examples:
+            command = example.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{api_port}")
+            if customer_id:
+                command = command.replace("9cff25b9-3401-4d19-be8c-1cba93786ada", customer_id)
+            # The example's moment is in the past of any customer made now.
+            soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+            command = re.sub(r"as_of=[0-9T:-]+Z", f"as_of={soon}", command)
+            command = command.replace("curl -i", "curl -s -o /dev/stdout -w '\\n%{http_code}'", 1)
+            result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+            body, _, status = result.stdout.rpartition("\n")
+            assert status.isdigit() and int(status) < 400, (example, status, body)
+            if customer_id is None and '"id"' in body:
+                customer_id = json.loads(body)["id"]
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(timeout=60)

@@ -15,10 +15,35 @@ from chalicelib.application import CustomerApplication
 JSON = {"Content-Type": "application/json"}
 
 
+class _WithToken:
+    """client.http, sending the token unless the request names its own
+    Authorization (or None: no header at all)."""
+
+    def __init__(self, http, token: str | None) -> None:
+        self._http = http
+        self.token = token
+
+    def request(self, method: str, path: str, headers: dict | None = None, body=b""):
+        headers = dict(headers or {})
+        if "Authorization" not in headers and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        headers = {name: value for name, value in headers.items() if value is not None}
+        return self._http.request(method, path, headers=headers, body=body)
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+
 class Api:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, token: str | None = None) -> None:
         self.client = client
-        self.http = client.http
+        self.http = _WithToken(client.http, token)
         self.lambda_ = client.lambda_
 
     def post(self, path: str, body, headers: dict | None = None):

@@ -1,0 +1,82 @@
+"""Requests per second through the app's HTTP layer (chalice.test.Client, in
+process: no sockets, so the figure is the function's own work), with token
+checks and with a verifier that lets everyone in, in the same run: what
+checking bearer tokens costs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from chalicelib.auth import Caller
+
+
+class LetEveryoneIn:
+    """The baseline: no token checked at all."""
+
+    caller = Caller(subject="bench", client_id=None, scopes=frozenset({"customers:read", "customers:write"}))
+
+    def verify(self, authorization):
+        return self.caller
+
+
+def _rate(client, token: str, requests: int, customer_ids: list[str]) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    rates = {}
+    began = time.perf_counter()
+    for n in range(requests):
+        response = client.http.get(f"/customer/{customer_ids[n % len(customer_ids)]}", headers=headers)
+        assert response.status_code == 200, response.body
+    rates["read"] = requests / (time.perf_counter() - began)
+    began = time.perf_counter()
+    for n in range(requests // 4):
+        response = client.http.post("/customer", headers={**headers, "Content-Type": "application/json"},
+                                    body=f'{{"name": "B", "email": "b{time.time_ns()}.{n}@example.com"}}')
+        assert response.status_code == 201, response.body
+    rates["create"] = (requests // 4) / (time.perf_counter() - began)
+    return rates
+
+
+def throughput(url: str, requests: int = 1500, rounds: int = 3) -> dict:
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib import application as application_module
+    from chalicelib.application import CustomerApplication
+    from chalicelib.infra.settings import Settings
+    from devstack.issuer import DevIssuer
+    from devstack.postgres import free_port
+
+    issuer = DevIssuer(Path(tempfile.mkdtemp(prefix="bench-issuer-")), free_port())
+    issuer.serve()
+    os.environ.update({"DATABASE_URL": url, **issuer.environment()})
+    checked = CustomerApplication(Settings.from_env())
+    unchecked = CustomerApplication(Settings.from_env(), verifier=LetEveryoneIn())
+    token = issuer.token(subject="bench")
+    figures: dict[str, dict[str, list[float]]] = {"checked": {}, "unchecked": {}}
+    try:
+        with Client(app) as client:
+            application_module.serve(checked)
+            ids = [client.http.post("/customer", headers={"Authorization": f"Bearer {token}",
+                                                          "Content-Type": "application/json"},
+                                    body=f'{{"name": "R", "email": "r{n}.{time.time_ns()}@example.com"}}'
+                                    ).json_body["id"] for n in range(50)]
+            for _ in range(rounds):  # alternating, so drift hits both alike
+                for name, application in (("unchecked", unchecked), ("checked", checked)):
+                    application_module.serve(application)
+                    for kind, rate in _rate(client, token, requests, ids).items():
+                        figures[name].setdefault(kind, []).append(rate)
+    finally:
+        application_module.serve(None)
+        checked.close()
+        unchecked.close()
+        issuer.stop()
+    result = {"requests": requests}
+    for kind in ("read", "create"):
+        with_checks = statistics.median(figures["checked"][kind])
+        without = statistics.median(figures["unchecked"][kind])
+        result[kind] = {"with_token_checks": with_checks, "without": without, "ratio": with_checks / without}
+    return result
