@@ -19,12 +19,12 @@ from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.kafka import KafkaPublisher
-from chalicelib.readmodel.projection import ProjectedEvent, fold
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import EmbeddedPostgres, free_port
-from tests.support.builders import new_customer, stored_events
+from tests.support.builders import new_customer
 from tests.support.kafka import cloudevent, read_topic
-from tests.support.msk import read_model
+from tests.support.msk import read_model, read_model_from_store
+from tests.support.relay import start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -66,19 +66,10 @@ def unpublished(url: str) -> int:
 
 
 def draining(url: str, publisher, **options):
-    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True, connect_timeout=2), publisher, **options)
-    stop = threading.Event()
     results = []
-    thread = threading.Thread(target=lambda: results.append(relay.run(time.monotonic() + 600, stop)))
-    thread.start()
+    stop, thread = start_relay(OutboxRelay(lambda: psycopg.connect(url, autocommit=True, connect_timeout=2),
+                                           publisher, **options), results)
     return stop, thread, results
-
-
-def stop_draining(url: str, stop: threading.Event, thread: threading.Thread) -> None:
-    stop.set()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("NOTIFY outbox")
-    thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -115,7 +106,7 @@ def test_postgres_crash_and_restart_under_load(own_postgres, kafka_bootstrap, to
                 "SELECT min(o.published_at) - %s FROM outbox o JOIN events e USING (global_position)"
                 " WHERE e.recorded_at > %s", (back_at, back_at)).fetchone()[0]
     finally:
-        stop_draining(url, stop, thread)
+        stop_relay(url, stop, thread)
         pool.close()
         publisher.close()
     assert set(writers.acknowledged) <= stored, "an acknowledged write was lost"
@@ -149,7 +140,7 @@ def test_broker_paused_then_the_backlog_drains(db, commands):
         assert {str(first.id), *map(str, paused)} <= subjects
         assert thread.is_alive()
     finally:
-        stop_draining(db, stop, thread)
+        stop_relay(db, stop, thread)
         publisher.close()
         broker.stop()
 
@@ -194,34 +185,25 @@ def test_projection_killed_resumes_from_committed_offsets(db, commands, kafka_bo
            "PROJECTION_GROUP_ID": f"faults-{uuid.uuid4().hex[:8]}", "PROJECTION_BATCH_SIZE": "5",
            "LOG_LEVEL": "warning"}
 
-    def start_projection():
-        return subprocess.Popen([sys.executable, "-m", "devstack.kafka_source"], cwd=PROJECT, env=env,
-                                stdout=subprocess.DEVNULL)
+    def customers_published(numbers: range) -> None:
+        for n in numbers:
+            new_customer(commands, n)
+        relay.drain_once()
 
-    def expected():
-        by_stream = {}
-        for event in stored_events(db):
-            by_stream.setdefault(event.stream_id, []).append(ProjectedEvent.from_recorded(event))
-        return sorted((fold(events) for events in by_stream.values()), key=lambda row: row.id)
+    def projection_until(condition, then_stop: signal.Signals) -> None:
+        projection = subprocess.Popen([sys.executable, "-m", "devstack.kafka_source"], cwd=PROJECT, env=env,
+                                      stdout=subprocess.DEVNULL)
+        try:
+            assert wait_for(condition, timeout=30)
+        finally:
+            projection.send_signal(then_stop)
+            projection.wait(timeout=30)
 
     try:
-        for n in range(20):
-            new_customer(commands, n)
-        relay.drain_once()
-        projection = start_projection()
-        try:
-            assert wait_for(lambda: len(read_model(db)) >= 5, timeout=30)
-        finally:
-            projection.kill()  # mid-stream, between batches or inside one
-            projection.wait()
-        for n in range(20, 30):
-            new_customer(commands, n)
-        relay.drain_once()
-        projection = start_projection()
-        try:
-            assert wait_for(lambda: read_model(db) == expected(), timeout=30)
-        finally:
-            projection.terminate()
-            projection.wait(timeout=30)
+        customers_published(range(20))
+        # Killed mid-stream, between batches or inside one.
+        projection_until(lambda: len(read_model(db)) >= 5, then_stop=signal.SIGKILL)
+        customers_published(range(20, 30))
+        projection_until(lambda: read_model(db) == read_model_from_store(db), then_stop=signal.SIGTERM)
     finally:
         publisher.close()

@@ -5,6 +5,7 @@ import psycopg
 from ops.__main__ import main
 from tests.support.builders import new_customer
 from tests.support.kafka import read_topic
+from tests.support.relay import start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 
@@ -36,14 +37,10 @@ def test_drain_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, com
 
 
 def test_drain_by_hand_while_a_drain_runs_wakes_it_and_reports(db, topic, application, commands, capsys):
-    import threading
-    import time
 
     from chalicelib.eventstore.outbox import RELAY_LOCK_KEY
 
-    stop = threading.Event()
-    running = threading.Thread(target=application.outbox_relay().run, args=(time.monotonic() + 60, stop))
-    running.start()
+    stop, running = start_relay(application.outbox_relay())
     try:
         with psycopg.connect(db, autocommit=True) as conn:
             assert wait_for(lambda: conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
@@ -54,7 +51,4 @@ def test_drain_by_hand_while_a_drain_runs_wakes_it_and_reports(db, topic, applic
         out = capsys.readouterr().out
         assert "a drain is running" in out and "unpublished events: 0" in out
     finally:
-        stop.set()
-        with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute("NOTIFY outbox")
-        running.join(timeout=30)
+        stop_relay(db, stop, running)

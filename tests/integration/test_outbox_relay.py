@@ -1,7 +1,6 @@
 """The outbox relay against real PostgreSQL and a real Kafka-protocol broker."""
 
 import dataclasses
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -19,6 +18,7 @@ from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
 from tests.support.builders import new_customer
 from tests.support.kafka import cloudevent, read_topic
+from tests.support.relay import start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 CTX = CommandContext(correlation_id="corr-relay", causation_id="cause-relay")
@@ -42,22 +42,6 @@ def publisher(kafka_bootstrap, topic):
 
 def relay(db, publish, **options):
     return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publish, **options)
-
-
-def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:
-    """A drain invocation running in the background until stopped."""
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: (results if results is not None else []).append(
-        relay.run(time.monotonic() + 600, stop)))
-    thread.start()
-    return stop, thread
-
-
-def stop_relay(db, stop: threading.Event, thread: threading.Thread) -> None:
-    stop.set()
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("NOTIFY outbox")  # wakes it if asleep
-    thread.join(timeout=30)
 
 
 def create(service, n=0):

@@ -8,10 +8,9 @@ import uuid
 import pytest
 
 from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
-from chalicelib.readmodel.projection import ProjectedEvent, fold
 from devstack.msk_events import KafkaRecord
 from tests.support.builders import CONTEXT, new_customer
-from tests.support.msk import msk_event, read_model, stored_events
+from tests.support.msk import msk_event, read_model, read_model_from_store, stored_events
 from tests.support.waiting import run_in_threads
 
 
@@ -33,12 +32,7 @@ def history(commands):
     return make
 
 
-def expected(db):
-    """The read model as it must be: every stream folded from the store."""
-    by_stream = {}
-    for event in stored_events(db):
-        by_stream.setdefault(event.stream_id, []).append(ProjectedEvent.from_recorded(event))
-    return sorted((fold(events) for events in by_stream.values()), key=lambda row: row.id)
+expected = read_model_from_store
 
 
 def test_a_batch_updates_the_read_model(client, db, history):

@@ -7,11 +7,11 @@ import psycopg
 
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.readmodel.projection import COLUMNS, CustomerRow, customer_row
+from chalicelib.readmodel.projection import COLUMNS, CustomerRow, ProjectedEvent, customer_row, fold
 from devstack.msk_events import KafkaRecord, event_from
 from tests.support.builders import stored_events
 
-__all__ = ["msk_event", "read_model", "stored_events"]
+__all__ = ["msk_event", "read_model", "read_model_from_store", "stored_events"]
 
 
 def msk_event(events: list[RecordedEvent], topic: str = "customer-events", extra: list[KafkaRecord] = ()) -> dict:
@@ -27,3 +27,11 @@ def read_model(db: str) -> list[CustomerRow]:
     with psycopg.connect(db) as conn:
         return conn.cursor(row_factory=customer_row).execute(
             f"SELECT {COLUMNS} FROM customers_view ORDER BY id").fetchall()
+
+
+def read_model_from_store(db: str) -> list[CustomerRow]:
+    """The read model as it must be: every stream of the store folded."""
+    by_stream = {}
+    for event in stored_events(db):
+        by_stream.setdefault(event.stream_id, []).append(ProjectedEvent.from_recorded(event))
+    return sorted((fold(events) for events in by_stream.values()), key=lambda row: row.id)

@@ -1,0 +1,26 @@
+"""A drain invocation running in the background of a test, and stopping it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from chalicelib.eventstore.outbox import OutboxRelay
+
+
+def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:
+    """relay.run() in a thread until stopped; its DrainResult lands in `results`."""
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: (results if results is not None else []).append(
+        relay.run(time.monotonic() + 600, stop)))
+    thread.start()
+    return stop, thread
+
+
+def stop_relay(database_url: str, stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("NOTIFY outbox")  # wakes it if asleep
+    thread.join(timeout=30)
