@@ -75,12 +75,14 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
             return 1
         print(f"skipped outbox row {args.skip}: it will not be published; its customer's later events go on")
         return 0
-    _print_backlog(application.outbox_backlog())
+    before = application.outbox_backlog()
+    _print_backlog(before)
     if not args.drain:
         return 0
     result, after = application.drain_outbox_by_hand()
     if result.locked_out:
-        print("a drain is running (it holds the relay lock): woke it and waited for it")
+        print("a drain is running (it holds the relay lock): woke it and waited for it;"
+              f" {max(0, before.unpublished - after.unpublished)} of the events waiting went out")
     else:
         print(f"published {result.published} events in {result.batches} batches"
               + (f"; parked {result.parked}" if result.parked else ""))

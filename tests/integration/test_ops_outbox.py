@@ -50,5 +50,6 @@ def test_drain_by_hand_while_a_drain_runs_wakes_it_and_reports(db, topic, applic
         assert main(["outbox", "--drain"]) == 0
         out = capsys.readouterr().out
         assert "a drain is running" in out and "unpublished events: 0" in out
+        assert "of the events waiting went out" in out
     finally:
         stop_relay(db, stop, running)
