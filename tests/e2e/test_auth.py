@@ -180,10 +180,11 @@ def test_idempotency_keys_are_each_callers_own(client, db, issuer):
 
 def test_a_remembered_token_is_refused_once_it_expires(issuer):
     verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url, leeway_seconds=0)
-    header = f"Bearer {issuer.token(expires_in=1)}"
+    expires = int(time.time()) + 3  # exp is in whole seconds
+    header = f"Bearer {issuer.token(exp=expires)}"
     assert verifier.verify(header).subject == "dev-user"
     assert verifier.verify(header).subject == "dev-user"  # remembered
-    time.sleep(1.1)
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
     with pytest.raises(Exception, match="expired"):
         verifier.verify(header)
 
