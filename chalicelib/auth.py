@@ -79,7 +79,10 @@ class TokenVerifier:
         self.cache_seconds = cache_seconds
         self._keys: dict[str, object] = {}
         self._fetched_at = float("-inf")
-        self._lock = threading.Lock()
+        # Two locks: a slow fetch of the issuer's keys must not hold up
+        # requests whose tokens are already remembered.
+        self._keys_lock = threading.Lock()
+        self._verified_lock = threading.Lock()
         self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
 
     def verify(self, authorization: str | None) -> Caller:
@@ -124,7 +127,7 @@ class TokenVerifier:
         return caller
 
     def _remembered(self, token: str) -> Caller | None:
-        with self._lock:
+        with self._verified_lock:
             entry = self._verified.get(token)
             if entry is None:
                 return None
@@ -139,13 +142,13 @@ class TokenVerifier:
         if claims.get("nbf", 0) > time.time():
             return  # valid only thanks to the leeway: check it again next time
         valid_until = min(float(claims["exp"]) + self.leeway_seconds, time.time() + self.cache_seconds)
-        with self._lock:
+        with self._verified_lock:
             self._verified[token] = (caller, valid_until)
             while len(self._verified) > self.cache_size:
                 self._verified.popitem(last=False)
 
     def _key(self, kid: str) -> object:
-        with self._lock:
+        with self._keys_lock:
             key = self._keys.get(kid)
             if key is None and time.monotonic() - self._fetched_at >= self.refetch_interval:
                 self._keys = self._fetch()

@@ -215,7 +215,7 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     stack = Stack()
-    stopping_issuer: list[DevIssuer] = []
+    issuer: DevIssuer | None = None
     env_file = STATE / "stack.env"
     try:
         database_url = os.environ.get("DATABASE_URL")
@@ -254,7 +254,6 @@ def main() -> int:
             # JWKS served here; `make token` signs tokens with it.
             issuer = DevIssuer(STATE / "issuer", port_setting("AUTH_ISSUER_PORT", 8009))
             issuer.serve()
-            stopping_issuer.append(issuer)
             auth = issuer.environment()
         env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                "KAFKA_TOPIC": topic, **auth}
@@ -284,7 +283,7 @@ def main() -> int:
         say("stopping ...")
         env_file.unlink(missing_ok=True)
         stack.stop()
-        for issuer in stopping_issuer:
+        if issuer is not None:
             issuer.stop()
         say("stopped")
 

@@ -7,6 +7,7 @@ or body the document does not declare).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from chalicelib.auth import READ, WRITE
@@ -88,6 +89,7 @@ def _command_answer(description: str, status_headers: tuple[str, ...] = ()) -> d
             "content": _json("Customer")}
 
 
+@functools.cache  # the same for the container's lifetime
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",

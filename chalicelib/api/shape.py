@@ -11,7 +11,9 @@ from chalicelib.auth import Forbidden, Unauthenticated
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.readmodel.projection import CustomerRow
 
-_REPLAYED = {"Idempotent-Replayed": "true"}
+
+def _replayed(result: CommandResult) -> dict:
+    return {"Idempotent-Replayed": "true"} if result.replayed else {}
 
 
 def etag(version: int) -> str:
@@ -33,7 +35,7 @@ def command_result(result: CommandResult, status_code: int = 200, headers: dict 
     return Response(
         body=result.customer,
         status_code=status_code,
-        headers={"ETag": etag(result.version), **(headers or {}), **(_REPLAYED if result.replayed else {})},
+        headers={"ETag": etag(result.version), **(headers or {}), **_replayed(result)},
     )
 
 
@@ -43,7 +45,7 @@ def created(result: CommandResult) -> Response:
 
 def deleted(result: CommandResult) -> Response:
     return Response(body="", status_code=204,
-                    headers={"ETag": etag(result.version), **(_REPLAYED if result.replayed else {})})
+                    headers={"ETag": etag(result.version), **_replayed(result)})
 
 
 def current_state(read: CustomerRead) -> Response:

@@ -21,7 +21,7 @@ from chalicelib.infra import db as infra_db
 from chalicelib.infra.kafka import KafkaPublisher
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import EmbeddedPostgres, free_port
-from tests.support.builders import new_customer
+from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.msk import read_model, read_model_from_store
 from tests.support.relay import start_relay, stop_relay
@@ -59,10 +59,6 @@ class Writers:
         self.stop.set()
         self.thread.join(timeout=30)
 
-
-def unpublished(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
 
 
 def draining(url: str, publisher, **options):

@@ -12,11 +12,11 @@ from chalicelib.application import CustomerApplication
 from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
 from chalicelib.domain.customer import CustomerCreated, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
-from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay, backlog
+from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
-from tests.support.builders import new_customer
+from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.relay import start_relay, stop_relay
 from tests.support.waiting import wait_for
@@ -56,10 +56,6 @@ def append_uncommitted(conn: psycopg.Connection, name: str) -> uuid.UUID:
     PostgresEventStore(TransactionConnection(conn)).append(stream_id, "Customer", 0, [event])
     return stream_id
 
-
-def unpublished(db) -> int:
-    with psycopg.connect(db) as conn:
-        return backlog(conn).unpublished
 
 
 def test_drain_publishes_cloudevents_keyed_by_customer(db, service, publisher, kafka_bootstrap, topic):

@@ -10,6 +10,7 @@ from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import Customer
 from chalicelib.eventstore.events import CommandContext, RecordedEvent, recorded_event_columns
+from chalicelib.eventstore.outbox import backlog
 from chalicelib.eventstore.postgres import recorded_event_row
 
 CONTEXT = CommandContext(correlation_id="test", causation_id="test")
@@ -31,3 +32,9 @@ def count(database_url: str, table: str = "events") -> int:
     with psycopg.connect(database_url) as conn:
         return conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
                             ).fetchone()[0]
+
+
+def unpublished(database_url: str) -> int:
+    """Outbox rows not published yet, as `make outbox` counts them."""
+    with psycopg.connect(database_url) as conn:
+        return backlog(conn).unpublished
