@@ -44,6 +44,8 @@ from chalicelib.eventstore.outbox import (
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import EventStore
 from chalicelib.infra import db
+from chalicelib.infra.aws import AwsClients
+from chalicelib.infra.credentials import Secret
 from chalicelib.infra.kafka import KafkaPublisher
 from chalicelib.infra.logs import log
 from chalicelib.infra.settings import Settings
@@ -100,8 +102,12 @@ class Health:
 
 class CustomerApplication:
     def __init__(self, settings: Settings, *, pool: ConnectionPool | None = None, store: EventStore | None = None,
-                 publish: Publish | None = None, verifier: Verifier | None = None) -> None:
+                 publish: Publish | None = None, verifier: Verifier | None = None,
+                 aws: Callable[[str], Any] | None = None) -> None:
         self.settings = settings
+        # boto3 clients by service name, made on first use.
+        self.aws = aws or AwsClients()
+        self._database: db.Database | None = None
         self._verifier = verifier
         self._pool = pool
         self._owns_pool = pool is None
@@ -119,11 +125,25 @@ class CustomerApplication:
 
     # Parts, opened on first use.
 
+    def database(self) -> db.Database:
+        """Where connections go, with the credentials of DATABASE_SECRET_ARN
+        (or an RDS IAM token, or DATABASE_URL's own)."""
+        if self._database is None:
+            settings = self.settings
+            secret = Secret(settings.database_secret_arn, self.aws) if settings.database_secret_arn else None
+            iam_token = None
+            if settings.database_iam_auth:
+                def iam_token(host: str, port: int, user: str) -> str:
+                    # Signed here, no call to AWS; valid 15 minutes, enough to log in.
+                    return self.aws("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+            self._database = db.Database(settings.database_url, secret=secret, iam_token=iam_token)
+        return self._database
+
     def pool(self) -> ConnectionPool:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = db.new_pool(self.settings.database_url, self.settings.db_pool_max_size)
+                    self._pool = self.database().pool(self.settings.db_pool_max_size)
         return self._pool
 
     def store(self) -> EventStore:
@@ -257,12 +277,13 @@ class CustomerApplication:
 
     def outbox_relay(self) -> OutboxRelay:
         settings = self.settings
+        database = self.database()
         return OutboxRelay(
             # Its own connection, not a pooled one: it holds the relay lock
             # and LISTENs for the whole invocation. Named, so an operator can
             # find it in pg_stat_activity.
-            connect=lambda: psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5,
-                                            application_name=RELAY_APPLICATION_NAME),
+            connect=lambda: database.connect(autocommit=True, connect_timeout=5,
+                                             application_name=RELAY_APPLICATION_NAME),
             publish=self.publisher(),
             batch_size=settings.drain_batch_size,
             retention_seconds=settings.outbox_retention_hours * 3600,
@@ -314,8 +335,8 @@ class CustomerApplication:
         database gone."""
         settings = self.settings
         try:
-            with psycopg.connect(settings.database_url, connect_timeout=3, autocommit=True,
-                                 options="-c statement_timeout=3000") as conn:
+            with self.database().connect(connect_timeout=3, autocommit=True,
+                                         options="-c statement_timeout=3000") as conn:
                 waiting = backlog(conn)
                 behind, lag = queries.projection_lag(conn)
         except psycopg.Error as error:
@@ -370,7 +391,7 @@ class CustomerApplication:
         return result
 
     def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
-        return rebuild(self.settings.database_url, progress)
+        return rebuild(self.database().connect, progress)
 
 
 _current: CustomerApplication | None = None

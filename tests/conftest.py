@@ -21,6 +21,7 @@ from chalicelib.application import CustomerApplication
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
+from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.settings import Settings
 from devstack.issuer import DevIssuer
 from devstack.kafka import broker_for_run, create_topic
@@ -101,6 +102,21 @@ def client(application, issuer):
     """The API, called with a token that may read and write."""
     with Client(app) as client:
         yield Api(client, token=issuer.token(subject="test-user"))
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """The AWS APIs, emulated in this process by moto; boto3 clients for them."""
+    from moto import mock_aws
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "PROJECTION_DLQ_URL",
+                 "DATABASE_SECRET_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    with mock_aws():
+        yield AwsClients()
 
 
 @pytest.fixture

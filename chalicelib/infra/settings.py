@@ -11,6 +11,10 @@ class ConfigurationError(RuntimeError):
     pass
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("AWS_MSK_IAM", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -32,14 +36,39 @@ class Settings:
     auth_audience_claim: str
     auth_leeway_seconds: float
     health_max_projection_lag_seconds: float
+    # With a secret, DATABASE_URL only adds connection options (sslmode);
+    # user, password, host, port and dbname come from the secret.
+    database_secret_arn: str | None = None
+    database_iam_auth: bool = False
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_secret_arn: str | None = None
+    kafka_ssl_cafile: str | None = None
+    projection_dlq_url: str | None = None
 
     @staticmethod
     def from_env() -> Settings:
         url = os.environ.get("DATABASE_URL", "").strip()
-        if not url:
+        secret_arn = os.environ.get("DATABASE_SECRET_ARN", "").strip() or None
+        if not url and not secret_arn:
             raise ConfigurationError(
-                "DATABASE_URL is not set: use `make run` for a local stack, or set it to your PostgreSQL"
+                "neither DATABASE_SECRET_ARN nor DATABASE_URL is set: use `make run` for a local stack,"
+                " or point one of them at your PostgreSQL"
             )
+        protocol = (os.environ.get("KAFKA_SECURITY_PROTOCOL", "").strip() or "PLAINTEXT").upper()
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigurationError(f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)},"
+                                     f" not {protocol!r}")
+        mechanism = os.environ.get("KAFKA_SASL_MECHANISM", "").strip().upper() or None
+        if protocol.startswith("SASL_") and mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigurationError(f"KAFKA_SECURITY_PROTOCOL {protocol} needs KAFKA_SASL_MECHANISM, one of"
+                                     f" {', '.join(KAFKA_SASL_MECHANISMS)}")
+        sasl_secret = os.environ.get("KAFKA_SASL_SECRET_ARN", "").strip() or None
+        if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not sasl_secret:
+            raise ConfigurationError(f"KAFKA_SASL_MECHANISM {mechanism} needs KAFKA_SASL_SECRET_ARN, a secret"
+                                     " holding username and password")
+        if mechanism == "AWS_MSK_IAM" and protocol != "SASL_SSL":
+            raise ConfigurationError("KAFKA_SASL_MECHANISM AWS_MSK_IAM needs KAFKA_SECURITY_PROTOCOL SASL_SSL")
         issuer = os.environ.get("AUTH_ISSUER", "").strip().rstrip("/") or None
         return Settings(
             database_url=url,
@@ -62,6 +91,13 @@ class Settings:
             or (f"{issuer}/.well-known/jwks.json" if issuer else None),
             auth_audience_claim=os.environ.get("AUTH_AUDIENCE_CLAIM", "").strip() or "aud",
             auth_leeway_seconds=float(_int("AUTH_LEEWAY_SECONDS", 30)),
+            database_secret_arn=secret_arn,
+            database_iam_auth=_flag("DATABASE_IAM_AUTH"),
+            kafka_security_protocol=protocol,
+            kafka_sasl_mechanism=mechanism if protocol.startswith("SASL_") else None,
+            kafka_sasl_secret_arn=sasl_secret,
+            kafka_ssl_cafile=os.environ.get("KAFKA_SSL_CAFILE", "").strip() or None,
+            projection_dlq_url=os.environ.get("PROJECTION_DLQ_URL", "").strip() or None,
         )
 
     def require_auth(self) -> tuple[str, str]:
@@ -77,6 +113,15 @@ class Settings:
                 "KAFKA_BOOTSTRAP_SERVERS is not set: use `make run` for a local stack, or set it to your brokers"
             )
         return self.kafka_bootstrap_servers
+
+
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
 
 
 def _int(name: str, default: int) -> int:

@@ -38,8 +38,9 @@ class RebuildResult:
     rows: int
 
 
-def rebuild(database_url: str, progress: Progress = lambda done, total: None, chunk: int = 5000) -> RebuildResult:
-    with psycopg.connect(database_url, autocommit=True) as writer:
+def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lambda done, total: None,
+            chunk: int = 5000) -> RebuildResult:
+    with connect(autocommit=True) as writer:
         store = PostgresEventStore(TransactionConnection(writer))
 
         def load_after(customer_id, version):
@@ -50,7 +51,7 @@ def rebuild(database_url: str, progress: Progress = lambda done, total: None, ch
             sql.Identifier(NEXT), sql.Identifier(TABLE)))
 
         done = 0
-        with psycopg.connect(database_url) as reader:
+        with connect() as reader:
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True
             with reader.transaction():

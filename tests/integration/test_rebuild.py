@@ -10,6 +10,7 @@ from app import app
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.infra.db import Database
 from chalicelib.readmodel.rebuild import rebuild
 from ops.__main__ import main as ops
 from tests.support.msk import msk_event, read_model, stored_events
@@ -62,7 +63,7 @@ def test_rebuild_from_an_empty_or_wrong_read_model(db, commands):
     with psycopg.connect(db) as conn:
         conn.execute("DELETE FROM customers_view WHERE id = %s", (ids[1],))
         conn.execute("UPDATE customers_view SET email = 'corrupt@example.com' WHERE id = %s", (ids[2],))
-    rebuild(db)
+    rebuild(Database(db).connect)
     assert read_model(db) == expected
 
 
@@ -79,7 +80,7 @@ def test_reads_go_on_and_late_events_are_caught_up(db, commands, client):
             commands.change_email(ChangeEmail(ids[3], "late@example.com"), CTX)
             project([e for e in stored_events(db) if e.stream_id == ids[3]])
 
-    result = rebuild(db, progress=during)
+    result = rebuild(Database(db).connect, progress=during)
     assert seen_during == ["read-model"]
     assert result.caught_up == 1
     row = next(r for r in read_model(db) if r.id == ids[3])
@@ -89,7 +90,7 @@ def test_reads_go_on_and_late_events_are_caught_up(db, commands, client):
 def test_the_projection_keeps_working_on_the_swapped_table(db, commands):
     ids = history(commands, customers=3)
     project(stored_events(db))
-    rebuild(db)
+    rebuild(Database(db).connect)
     commands.change_email(ChangeEmail(ids[1], "after@example.com"), CTX)
     project(stored_events(db))
     row = next(r for r in read_model(db) if r.id == ids[1])
@@ -130,7 +131,7 @@ def test_a_projection_batch_in_flight_at_the_swap_neither_deadlocks_nor_is_lost(
     def run_rebuild():
         in_flight.wait(30)
         try:
-            rebuild(db, progress=lambda done, total: swap_starting.set() if done == total else None)
+            rebuild(Database(db).connect, progress=lambda done, total: swap_starting.set() if done == total else None)
         except Exception as error:  # noqa: BLE001 - asserted below
             errors.append(error)
 
