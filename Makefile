@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench migrate outbox drain rebuild lint clean token
+.PHONY: run test bench migrate outbox drain rebuild dlq dlq-replay lint clean token
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -39,6 +39,14 @@ drain: $(VENV)/.installed
 
 rebuild: $(VENV)/.installed
 	$(PY) -m ops rebuild
+
+# The projection's dead letters; dlq-replay re-projects the customers they
+# name from the event store and deletes them.
+dlq: $(VENV)/.installed
+	$(PY) -m ops dlq
+
+dlq-replay: $(VENV)/.installed
+	$(PY) -m ops dlq --replay
 
 # A token for the running local stack, valid for an hour.
 # SCOPES="customers:read customers:write" (the default) and SUBJECT=... choose.

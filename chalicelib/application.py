@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,11 +46,18 @@ from chalicelib.eventstore.store import EventStore
 from chalicelib.infra import db
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.credentials import Secret
-from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadable_record
+from chalicelib.infra.kafka import KafkaPublisher, keys_at, security_settings
 from chalicelib.infra.logs import log
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.settings import ConfigurationError, Settings
 from chalicelib.readmodel import queries
-from chalicelib.readmodel.projection import CustomerRow, ProjectedEvent, ProjectionResult, project_kafka_batch
+from chalicelib.readmodel.projection import (
+    CustomerRow,
+    ProjectedEvent,
+    ProjectionResult,
+    project,
+    project_kafka_batch,
+)
 from chalicelib.readmodel.rebuild import Progress, RebuildResult, rebuild
 
 
@@ -88,6 +95,15 @@ class CustomerRead:
 class HistoryPage:
     events: list[RecordedEvent]  # in today's shape of each event type
     more: bool
+
+
+@dataclass
+class ReplayResult:
+    letters: int = 0
+    customers: int = 0
+    rows_written: int = 0
+    deleted: int = 0
+    kept: list[tuple[DeadLetter, str]] = field(default_factory=list)  # with why
 
 
 @dataclass(frozen=True)
@@ -177,8 +193,20 @@ class CustomerApplication:
                 # One producer per container, kept by warm invocations.
                 self._publisher = KafkaPublisher(self.settings.require_kafka(), self.settings.kafka_topic,
                                                  self.settings.event_source,
-                                                 max_message_bytes=self.settings.kafka_max_message_bytes)
+                                                 max_message_bytes=self.settings.kafka_max_message_bytes,
+                                                 security=self.kafka_security)
             return self._publisher
+
+    def kafka_security(self) -> dict[str, Any]:
+        """kafka-python's TLS and SASL settings (KAFKA_SECURITY_PROTOCOL, ...)."""
+        settings = self.settings
+        secret = Secret(settings.kafka_sasl_secret_arn, self.aws) if settings.kafka_sasl_secret_arn else None
+        return security_settings(settings.kafka_security_protocol, settings.kafka_sasl_mechanism,
+                                 cafile=settings.kafka_ssl_cafile, sasl_secret=secret)
+
+    def dead_letter_queue(self) -> DeadLetterQueue | None:
+        url = self.settings.projection_dlq_url
+        return DeadLetterQueue(url, self.aws) if url else None
 
     def close(self) -> None:
         with self._lock:
@@ -385,13 +413,85 @@ class CustomerApplication:
         def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
             return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
 
+        queue = self.dead_letter_queue()
+
+        def dead_letters(unreadable) -> None:
+            if queue is None:
+                log("projection_dead_letters_dropped", level="warning", records=len(unreadable),
+                    reason="PROJECTION_DLQ_URL is not set: they are only logged")
+                return
+            queue.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
+
         with self.pool().connection() as conn:
-            result = project_kafka_batch(event, conn, load_after)
+            result = project_kafka_batch(event, conn, load_after, dead_letters)
         log("projection_batch", **result.to_dict())
         return result
 
+    def _require_dead_letter_queue(self) -> DeadLetterQueue:
+        queue = self.dead_letter_queue()
+        if queue is None:
+            raise ConfigurationError("PROJECTION_DLQ_URL is not set: `make run` makes one, the template another")
+        return queue
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """What is in the dead-letter queue, left there."""
+        queue = self._require_dead_letter_queue()
+        letters = list(queue.receive(hold_seconds=30))
+        queue.release(letters)
+        return letters
+
+    def replay_dead_letters(self) -> ReplayResult:
+        """Re-project, from the event store, every customer a dead letter
+        names, then delete the letter. A letter naming no customer (a record
+        that is not one of ours) is deleted too; one whose records are no
+        longer on the topic is kept, and `make rebuild` is the way out."""
+        queue = self._require_dead_letter_queue()
+        result = ReplayResult()
+        for letter in queue.receive(hold_seconds=300):
+            result.letters += 1
+            keys, complete = self._keys_named(letter)
+            customers = {cid for cid in map(_customer_id, keys) if cid is not None}
+            if not complete:
+                result.kept.append((letter, "some of its records are no longer on the topic: `make rebuild`"
+                                            " brings every customer up to date"))
+                queue.release([letter])
+                continue
+            result.customers += len(customers)
+            result.rows_written += self.reproject(customers).rows_written
+            queue.delete(letter)
+            result.deleted += 1
+            log("dead_letter_replayed", message_id=letter.message_id, kind=letter.kind,
+                customers=sorted(map(str, customers)))
+        return result
+
+    def _keys_named(self, letter: DeadLetter) -> tuple[list[bytes | None], bool]:
+        if letter.kind == "unreadable-record":
+            return [letter.key()], True
+        ranges = letter.offsets()
+        if not ranges:
+            return [], True
+        return keys_at(self.settings.require_kafka(), ranges, self.kafka_security())
+
+    def reproject(self, customer_ids: set[uuid.UUID]) -> ProjectionResult:
+        """Bring these customers' read-model rows up to their event streams."""
+        store = self.store()
+
+        def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
+            return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
+
+        events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
+        with self.pool().connection() as conn:
+            return project(conn, events, load_after)
+
     def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
         return rebuild(self.database().connect, progress)
+
+
+def _customer_id(key: bytes | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(key.decode()) if key else None
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 _current: CustomerApplication | None = None

@@ -2,6 +2,8 @@
 Kafka, for `make run` and the tests: it polls the topic and invokes the real
 function with batches in the mapping's event shape. When the function raises,
 the same batch is retried (with backoff) and no offset is committed past it.
+With a retry limit and an on-failure destination, a batch that still fails
+after the limit is sent there as Lambda's invocation record and skipped.
 
 Offsets are committed under the mapping's consumer group, but partitions are
 assigned rather than subscribed: the embedded broker's group coordinator does
@@ -20,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from devstack.msk_events import KafkaRecord, event_from
+from devstack.msk_events import KafkaRecord, event_from, failure_record
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,8 @@ def _log(event: str, **fields) -> None:
 class KafkaEventSource:
     def __init__(self, handler: Handler, bootstrap_servers: str, topic: str, group_id: str, *,
                  function_name: str = "project_customers", batch_size: int = 100,
-                 retry_backoff: tuple[float, float] = (0.5, 30.0)) -> None:
+                 retry_backoff: tuple[float, float] = (0.5, 30.0), max_retry_attempts: int | None = None,
+                 on_failure: Callable[[dict], None] | None = None) -> None:
         self.handler = handler
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
@@ -42,6 +45,9 @@ class KafkaEventSource:
         self.function_name = function_name
         self.batch_size = batch_size
         self.retry_backoff = retry_backoff
+        # Lambda applies a retry limit only with a destination to send to.
+        self.max_retry_attempts = max_retry_attempts if on_failure is not None else None
+        self.on_failure = on_failure
         self.invocations = 0
         self.failures = 0
 
@@ -86,8 +92,10 @@ class KafkaEventSource:
                                         {k: v for k, v in (r.headers or [])}) for r in batch],
                            bootstrap_servers=self.bootstrap_servers)
         backoff = self.retry_backoff[0]
+        attempts = 0
         while not stop.is_set():
             self.invocations += 1
+            attempts += 1
             try:
                 self.handler(event, LambdaContext(self.function_name, memory_size=128, max_runtime_ms=60_000))
                 return True
@@ -96,9 +104,24 @@ class KafkaEventSource:
                 _log("event_source_invocation_failed", level="error", function=self.function_name,
                      first=f"{batch[0].topic}/{batch[0].partition}@{batch[0].offset}", records=len(batch),
                      retry_in_seconds=backoff, error=traceback.format_exc(limit=3))
-                stop.wait(backoff)
-                backoff = min(backoff * 2, self.retry_backoff[1])
+            if self.max_retry_attempts is not None and attempts > self.max_retry_attempts and self._send_away(
+                    event, attempts):
+                return True
+            stop.wait(backoff)
+            backoff = min(backoff * 2, self.retry_backoff[1])
         return False
+
+    def _send_away(self, event: dict, attempts: int) -> bool:
+        """To the on-failure destination; the batch is skipped only once it is there."""
+        try:
+            self.on_failure(failure_record(event, f"arn:aws:lambda:local:000000000000:function:{self.function_name}",
+                                           attempts))
+        except Exception:  # noqa: BLE001 - kept, and tried again after the next backoff
+            _log("event_source_on_failure_destination_failed", level="error", error=traceback.format_exc(limit=3))
+            return False
+        _log("event_source_batch_sent_to_on_failure_destination", level="error", function=self.function_name,
+             records=sum(len(r) for r in event["records"].values()), attempts=attempts)
+        return True
 
     @staticmethod
     def _commit(consumer, polled) -> None:
@@ -107,17 +130,28 @@ class KafkaEventSource:
         consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in polled.items()})
 
 
+def send_to_queue(queue_url: str) -> Callable[[dict], None]:
+    """An SQS on-failure destination, reached like the functions reach AWS."""
+    import boto3
+
+    sqs = boto3.client("sqs")
+    return lambda record: sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
+
+
 def main() -> int:
     from devstack.schedule import load_app_as_deployed, stop_on_signals
 
     app_module = load_app_as_deployed()
     stop = stop_on_signals()
+    dlq_url = os.environ.get("PROJECTION_DLQ_URL")
     source = KafkaEventSource(
         app_module.project_customers,
         os.environ["KAFKA_BOOTSTRAP_SERVERS"],
         os.environ.get("KAFKA_TOPIC") or "customer-events",
         os.environ.get("PROJECTION_GROUP_ID") or "customer-service-projection",
         batch_size=int(os.environ.get("PROJECTION_BATCH_SIZE", "100")),
+        max_retry_attempts=int(os.environ.get("PROJECTION_MAX_RETRY_ATTEMPTS", "3")),
+        on_failure=send_to_queue(dlq_url) if dlq_url else None,
     )
     print(f"[event source] {source.topic} -> project_customers, batches of up to {source.batch_size}", flush=True)
     while not stop.is_set():

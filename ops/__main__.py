@@ -7,6 +7,8 @@ stack when those are not set.
   python -m ops outbox --drain   publish the backlog to Kafka now, once
   python -m ops outbox --parked  rows that cannot be published; --retry ID|all, --skip ID
   python -m ops rebuild          rebuild the read model from the event store, reads staying online
+  python -m ops dlq              the projection's dead letters (PROJECTION_DLQ_URL)
+  python -m ops dlq --replay     re-project the customers they name from the event store, delete them
 """
 
 from __future__ import annotations
@@ -119,6 +121,24 @@ def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> i
     return 0
 
 
+def cmd_dlq(application: CustomerApplication, args: argparse.Namespace) -> int:
+    if args.replay:
+        result = application.replay_dead_letters()
+        print(f"replayed {result.deleted} of {result.letters} dead letters: {result.customers} customers"
+              f" re-projected from the event store, {result.rows_written} read-model rows written")
+        for letter, why in result.kept:
+            print(f"kept {letter.message_id}: {why}", file=sys.stderr)
+        return 1 if result.kept else 0
+    letters = application.dead_letters()
+    for letter in letters:
+        where = ", ".join(map(str, letter.offsets())) or "-"
+        key = letter.key() if letter.kind == "unreadable-record" else None
+        print(f"{letter.time}  {letter.kind}  {where}" + (f"  key {key.decode(errors='replace')}" if key else "")
+              + f"\n    {letter.error}")
+    print(f"{len(letters)} dead letters. `make dlq-replay` re-projects the customers they name and deletes them")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     outbox.add_argument("--skip", type=int, metavar="ID",
                         help="give up on a parked row: never published, its customer's later events go on")
     commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")
+    dlq = commands.add_parser("dlq", help="list the projection's dead letters; --replay re-projects and deletes them")
+    dlq.add_argument("--replay", action="store_true",
+                     help="re-project the customers the dead letters name from the event store, then delete them")
     args = parser.parse_args(argv)
 
     _use_local_stack_when_unconfigured()
@@ -138,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("neither DATABASE_SECRET_ARN nor DATABASE_URL is set, and no local stack is running")
     application = CustomerApplication(Settings.from_env())
     try:
-        return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild}[args.command](application, args)
+        return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild,
+                "dlq": cmd_dlq}[args.command](application, args)
     finally:
         application.close()
 

@@ -9,11 +9,14 @@ connection, and acks from all in-sync replicas.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.eventstore.outbox import PublishError, UnpublishableEvent
+from chalicelib.infra.credentials import CredentialsUnavailable, Secret, sasl_user
 
 # kafka-python's default max_request_size, and about the broker's default
 # message.max.bytes: a larger message would be refused on every try.
@@ -32,13 +35,64 @@ PRODUCER_SETTINGS = {
 }
 
 
+def security_settings(protocol: str = "PLAINTEXT", mechanism: str | None = None, *, cafile: str | None = None,
+                      sasl_secret: Secret | None = None) -> dict[str, Any]:
+    """kafka-python's settings for TLS and SASL. AWS_MSK_IAM signs with the
+    function's role (botocore's credentials); PLAIN and SCRAM read their
+    user from a Secrets Manager secret, anew for each new client, so that a
+    rotated password is picked up by the client made after a refusal."""
+    config: dict[str, Any] = {"security_protocol": protocol}
+    if cafile:
+        config["ssl_cafile"] = cafile
+    if protocol.startswith("SASL_"):
+        config["sasl_mechanism"] = mechanism
+        if mechanism != "AWS_MSK_IAM":
+            if sasl_secret is None:
+                raise CredentialsUnavailable(f"SASL {mechanism} needs a secret with its username and password")
+            sasl_secret.refresh(sasl_secret.reads)
+            config["sasl_plain_username"], config["sasl_plain_password"] = sasl_user(sasl_secret)
+    return config
+
+
+def keys_at(bootstrap_servers: str, ranges: Sequence[Any], security: dict[str, Any] | None = None,
+            timeout: float = 10.0) -> tuple[list[bytes | None], bool]:
+    """The keys of the records in these offset ranges (topic, partition,
+    first, last), and whether every record was still on the topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), group_id=None,
+                             enable_auto_commit=False, client_id="customer-service-dead-letters",
+                             **(security or {}))
+    try:
+        wanted = {TopicPartition(r.topic, r.partition): r for r in ranges}
+        consumer.assign(list(wanted))
+        for tp, r in wanted.items():
+            consumer.seek(tp, r.first)
+        keys, found, deadline = [], 0, time.monotonic() + timeout
+        expected = sum(r.last - r.first + 1 for r in ranges)
+        pending = set(wanted)
+        while pending and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                for record in records:
+                    if record.offset <= wanted[tp].last:
+                        keys.append(record.key)
+                        found += 1
+                if consumer.position(tp) > wanted[tp].last:
+                    pending.discard(tp)
+        return keys, found == expected
+    finally:
+        consumer.close(autocommit=False)
+
+
 class KafkaPublisher:
     """A `publish` callable for the outbox relay: sends a batch asynchronously,
     flushes once, and raises PublishError unless every message was acked."""
 
     def __init__(self, bootstrap_servers: str, topic: str, source: str, flush_timeout: float = 30.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 security: Callable[[], dict[str, Any]] = dict) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.topic = topic
         self.source = source
         self.flush_timeout = flush_timeout
@@ -54,6 +108,7 @@ class KafkaPublisher:
                 bootstrap_servers=self.bootstrap_servers.split(","),
                 client_id="customer-service-outbox",
                 **PRODUCER_SETTINGS,
+                **self.security(),
             )
         return self._producer
 
@@ -101,7 +156,7 @@ class KafkaPublisher:
                 ]
                 producer.flush(timeout=self.flush_timeout)
                 failed = [(event, f) for (event, _), f in zip(messages, futures, strict=True) if not f.succeeded()]
-            except KafkaError as error:
+            except (KafkaError, CredentialsUnavailable) as error:
                 self._discard_producer()
                 raise PublishError(f"Kafka at {self.bootstrap_servers}: {error!r}") from error
             if failed:

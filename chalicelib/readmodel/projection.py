@@ -52,7 +52,7 @@ class ProjectedEvent:
 
 
 class NotACustomerEvent(ValueError):
-    """A record the projection cannot read (poison): logged and skipped."""
+    """A record the projection cannot read (poison): a dead letter."""
 
 
 def from_cloudevent(raw: bytes) -> ProjectedEvent:
@@ -148,20 +148,29 @@ WHERE {table}.version < EXCLUDED.version
 """
 
 
-def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter) -> ProjectionResult:
-    """A batch of the Kafka event source mapping, applied in one transaction."""
-    events, records, poison = [], 0, 0
+# Takes the records of a batch that cannot be read, with why.
+OnUnreadable = Callable[[list[tuple[msk.DeliveredRecord, str]]], None]
+
+
+def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter,
+                        on_unreadable: OnUnreadable = lambda unreadable: None) -> ProjectionResult:
+    """A batch of the Kafka event source mapping, applied in one transaction.
+    Unreadable records go to `on_unreadable` first: should that fail, the
+    whole batch fails and is delivered again."""
+    events, records, unreadable = [], 0, []
     for record in msk.records(event):
         records += 1
         try:
             events.append(from_cloudevent(record.value or b""))
         except NotACustomerEvent as error:
-            # Retrying cannot make it readable: log where it is, go on.
-            poison += 1
+            # Retrying cannot make it readable: set it aside, go on.
+            unreadable.append((record, str(error)))
             log("projection_poison_record", level="error", topic=record.topic, partition=record.partition,
                 offset=record.offset, error=str(error))
+    if unreadable:
+        on_unreadable(unreadable)
     result = project(conn, events, load_after)
-    result.records, result.poison = records, poison
+    result.records, result.poison = records, len(unreadable)
     return result
 
 

@@ -1,0 +1,161 @@
+"""Dead letters of the projection in SQS (moto): unreadable records sent by
+the function, batches failed past the retry limit sent by the (emulated)
+Kafka trigger, listed by `make dlq`, replayed by `make dlq-replay`."""
+
+import json
+import threading
+import uuid
+
+import psycopg
+import pytest
+from chalice.test import Client
+from kafka import KafkaProducer
+
+from app import app
+from chalicelib.application import CustomerApplication
+from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.settings import Settings
+from devstack.kafka_source import KafkaEventSource
+from devstack.msk_events import KafkaRecord
+from ops.__main__ import main as ops
+from tests.support.api import serving
+from tests.support.builders import new_customer
+from tests.support.kafka import read_topic
+from tests.support.msk import msk_event, read_model, read_model_from_store, stored_events
+from tests.support.waiting import wait_for
+
+NOT_A_CLOUDEVENT = b"this is not a CloudEvent"
+
+
+@pytest.fixture
+def dlq(aws, monkeypatch):
+    url = aws("sqs").create_queue(QueueName=f"projection-dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    monkeypatch.setenv("PROJECTION_DLQ_URL", url)
+    return url
+
+
+@pytest.fixture
+def served(db, aws, dlq, request):
+    if "topic" in request.fixturenames:
+        request.getfixturevalue("topic")  # its settings first
+    with serving(CustomerApplication(Settings.from_env(), aws=aws)) as application:
+        yield application
+
+
+def letters(aws, url):
+    messages = aws("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def test_an_unreadable_record_goes_to_the_queue_and_the_rest_of_its_batch_is_projected(
+        served, commands, db, aws, dlq, capsys):
+    new_customer(commands, 1)
+    poison = KafkaRecord("customer-events", 2, 41, 0, b"some-key", NOT_A_CLOUDEVENT, {})
+    with Client(app) as client:
+        result = client.lambda_.invoke("project_customers", msk_event(stored_events(db), extra=[poison])).payload
+    assert (result["poison"], result["rows_written"]) == (1, 1)
+    assert read_model(db) == read_model_from_store(db)
+    [letter] = letters(aws, dlq)
+    assert letter["deadLetter"] == "unreadable-record"
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("customer-events", 2, 41)
+    assert letter["key"] == "c29tZS1rZXk=" and letter["value"] == "dGhpcyBpcyBub3QgYSBDbG91ZEV2ZW50"
+    assert "not a CloudEvents" in letter["error"] or "JSON" in letter["error"]
+
+    assert ops(["dlq"]) == 0
+    listed = capsys.readouterr().out
+    assert "unreadable-record  customer-events/2@41  key some-key" in listed and "1 dead letters" in listed
+    assert len(letters(aws, dlq)) == 1, "listing leaves the letters in the queue"
+
+
+def test_when_the_queue_cannot_be_reached_the_batch_fails_and_nothing_is_lost(served, commands, db, aws, dlq):
+    new_customer(commands, 1)
+    aws("sqs").delete_queue(QueueUrl=dlq)
+    poison = KafkaRecord("customer-events", 2, 41, 0, None, NOT_A_CLOUDEVENT, {})
+    with Client(app) as client, pytest.raises(Exception, match="cannot send to"):
+        client.lambda_.invoke("project_customers", msk_event(stored_events(db), extra=[poison]))
+    # The mapping delivers the batch again; nothing was projected meanwhile.
+    assert read_model(db) == []
+
+
+def test_replay_re_projects_the_customers_named_and_deletes_the_letters(served, commands, db, aws, dlq, capsys):
+    customers = [new_customer(commands, n).id for n in range(3)]
+    served.project_kafka_batch(msk_event(stored_events(db)))
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DELETE FROM customers_view WHERE id = ANY(%s)", (customers[:2],))
+    # One letter names a customer, one a record that is no customer of ours.
+    served.project_kafka_batch(msk_event([], extra=[
+        KafkaRecord("customer-events", 0, 5, 0, str(customers[0]).encode(), NOT_A_CLOUDEVENT, {}),
+        KafkaRecord("customer-events", 0, 6, 0, None, NOT_A_CLOUDEVENT, {})]))
+    assert len(letters(aws, dlq)) == 2
+
+    assert ops(["dlq", "--replay"]) == 0
+    assert "replayed 2 of 2 dead letters: 1 customers re-projected" in capsys.readouterr().out
+    assert {row.id for row in read_model(db)} == {customers[0], customers[2]}
+    assert letters(aws, dlq) == []
+
+
+def test_a_batch_failing_past_the_retry_limit_goes_to_the_queue_and_replay_reads_its_keys_back_from_kafka(
+        served, commands, db, aws, dlq, kafka_bootstrap, topic):
+    customers = [new_customer(commands, n).id for n in range(4)]
+    publisher = KafkaPublisher(kafka_bootstrap, topic, "/customer-service")
+    OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publisher).drain_once()
+    publisher.close()
+    assert len(read_topic(kafka_bootstrap, topic, expected=4)) == 4
+
+    invocations = []
+
+    def always_failing(event, context):
+        invocations.append(event)
+        raise RuntimeError("the database is down")
+
+    sent = []
+    source = KafkaEventSource(always_failing, kafka_bootstrap, topic, f"dlq-{uuid.uuid4().hex[:8]}",
+                              retry_backoff=(0.01, 0.01), max_retry_attempts=2,
+                              on_failure=lambda record: (sent.append(record), aws("sqs").send_message(
+                                  QueueUrl=dlq, MessageBody=json.dumps(record))))
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(stop,))
+    thread.start()
+    try:
+        assert wait_for(lambda: sum(r["KafkaBatchInfo"]["batchSize"] for r in sent) >= 4, timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    # Each batch: the first try and two retries, then sent away and skipped.
+    assert len(invocations) == 3 * len(sent)
+    record = letters(aws, dlq)[0]
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert all(name.startswith(topic + "-") for name in record["KafkaBatchInfo"]["recordsInfo"])
+    assert read_model(db) == []
+
+    replayed = served.replay_dead_letters()
+    assert (replayed.deleted, replayed.customers, replayed.kept) == (len(sent), 4, [])
+    assert {row.id for row in read_model(db)} == set(customers)
+    assert letters(aws, dlq) == []
+
+
+def test_without_a_destination_a_failing_batch_is_retried_until_it_succeeds(kafka_bootstrap, topic):
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(topic, key=b"k", value=b"v")
+    producer.flush()
+    producer.close()
+    calls = []
+
+    def fails_five_times(event, context):
+        calls.append(event)
+        if len(calls) <= 5:
+            raise RuntimeError("not yet")
+
+    source = KafkaEventSource(fails_five_times, kafka_bootstrap, topic, f"nodlq-{uuid.uuid4().hex[:8]}",
+                              retry_backoff=(0.01, 0.01), max_retry_attempts=2, on_failure=None)
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(stop,))
+    thread.start()
+    try:
+        assert wait_for(lambda: len(calls) >= 6, timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert len(calls) == 6
