@@ -1,10 +1,13 @@
 """`make run`: the whole service on this machine, stopped by one Ctrl-C.
 
 Starts what is not configured from outside (PostgreSQL unless DATABASE_URL
-is set, a Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set),
+is set, a Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set, the
+AWS APIs emulated by moto unless AWS_ENDPOINT_URL is set), makes there what
+the template makes on AWS (the database secret, the dead-letter queue),
 applies migrations, creates the topic, then runs the API with `chalice local`,
 the scheduled outbox drain and the Kafka event source of the projection
-function, neither of which `chalice local` runs.
+function, neither of which `chalice local` runs. The functions read their
+database credentials from the secret, as they do on Lambda.
 
 Like the platform on AWS, it keeps every part running: a part that exits is
 started again after a backoff (0.5 s, doubling up to 30 s, back to 0.5 s
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,10 +28,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from chalicelib.eventstore.migrations import migrate
+from devstack import aws
 from devstack.issuer import DevIssuer
 from devstack.kafka import EmbeddedKafka, create_topic
-from devstack.postgres import AlreadyRunning, EmbeddedPostgres, port_in_use
+from devstack.postgres import AlreadyRunning, EmbeddedPostgres, port_in_use, provision_login
+
+# The role the functions log in as, with a password only the secret holds.
+SERVICE_ROLE = "customer_service"
+SERVICE_DATABASE = "customers"
+# What the secret gives; DATABASE_URL keeps the other connection options.
+_SECRET_PARTS = {"user": "username", "password": "password", "host": "host", "port": "port", "dbname": "dbname"}
 
 PROJECT = Path(__file__).resolve().parent.parent
 # Runtime data stays out of chalicelib/ and app.py, which are what the app is
@@ -229,9 +242,31 @@ def main() -> int:
             say(f"starting embedded PostgreSQL (data in {postgres.data_dir}) ...")
             # Its own postmaster.pid finds a leftover server (stop_orphan).
             stack.start(Part("PostgreSQL", postgres, note=False))
-            database_url = postgres.url
+            # As on RDS: the service logs in with a password, kept in the secret.
+            postgres.require_password(SERVICE_ROLE)
+            password = secrets.token_urlsafe(18)
+            database_url = make_conninfo(provision_login(postgres.url, SERVICE_ROLE, password, SERVICE_DATABASE),
+                                         password=password)
         applied = migrate(database_url)
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
+        given = conninfo_to_dict(database_url)
+        database_secret = {"engine": "postgres", **{key: given[part] for part, key in _SECRET_PARTS.items()
+                                                    if given.get(part)}}
+        database_options = make_conninfo(**{k: v for k, v in given.items() if k not in _SECRET_PARTS})
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "eu-west-1"
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            endpoint = os.environ["AWS_ENDPOINT_URL"]
+            say(f"AWS APIs: from AWS_ENDPOINT_URL {endpoint}")
+            aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": region, **aws.CREDENTIALS}
+            made = aws.provision(endpoint, region, database_secret)
+        else:
+            emulated = aws.EmulatedAws(port_setting("AWS_PORT", 4566), region)
+            made = {}
+            say("starting the emulated AWS endpoint (moto: Secrets Manager, SQS, KMS) ...")
+            # It keeps everything in memory: a restarted one gets the secret and queue again.
+            stack.start(Part("AWS endpoint", emulated, after_start=lambda: made.update(
+                aws.provision(emulated.endpoint, region, database_secret))))
+            aws_env = emulated.environment()
 
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         topic = os.environ.get("KAFKA_TOPIC") or "customer-events"
@@ -255,18 +290,25 @@ def main() -> int:
             issuer = DevIssuer(STATE / "issuer", port_setting("AUTH_ISSUER_PORT", 8009))
             issuer.serve()
             auth = issuer.environment()
-        env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-               "KAFKA_TOPIC": topic, **auth}
+        settings = {
+            # The secret's name stands for its ARN here; both are accepted.
+            "DATABASE_SECRET_ARN": aws.SECRET_NAME, **({"DATABASE_URL": database_options} if database_options else {}),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic,
+            "PROJECTION_DLQ_URL": made["PROJECTION_DLQ_URL"], **aws_env, **auth,
+        }
+        env = {**{k: v for k, v in os.environ.items()
+                  if k not in ("DATABASE_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN")}, **settings}
         stack.start(Part("chalice local", Child(
             [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
              "--port", str(api_port), "--stage", "dev", "--no-autoreload"], env)))
         stack.start(Part("schedule", Child([sys.executable, "-m", "devstack.schedule"], env)))
         stack.start(Part("event source", Child([sys.executable, "-m", "devstack.kafka_source"], env)))
-        env_file.write_text("".join(f"{name}={value}\n" for name, value in {
-            "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic, **auth}.items()))
+        env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
 
         say(f"API:        http://127.0.0.1:{api_port}")
-        say(f"PostgreSQL: {database_url}")
+        shown = make_conninfo(**{k: v for k, v in given.items() if k != "password"})
+        say(f"PostgreSQL: {shown} (its password: in the secret {aws.SECRET_NAME})")
+        say(f"AWS:        {aws_env['AWS_ENDPOINT_URL']}  dead letters in {made['PROJECTION_DLQ_URL']} (make dlq)")
         say(f"Kafka:      {bootstrap}  topic {topic}")
         if auth:
             say(f"tokens:     issuer {auth['AUTH_ISSUER']}; TOKEN=$(make -s token) for one valid an hour")

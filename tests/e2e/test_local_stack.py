@@ -32,9 +32,10 @@ def authorized(state: Path) -> dict:
 
 def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC") and not k.startswith("AUTH_")}
+           if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC",
+                        "PROJECTION_DLQ_URL") and not k.startswith(("AUTH_", "AWS_"))}
     env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port),
-               AUTH_ISSUER_PORT=str(free_port()))
+               AUTH_ISSUER_PORT=str(free_port()), AWS_PORT=str(free_port()))
     # A session of its own, as in a terminal: the test signals its whole group.
     return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=PROJECT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -195,6 +196,76 @@ def test_the_next_run_stops_what_a_killed_run_left_running(tmp_path):
     assert "stopped the Kafka broker left running by an earlier stack" in output
     assert "stopped a PostgreSQL left running by an earlier stack" in output
     assert not port_in_use(ports[2])
+
+
+def stack_env(state: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (state / "stack.env").read_text().splitlines())
+
+
+def ops(state: Path, *args: str) -> subprocess.CompletedProcess:
+    """What `make outbox`, `make dlq`, ... run, beside the stack."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN")
+           and not k.startswith("AWS_")}
+    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=PROJECT, env={**env, "DEVSTACK_DIR": str(state)},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_credentials_come_from_the_emulated_secret_rotation_needs_no_restart_and_dead_letters_are_listed(tmp_path):
+    import boto3
+    from kafka import KafkaProducer
+
+    state = tmp_path / "stack"
+    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
+    stack = start_stack(state, api_port, pg_port, kafka_port)
+    try:
+        wait_for_http(api_port, stack)
+        settings = stack_env(state)
+        assert "DATABASE_URL" not in settings and settings["DATABASE_SECRET_ARN"]
+        assert "password" not in (state / "stack.env").read_text().lower()
+        secrets = boto3.client("secretsmanager", endpoint_url=settings["AWS_ENDPOINT_URL"],
+                               region_name=settings["AWS_DEFAULT_REGION"], aws_access_key_id="x",
+                               aws_secret_access_key="x")
+        secret = json.loads(secrets.get_secret_value(SecretId=settings["DATABASE_SECRET_ARN"])["SecretString"])
+        assert secret["username"] == "customer_service" and int(secret["port"]) == pg_port
+        post_customer(state, api_port, "before@example.com")
+
+        # A single-user rotation: the role sets a new password, the secret gets it.
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=pg_port, dbname=secret["dbname"], user=secret["username"],
+                             password=secret["password"], autocommit=True) as conn:
+            conn.execute("ALTER ROLE customer_service PASSWORD 'rotated-password'")
+        secrets.put_secret_value(SecretId=settings["DATABASE_SECRET_ARN"],
+                                 SecretString=json.dumps({**secret, "password": "rotated-password"}))
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres", autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'customer_service'")
+        # /health logs in anew on every call; the API's pool replaces its dropped connections.
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health") as response:
+            assert json.load(response)["database"] == "reachable"
+        created = []
+
+        def create() -> bool:
+            try:
+                created.append(post_customer(state, api_port, f"after-{len(created)}@example.com"))
+                return True
+            except urllib.error.HTTPError:
+                return False
+
+        assert wait_for(create, timeout=20)
+        assert wait_for(lambda: read_source(state, api_port, created[-1]) == "read-model", timeout=60)
+
+        # A message that is not a CloudEvent is a dead letter within seconds.
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{kafka_port}")
+        producer.send("customer-events", key=b"no-customer", value=b"not a CloudEvent")
+        producer.flush()
+        producer.close()
+        assert wait_for(lambda: "key no-customer" in ops(state, "dlq").stdout, timeout=15)
+        replay = ops(state, "dlq", "--replay")
+        assert replay.returncode == 0 and "replayed 1 of 1" in replay.stdout, replay
+        assert "0 dead letters" in ops(state, "dlq").stdout
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(timeout=60)
 
 
 def readme_curl_examples() -> list[str]:
