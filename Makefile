@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench migrate outbox drain rebuild dlq dlq-replay lint clean token
+.PHONY: run test package bench migrate outbox drain rebuild dlq dlq-replay lint clean token
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -18,6 +18,15 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The deployable package in dist/: the functions' zip and a SAM template with
+# everything of deploy/template.yaml merged in. STAGE=prod unless told.
+STAGE ?= prod
+package: $(VENV)/.installed
+	rm -rf dist
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1} $(VENV)/bin/chalice package --stage $(STAGE) \
+		--merge-template deploy/template.yaml dist
+	$(PY) -m deploy.validate dist/sam.yaml
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
+from chalicelib.infra.db import Database
 from chalicelib.readmodel.rebuild import rebuild
 from devstack.msk_events import KafkaRecord
 from tests.support.kafka import cloudevent, read_topic
@@ -86,7 +87,7 @@ def test_history_and_time_machine_show_old_events_in_todays_shape(client, old_cu
 
 
 def test_rebuild_reads_old_events(db, old_customer):
-    rebuild(db)
+    rebuild(Database(db).connect)
     (row,) = read_model(db)
     assert (row.email, row.version) == ("second@example.com", 2)
     assert stored_rows(db, old_customer)[1][1] == 1  # still the old shape in the store

@@ -1,0 +1,130 @@
+"""What `make package` writes deploys as is: the SAM template, translated to
+CloudFormation offline, passes cfn-lint with no finding, and holds what a
+production deployment needs."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.validate import lint, load, translate
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sam(tmp_path_factory):
+    out = tmp_path_factory.mktemp("package") / "dist"
+    subprocess.run([str(Path(sys.executable).parent / "chalice"), "package", "--stage", "prod",
+                    "--merge-template", "deploy/template.yaml", str(out)],
+                   cwd=PROJECT, check=True, capture_output=True, env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert (out / "deployment.zip").stat().st_size > 0
+    return load(out / "sam.yaml")
+
+
+@pytest.fixture(scope="module")
+def cfn(sam):
+    return translate(sam)
+
+
+def resources(template, kind):
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_the_translated_template_passes_cfn_lint_with_no_errors_or_warnings(cfn):
+    assert lint(cfn) == []
+
+
+@pytest.mark.parametrize("mistake", [
+    ("ProjectionTriggerMsk", "StartingPosition", "OLDEST"),
+    ("ProjectionTriggerMsk", "BatchSize", 20_000),
+    ("ProjectionDeadLetterQueue", "MessageRetentionPeriod", 1_209_601),
+    ("ProjectCustomers", "Timeout", 901),
+])
+def test_a_planted_mistake_is_caught(sam, mistake):
+    name, key, value = mistake
+    broken = copy.deepcopy(sam)
+    broken["Resources"][name]["Properties"][key] = value
+    assert lint(translate(broken)) != []
+
+
+def test_the_projection_is_triggered_by_kafka_with_retries_and_a_dead_letter_queue(cfn):
+    triggers = resources(cfn, "AWS::Lambda::EventSourceMapping")
+    assert {r.get("Condition") for r in triggers.values()} == {"UseMsk", "UseSelfManagedKafka"}
+    queue_arn = {"Fn::GetAtt": ["ProjectionDeadLetterQueue", "Arn"]}
+    for trigger in triggers.values():
+        p = trigger["Properties"]
+        assert p["FunctionName"] == {"Ref": "ProjectCustomers"} and p["Topics"] == ["customer-events"]
+        assert p["StartingPosition"] == "TRIM_HORIZON" and p["BatchSize"] == {"Ref": "ProjectionBatchSize"}
+        assert p["MaximumRetryAttempts"] == {"Ref": "ProjectionMaxRetryAttempts"}
+        assert p["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
+        assert p["ProvisionedPollerConfig"]["MinimumPollers"] >= 1  # what Kafka retry controls need
+    assert triggers["ProjectionTriggerMsk"]["Properties"]["EventSourceArn"] == {"Ref": "KafkaArn"}
+    self_managed = triggers["ProjectionTriggerSelfManagedKafka"]["Properties"]
+    assert {"Type": "SASL_SCRAM_512_AUTH", "URI": {"Ref": "KafkaArn"}} in self_managed["SourceAccessConfigurations"]
+    assert "ProjectionDeadLetterQueue" in resources(cfn, "AWS::SQS::Queue")
+
+
+def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_password_in_sight(sam, cfn):
+    functions = resources(cfn, "AWS::Lambda::Function")
+    assert set(functions) == {"APIHandler", "DrainOutbox", "ProjectCustomers"}
+    roles = set()
+    for function in functions.values():
+        p = function["Properties"]
+        assert p["VpcConfig"] == {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}
+        assert p["TracingConfig"] == {"Mode": "Active"}
+        variables = p["Environment"]["Variables"]
+        assert variables["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
+        assert "@" not in str(variables.get("DATABASE_URL", "")) and "password" not in str(variables).lower()
+        roles.add(p["Role"]["Fn::GetAtt"][0])
+    assert roles == {"ApiRole", "DrainRole", "ProjectionRole"}
+    assert functions["APIHandler"]["Properties"]["Timeout"] < 29  # API Gateway gives up at 29 s
+    assert "password" not in (PROJECT / ".chalice" / "config.json").read_text().lower()
+    assert "DefaultRole" not in cfn["Resources"]
+
+
+def statements(cfn, role):
+    def flatten(statement):
+        if "Fn::If" in statement:
+            return [s for branch in statement["Fn::If"][1:] if isinstance(branch, dict) and "Ref" not in branch
+                    for s in flatten(branch)]
+        return [statement]
+
+    return [s for policy in cfn["Resources"][role]["Properties"]["Policies"]
+            for statement in policy["PolicyDocument"]["Statement"] for s in flatten(statement)]
+
+
+def actions(cfn, role):
+    found = set()
+    for statement in statements(cfn, role):
+        found.update([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    return found
+
+
+def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
+    secret = {"Ref": "DatabaseSecretArn"}
+    for role in ("ApiRole", "DrainRole", "ProjectionRole"):
+        assert any(s["Resource"] == secret and s["Action"] == "secretsmanager:GetSecretValue"
+                   for s in statements(cfn, role))
+        assert all(s["Resource"] != "*" and "*" not in str(s["Action"]) for s in statements(cfn, role))
+        managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
+        assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in managed)
+        assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
+    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue"}
+    assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "DrainRole")
+    assert "sqs:SendMessage" not in actions(cfn, "DrainRole")
+    assert {"kafka-cluster:ReadData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} <= actions(cfn, "ProjectionRole")
+    assert "kafka-cluster:WriteData" not in actions(cfn, "ProjectionRole")
+    [send] = [s for s in statements(cfn, "ProjectionRole") if s["Action"] == "sqs:SendMessage"]
+    assert send["Resource"] == {"Fn::GetAtt": ["ProjectionDeadLetterQueue", "Arn"]}
+
+
+def test_the_api_is_traced_and_the_kafka_producer_uses_msk_iam_on_tls(cfn):
+    stage = next(iter(resources(cfn, "AWS::ApiGateway::Stage").values()))
+    assert stage["Properties"]["TracingEnabled"] is True
+    drain = cfn["Resources"]["DrainOutbox"]["Properties"]["Environment"]["Variables"]
+    assert drain["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert drain["KAFKA_SASL_MECHANISM"] == {"Fn::If": ["UseMsk", "AWS_MSK_IAM", "SCRAM-SHA-512"]}
