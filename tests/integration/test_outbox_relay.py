@@ -352,3 +352,4 @@ def test_a_row_committed_just_before_the_relay_sleeps_is_published_without_waiti
         assert wait_for(lambda: written and unpublished(db) == 0, timeout=5)
     finally:
         stop_relay(db, stop, thread)
+
