@@ -29,9 +29,11 @@ from chalicelib.domain.customer import CustomerAlreadyExists, CustomerNotFound, 
 from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.idempotency import KeyReused
-from chalicelib.infra.logs import correlation_id, log
+from chalicelib.infra.logs import correlation_id, invocation, log
 
-app = Chalice(app_name="customer-service")
+# Its log is the Powertools logger of the same name (chalicelib.infra.logs): one
+# JSON line per record, not a second plain-text copy on stdout.
+app = Chalice(app_name="customer-service", configure_logs=False)
 
 _caller: contextvars.ContextVar[auth.Caller | None] = contextvars.ContextVar("caller", default=None)
 
@@ -64,6 +66,13 @@ def domain_errors(view):
             ) from None
 
     return wrapper
+
+
+@app.middleware("all")
+def observed(event, get_response):
+    """Every invocation: log lines with the Lambda context, metrics flushed at its end."""
+    with invocation(getattr(event, "lambda_context", None) or getattr(event, "context", None)):
+        return get_response(event)
 
 
 @app.middleware("http")

@@ -27,7 +27,8 @@ from chalicelib import idempotency
 from chalicelib.auth import Caller, TokenVerifier
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import Customer, CustomerNotFound, registry
+from chalicelib.domain.customer import Customer, CustomerAlreadyExists, CustomerNotFound, DomainError, registry
+from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
 from chalicelib.eventstore.events import CommandContext, RecordedEvent
 from chalicelib.eventstore.outbox import (
     Backlog,
@@ -43,7 +44,8 @@ from chalicelib.eventstore.outbox import (
 )
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import EventStore
-from chalicelib.infra import db
+from chalicelib.idempotency import KeyReused
+from chalicelib.infra import db, metrics
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.credentials import Secret
 from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadable_record
@@ -170,7 +172,8 @@ class CustomerApplication:
 
     def _commands(self, store: EventStore) -> CustomerCommands:
         return CustomerCommands(store, max_retries=self.settings.command_max_retries,
-                                snapshot_every=self.settings.customer_snapshot_every or None)
+                                snapshot_every=self.settings.customer_snapshot_every or None,
+                                on_retry=lambda: metrics.count("CommandRetries"))
 
     def authenticate(self, authorization: str | None) -> Caller:
         """The caller named by the request's Authorization header; raises
@@ -196,6 +199,18 @@ class CustomerApplication:
                                                  max_message_bytes=self.settings.kafka_max_message_bytes,
                                                  security=self.kafka_security)
             return self._publisher
+
+    @staticmethod
+    def _measured(publish: Publish) -> Publish:
+        def measured(events):
+            publish(events)
+            if events:
+                # From the oldest event's commit to the broker's ack.
+                oldest = min(event.recorded_at for event in events)
+                metrics.milliseconds("PublishLatency", (datetime.now(oldest.tzinfo) - oldest).total_seconds() * 1000)
+                metrics.count("EventsPublished", len(events))
+
+        return measured
 
     def kafka_security(self) -> dict[str, Any]:
         """kafka-python's TLS and SASL settings (KAFKA_SECURITY_PROTOCOL, ...)."""
@@ -247,6 +262,21 @@ class CustomerApplication:
 
     def _run(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
              idempotency_key: str | None, request: list) -> CommandResult:
+        try:
+            result = self._run_once(execute, context, idempotency_key, request)
+        except (RetriesExhausted, ConcurrencyError, CustomerAlreadyExists):
+            metrics.count("CommandConflicts")
+            raise
+        except (DomainError, ReservationTaken, KeyReused):
+            metrics.count("CommandsRejected")
+            raise
+        metrics.count("CommandsSucceeded")
+        if result.replayed:
+            metrics.count("IdempotentReplays")
+        return result
+
+    def _run_once(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
+                  idempotency_key: str | None, request: list) -> CommandResult:
         if idempotency_key is None:
             return CommandResult(execute(self._commands(self.store())).to_dict())
 
@@ -312,7 +342,7 @@ class CustomerApplication:
             # find it in pg_stat_activity.
             connect=lambda: database.connect(autocommit=True, connect_timeout=5,
                                              application_name=RELAY_APPLICATION_NAME),
-            publish=self.publisher(),
+            publish=self._measured(self.publisher()),
             batch_size=settings.drain_batch_size,
             retention_seconds=settings.outbox_retention_hours * 3600,
             upcast=registry.upcast_recorded,
@@ -341,6 +371,15 @@ class CustomerApplication:
         else:
             log("outbox_drained", published=result.published, batches=result.batches, failures=result.failures,
                 parked=result.parked, last_error=result.last_error)
+            metrics.count("PublishFailures", result.failures)
+            metrics.count("OutboxRowsParked", result.parked)
+        try:
+            waiting = self.outbox_backlog()
+        except (psycopg.Error, PoolTimeout) as error:
+            log("outbox_backlog_unknown", level="warning", error=str(error))
+        else:
+            metrics.count("OutboxBacklog", waiting.unpublished)
+            metrics.seconds("OutboxOldestAge", waiting.oldest_age_seconds or 0)
         return result
 
     def drain_outbox_by_hand(self, wait_seconds: float = 30.0) -> tuple[DrainResult, Backlog]:
@@ -425,6 +464,11 @@ class CustomerApplication:
         with self.pool().connection() as conn:
             result = project_kafka_batch(event, conn, load_after, dead_letters)
         log("projection_batch", **result.to_dict())
+        metrics.count("ProjectionBatchSize", result.records)
+        metrics.count("DeadLetters", result.poison)
+        if result.newest_event_time is not None:
+            metrics.seconds("ProjectionLag", (datetime.now(result.newest_event_time.tzinfo)
+                                              - result.newest_event_time).total_seconds())
         return result
 
     def _require_dead_letter_queue(self) -> DeadLetterQueue:

@@ -9,6 +9,7 @@ ever lost and none is applied to a state it was not decided on.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.customer import Customer, StaleVersion, registry
@@ -19,9 +20,11 @@ from chalicelib.eventstore.store import EventStore, Repository, retry_on_conflic
 class CustomerCommands:
     """Runs commands against one event store (a pool, or one transaction)."""
 
-    def __init__(self, store: EventStore, max_retries: int = 5, snapshot_every: int | None = None) -> None:
+    def __init__(self, store: EventStore, max_retries: int = 5, snapshot_every: int | None = None,
+                 on_retry: Callable[[], None] = lambda: None) -> None:
         self._customers = Repository(store, registry, Customer, snapshot_every=snapshot_every)
         self._max_retries = max_retries
+        self._on_retry = on_retry
 
     def get(self, customer_id: uuid.UUID) -> Customer:
         customer = self._customers.get(customer_id)
@@ -43,7 +46,7 @@ class CustomerCommands:
             self._customers.save(customer, context)
             return customer
 
-        return retry_on_conflict(attempt, self._max_retries)
+        return retry_on_conflict(attempt, self._max_retries, self._on_retry)
 
     def delete(self, command: DeleteCustomer, context: CommandContext) -> Customer:
         def attempt() -> Customer:
@@ -52,7 +55,7 @@ class CustomerCommands:
             self._customers.save(customer, context)
             return customer
 
-        return retry_on_conflict(attempt, self._max_retries)
+        return retry_on_conflict(attempt, self._max_retries, self._on_retry)
 
     def _load_for_update(self, customer_id: uuid.UUID, expected_version: int | None) -> Customer:
         customer = self._customers.get(customer_id)

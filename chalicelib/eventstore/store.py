@@ -147,7 +147,7 @@ class Repository(Generic[A]):
         aggregate.mark_saved()
 
 
-def retry_on_conflict(attempt: Callable[[], T], max_retries: int) -> T:
+def retry_on_conflict(attempt: Callable[[], T], max_retries: int, on_retry: Callable[[], None] = lambda: None) -> T:
     """Run attempt (load, decide, append) again when it lost a race.
 
     Jittered backoff spreads out writers that collided, so that a burst of
@@ -159,5 +159,6 @@ def retry_on_conflict(attempt: Callable[[], T], max_retries: int) -> T:
         except ConcurrencyError:
             if retry == max_retries:
                 break
+            on_retry()
             time.sleep(random.uniform(0, 0.002 * (2**retry)))
     raise RetriesExhausted(f"gave up after {max_retries + 1} attempts")

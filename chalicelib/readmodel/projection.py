@@ -129,9 +129,11 @@ class ProjectionResult:
     duplicates: int = 0
     gaps_filled: int = 0
     unprojectable: int = 0
+    # When the newest event of the batch happened: how far behind it is.
+    newest_event_time: datetime | None = None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "newest_event_time"}
 
 
 _SELECT = "SELECT " + COLUMNS + " FROM {table} WHERE id = ANY(%s)"
@@ -171,6 +173,7 @@ def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadA
         on_unreadable(unreadable)
     result = project(conn, events, load_after)
     result.records, result.poison = records, len(unreadable)
+    result.newest_event_time = max((e.time for e in events), default=None)
     return result
 
 

@@ -127,7 +127,7 @@ def test_poison_records_are_logged_with_where_they_are_and_skipped(client, db, c
     assert result["poison"] == 3 and result["rows_written"] == 1
     assert read_model(db) == expected(db)
     logged = capfd.readouterr().err
-    for where in ('"partition": 2, "offset": 41', '"partition": 2, "offset": 42', '"partition": 1, "offset": 43'):
+    for where in ('"partition":2,"offset":41', '"partition":2,"offset":42', '"partition":1,"offset":43'):
         assert where in logged
     assert logged.count("projection_poison_record") == 3
 

@@ -3,21 +3,22 @@ import json
 from chalicelib.infra.logs import correlation_id, log
 
 
-def test_one_json_line_with_the_correlation_id(capsys, monkeypatch):
+def test_one_json_line_with_the_correlation_id(capfd, monkeypatch):
     monkeypatch.delenv("LOG_LEVEL", raising=False)
     token = correlation_id.set("corr-9")
     try:
         log("something_happened", customer_id="c-1")
     finally:
         correlation_id.reset(token)
-    line = json.loads(capsys.readouterr().err)
-    assert (line["event"], line["level"], line["correlation_id"], line["customer_id"]) == (
-        "something_happened", "info", "corr-9", "c-1")
+    line = json.loads(capfd.readouterr().err)
+    assert (line["message"], line["level"], line["correlation_id"], line["customer_id"]) == (
+        "something_happened", "INFO", "corr-9", "c-1")
+    assert line["service"] == "customer-service" and line["timestamp"]
 
 
-def test_log_level_filters(capsys, monkeypatch):
+def test_log_level_filters(capfd, monkeypatch):
     monkeypatch.setenv("LOG_LEVEL", "warning")
     log("chatty")
     log("trouble", level="error")
-    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
-    assert [x["event"] for x in lines] == ["trouble"]
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines()]
+    assert [x["message"] for x in lines] == ["trouble"]
