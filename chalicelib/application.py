@@ -447,11 +447,7 @@ class CustomerApplication:
     def project_kafka_batch(self, event: dict) -> ProjectionResult:
         """A batch of the Kafka event source mapping, applied to the read
         model in one transaction; gaps are filled from the event store."""
-        store = self.store()
-
-        def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
-            return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
-
+        load_after = self._load_after()
         queue = self.dead_letter_queue()
 
         def dead_letters(unreadable) -> None:
@@ -470,6 +466,11 @@ class CustomerApplication:
             metrics.seconds("ProjectionLag", (datetime.now(result.newest_event_time.tzinfo)
                                               - result.newest_event_time).total_seconds())
         return result
+
+    def _load_after(self) -> Callable[[uuid.UUID, int], list[ProjectedEvent]]:
+        """A customer's events after a version, from the event store, as the projection takes them."""
+        store = self.store()
+        return lambda customer_id, version: [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
 
     def _require_dead_letter_queue(self) -> DeadLetterQueue:
         queue = self.dead_letter_queue()
@@ -518,11 +519,7 @@ class CustomerApplication:
 
     def reproject(self, customer_ids: set[uuid.UUID]) -> ProjectionResult:
         """Bring these customers' read-model rows up to their event streams."""
-        store = self.store()
-
-        def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
-            return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
-
+        load_after = self._load_after()
         events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
         with self.pool().connection() as conn:
             return project(conn, events, load_after)

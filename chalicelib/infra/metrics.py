@@ -59,3 +59,4 @@ def invocation(function_name: str | None, cold_start: bool) -> Iterator[None]:
             if function_name:
                 metrics.add_metadata(key="function_name", value=function_name)
             metrics.flush_metrics()
+            metrics.clear_metrics()  # flushing leaves them when POWERTOOLS_METRICS_DISABLED
