@@ -228,6 +228,17 @@ def delete_customer(customer_id):
     return shape.deleted(result)
 
 
+@app.route("/customer/{customer_id}/personal-data", methods=["DELETE"])
+@requires(auth.ERASE)
+@domain_errors
+def erase_personal_data(customer_id):
+    """The right to erasure: the customer's name and emails become unreadable
+    everywhere this service keeps them; the history keeps its events."""
+    cid = parse.customer_id(customer_id)
+    application.current().erase_personal_data(cid, _context())
+    return Response(body="", status_code=204)
+
+
 # Stop this long before the Lambda timeout, so the lock is released and the
 # last batch marked before the platform would kill the invocation.
 _DRAIN_SAFETY_MARGIN_SECONDS = 5.0

@@ -9,14 +9,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_api, outbox_drain, projection, write_side
+from bench import http_api, outbox_drain, personal_data, projection, write_side
 from devstack.kafka import broker_for_run
 from devstack.postgres import database_for_run
 
 TARGETS = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "drain_vs_raw_producer": 0.7,
            "commit_to_kafka_p50_ms": 100, "projection_per_second": 5000, "projection_vs_raw": 0.6,
            "commit_to_read_model_p50_ms": 150, "snapshot_speedup": 20, "snapshot_vs_one_event": 2,
-           "token_checks_vs_none": 0.9}
+           "token_checks_vs_none": 0.9, "encrypted_creations_vs_clear": 0.8, "encrypted_load_vs_clear": 1.2}
 
 
 def main() -> int:
@@ -31,6 +31,7 @@ def main() -> int:
         results["projection"] = projection.throughput(url)
         results["commit_to_read_model"] = projection.latency(url, bootstrap)
         results["http_api"] = http_api.throughput(url)
+        results["personal_data"] = personal_data.run(url, seconds, rounds)
 
     print("\nCustomer creations per second (one event + outbox row each, handler path, no HTTP)")
     print(f"{'writers':>8} {'ours':>9} {'raw SQL':>9} {'ours/raw':>9} {'raw 1-stmt':>11} {'ours/1-stmt':>12}"
@@ -104,6 +105,22 @@ def main() -> int:
               f" ratio {f['ratio']:.2f}")
     print(f"  (target >= {TARGETS['token_checks_vs_none']}: {'met' if http_ok else 'NOT met'})")
     ok = ok and http_ok
+
+    pd = results["personal_data"]
+    creations, loads = pd["creations_per_second"], pd["load_1000_events_ms"]
+    pd["creations_ratio"] = creations["encrypted"] / creations["clear"]
+    pd["load_ratio"] = loads["encrypted"] / loads["clear"]
+    pd_ok = (pd["creations_ratio"] >= TARGETS["encrypted_creations_vs_clear"]
+             and pd["load_ratio"] <= TARGETS["encrypted_load_vs_clear"])
+    print("\nPersonal data encrypted (KMS envelope, AES-256-GCM) against stored in clear, same run")
+    print(f"  creations (1 writer): {creations['encrypted']:.0f}/s encrypted, {creations['clear']:.0f}/s in clear:"
+          f" ratio {pd['creations_ratio']:.2f}")
+    print(f"  load a 1,000-event customer: {loads['encrypted']:.1f} ms encrypted, {loads['clear']:.1f} ms in clear:"
+          f" {pd['load_ratio']:.2f}x")
+    print(f"  KMS calls per 1,000 commands on a warm container: {pd['kms_calls_per_1000_commands']}")
+    print(f"  (targets creations >= {TARGETS['encrypted_creations_vs_clear']}, load <="
+          f" {TARGETS['encrypted_load_vs_clear']}x: {'met' if pd_ok else 'NOT met'})")
+    ok = ok and pd_ok
 
     results["targets_met"] = ok
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -58,7 +58,7 @@ def run(project: Path = PROJECT, runs: int = 7, secret: bool = True) -> dict[str
 
     issuer = DevIssuer(Path(tempfile.mkdtemp(prefix="bench-issuer-")), free_port())
     issuer.serve()
-    emulated = aws.EmulatedAws(free_port(), "eu-west-1")
+    emulated = aws.EmulatedAws(free_port(), "eu-west-1", Path(tempfile.mkdtemp(prefix="bench-aws-")))
     emulated.start()
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "DATABASE_SECRET_ARN"}
     base.update(issuer.environment(), LOG_LEVEL="warning", POWERTOOLS_METRICS_DISABLED="true")
@@ -73,7 +73,7 @@ def run(project: Path = PROJECT, runs: int = 7, secret: bool = True) -> dict[str
             params = __import__("psycopg").conninfo.conninfo_to_dict(url)
             made = aws.provision(emulated.endpoint, "eu-west-1", {
                 "username": params["user"], "password": params.get("password", "unused"), "host": params["host"],
-                "port": params["port"], "dbname": params["dbname"]})
+                "port": params["port"], "dbname": params["dbname"]}, aws.email_hash_secret(emulated.state))
             results = {"database_url": measure(project, {**base, "DATABASE_URL": url}, customer_id, token, runs)}
             if not secret:
                 return results

@@ -27,7 +27,14 @@ from chalicelib import idempotency
 from chalicelib.auth import Caller, TokenVerifier
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import Customer, CustomerAlreadyExists, CustomerNotFound, DomainError, registry
+from chalicelib.domain.customer import (
+    EMAIL_SCOPE,
+    Customer,
+    CustomerAlreadyExists,
+    CustomerNotFound,
+    DomainError,
+    registry,
+)
 from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
 from chalicelib.eventstore.events import CommandContext, RecordedEvent
 from chalicelib.eventstore.outbox import (
@@ -36,6 +43,7 @@ from chalicelib.eventstore.outbox import (
     OutboxRelay,
     ParkedRow,
     Publish,
+    PublishError,
     backlog,
     parked_rows,
     retry_parked,
@@ -52,6 +60,15 @@ from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadabl
 from chalicelib.infra.kafka import KafkaPublisher, keys_at, security_settings
 from chalicelib.infra.logs import log
 from chalicelib.infra.settings import ConfigurationError, Settings
+from chalicelib.personal_data import (
+    PERSONAL_FIELDS,
+    EmailHash,
+    EncryptedEventStore,
+    KeyRing,
+    PersonalData,
+    delete_key,
+    email_hash_key,
+)
 from chalicelib.readmodel import queries
 from chalicelib.readmodel.projection import (
     CustomerRow,
@@ -126,6 +143,7 @@ class CustomerApplication:
         # boto3 clients by service name, made on first use.
         self.aws = aws or AwsClients()
         self._database: db.Database | None = None
+        self._personal: PersonalData | None = None
         self._verifier = verifier
         self._pool = pool
         self._owns_pool = pool is None
@@ -164,11 +182,35 @@ class CustomerApplication:
                     self._pool = self.database().pool(self.settings.db_pool_max_size)
         return self._pool
 
+    def personal_data(self) -> PersonalData | None:
+        """Encryption of personal data (KMS_KEY_ID); None when not configured."""
+        settings = self.settings
+        if self._personal is None and settings.kms_key_id:
+            with self._lock:
+                if self._personal is None:
+                    secret = Secret(settings.email_hash_secret_arn, self.aws)
+                    keys = KeyRing(lambda: self.database().connect(autocommit=True), lambda: self.aws("kms"),
+                                   settings.kms_key_id)
+                    self._personal = PersonalData(keys, EmailHash(lambda: email_hash_key(secret.value())))
+        return self._personal
+
     def store(self) -> EventStore:
-        return self._store if self._store is not None else PostgresEventStore(self.pool())
+        return self._sealed(self._store or PostgresEventStore(self.pool()), lambda: self.pool().connection())
 
     def _store_in_transaction(self, conn: psycopg.Connection) -> EventStore:
-        return self._store if self._store is not None else PostgresEventStore(db.TransactionConnection(conn))
+        within = db.TransactionConnection(conn)
+        return self._sealed(self._store or PostgresEventStore(within), within.connection)
+
+    def _sealed(self, store: EventStore, connect) -> EventStore:
+        personal = self.personal_data()
+        return store if personal is None else EncryptedEventStore(store, personal, connect)
+
+    def _open_event(self) -> Callable[[RecordedEvent], RecordedEvent]:
+        """Makes a stored event's personal data readable, on a pooled connection."""
+        personal = self.personal_data()
+        if personal is None:
+            return lambda event: event
+        return lambda event: personal.open_recorded(event, lambda: self.pool().connection())
 
     def _commands(self, store: EventStore) -> CustomerCommands:
         return CustomerCommands(store, max_retries=self.settings.command_max_retries,
@@ -260,6 +302,86 @@ class CustomerApplication:
         log("customer_deleted", customer_id=result.customer_id, version=result.version, replayed=result.replayed)
         return result
 
+    def erase_personal_data(self, customer_id: uuid.UUID, context: CommandContext) -> bool:
+        """Erase the customer's personal data, wherever this service keeps it:
+        the erasure event (published, so that consumers delete their copies),
+        the customer's data key (every stored copy becomes unreadable), the
+        email's reservation, snapshots, stored Idempotency-Key answers and the
+        read-model row, in one transaction. False when it was erased already."""
+        self.settings.require_kms()
+        personal = self.personal_data()
+        with self.pool().connection() as conn, conn.transaction():
+            try:
+                customer, erased = self._commands(self._store_in_transaction(conn)).erase_personal_data(
+                    customer_id, context)
+            except (RetriesExhausted, ConcurrencyError):
+                metrics.count("CommandConflicts")
+                raise
+            # Events stored in clear before encryption are sealed first, so
+            # that deleting the key reaches them too.
+            self._encrypt_stream(conn, personal, customer_id)
+            delete_key(conn, customer_id)
+            conn.execute("DELETE FROM reservations WHERE owner = %s", (customer_id,))
+            conn.execute("DELETE FROM snapshots WHERE stream_id = %s", (customer_id,))
+            conn.execute("DELETE FROM idempotency_keys WHERE result->>'id' = %s", (str(customer_id),))
+            # GET answers 404 at once, and events still on their way through
+            # Kafka (older versions) cannot write the name back.
+            conn.execute(_ERASED_ROW, (customer_id, customer.version))
+        personal.keys.forget(customer_id)
+        metrics.count("CommandsSucceeded")
+        log("customer_personal_data_erased", customer_id=str(customer_id), version=customer.version,
+            already=not erased)
+        return erased
+
+    def encrypt_stored_events(self, progress: Progress = lambda done, total: None, chunk: int = 200) -> int:
+        """Encrypt the personal data of events stored before it was encrypted:
+        the one sanctioned rewrite of stored events. Customer by customer,
+        each in a transaction of its own (its key made, its events' personal
+        fields sealed, its plaintext snapshot dropped, its email reservation
+        hashed), so that it can be stopped and run again at any time; what
+        is done already is skipped. Returns how many customers it changed."""
+        self.settings.require_kms()
+        personal = self.personal_data()
+        types = list(PERSONAL_FIELDS)
+        changed = done = 0
+        with self.database().connect(autocommit=True) as conn:
+            (total,) = conn.execute(_STREAMS_IN_CLEAR_COUNT, (types,)).fetchone()
+            progress(0, total)
+            after = uuid.UUID(int=0)
+            while streams := [row[0] for row in conn.execute(_STREAMS_IN_CLEAR, (types, after, chunk))]:
+                for stream_id in streams:
+                    with conn.transaction():
+                        changed += self._encrypt_stream(conn, personal, stream_id)
+                    done += 1
+                    progress(done, total)
+                after = streams[-1]
+        log("stored_events_encrypted", customers=changed)
+        return changed
+
+    @staticmethod
+    def _encrypt_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uuid.UUID) -> int:
+        connect = db.TransactionConnection(conn).connection
+        key = personal.keys.key_for(stream_id, connect)
+        if key is None:
+            key, wrapped = personal.keys.new_key(stream_id)
+            conn.execute("INSERT INTO stream_keys (stream_id, kek_id, wrapped_key) VALUES (%s, %s, %s)"
+                         " ON CONFLICT (stream_id) DO NOTHING", (stream_id, wrapped.kek_id, wrapped.wrapped))
+            personal.keys.forget(stream_id)
+            key = personal.keys.key_for(stream_id, connect)  # whoever stored one first
+        rows = conn.execute("SELECT global_position, event_type, data FROM events WHERE stream_id = %s"
+                            " AND event_type = ANY(%s) FOR UPDATE", (stream_id, list(PERSONAL_FIELDS))).fetchall()
+        for position, event_type, data in rows:
+            sealed = personal.seal(key, stream_id, data, PERSONAL_FIELDS[event_type])
+            if sealed != data:
+                conn.execute("UPDATE events SET data = %s WHERE global_position = %s",
+                             (json.dumps(sealed), position))
+        conn.execute("DELETE FROM snapshots WHERE stream_id = %s", (stream_id,))
+        for (plain,) in conn.execute("SELECT key FROM reservations WHERE owner = %s AND scope = %s"
+                                     " AND NOT starts_with(key, 'hmac-sha256:')", (stream_id, EMAIL_SCOPE)).fetchall():
+            conn.execute("UPDATE reservations SET key = %s WHERE scope = %s AND key = %s",
+                         (personal.email_hash(plain), EMAIL_SCOPE, plain))
+        return 1
+
     def _run(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
              idempotency_key: str | None, request: list) -> CommandResult:
         try:
@@ -345,7 +467,7 @@ class CustomerApplication:
             publish=self._measured(self.publisher()),
             batch_size=settings.drain_batch_size,
             retention_seconds=settings.outbox_retention_hours * 3600,
-            upcast=registry.upcast_recorded,
+            upcast=self._readable_upcast(),
             on_error=lambda error: log("outbox_publish_failed", level="error", error=str(error),
                                        brokers=settings.kafka_bootstrap_servers, topic=settings.kafka_topic),
             on_parked=lambda outbox_id, event, error: log(
@@ -353,6 +475,25 @@ class CustomerApplication:
                 version=event.version, event_type=event.event_type, error=error,
                 action="this customer's later events wait behind it; see python -m ops outbox --parked"),
         )
+
+    def _readable_upcast(self) -> Callable[[RecordedEvent], RecordedEvent]:
+        # Consumers need the data: messages carry it in clear, or null once erased.
+        if self.personal_data() is None:
+            return registry.upcast_recorded
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        open_event = self._open_event()
+
+        def readable(event: RecordedEvent) -> RecordedEvent:
+            try:
+                opened = open_event(event)
+            except (psycopg.Error, PoolTimeout, BotoCoreError, ClientError) as error:
+                # The database or KMS, not the event: tried again, not parked.
+                raise PublishError(f"cannot read the personal data of {event.stream_id} v{event.version} now:"
+                                   f" {error}") from error
+            return registry.upcast_recorded(opened)
+
+        return readable
 
     def drain_outbox(self, time_left: float | None = None) -> DrainResult:
         """Publish the outbox until `time_left` seconds (at most
@@ -525,7 +666,24 @@ class CustomerApplication:
             return project(conn, events, load_after)
 
     def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
-        return rebuild(self.database().connect, progress)
+        return rebuild(self.database().connect, progress, open_event=self._open_event())
+
+
+# Customers with a personal field stored in clear.
+_IN_CLEAR = """
+    FROM events WHERE event_type = ANY(%s) AND EXISTS (
+        SELECT 1 FROM jsonb_each_text(data) AS f(name, value)
+        WHERE f.name IN ('name', 'email', 'previous_email') AND NOT starts_with(f.value, 'pd1:'))"""
+_STREAMS_IN_CLEAR_COUNT = "SELECT count(DISTINCT stream_id)" + _IN_CLEAR
+_STREAMS_IN_CLEAR = "SELECT DISTINCT stream_id" + _IN_CLEAR + " AND stream_id > %s ORDER BY stream_id LIMIT %s"
+
+_ERASED_ROW = """
+INSERT INTO customers_view (id, name, email, version, deleted, created_at, updated_at)
+VALUES (%s, NULL, NULL, %s, true, clock_timestamp(), clock_timestamp())
+ON CONFLICT (id) DO UPDATE SET name = NULL, email = NULL, deleted = true, version = EXCLUDED.version,
+    updated_at = EXCLUDED.updated_at, projected_at = clock_timestamp()
+WHERE customers_view.version < EXCLUDED.version
+"""
 
 
 def _customer_id(key: bytes | None) -> uuid.UUID | None:

@@ -57,6 +57,16 @@ class CustomerCommands:
 
         return retry_on_conflict(attempt, self._max_retries, self._on_retry)
 
+    def erase_personal_data(self, customer_id: uuid.UUID, context: CommandContext) -> tuple[Customer, bool]:
+        """The customer after erasure, and whether this call erased anything."""
+        def attempt() -> tuple[Customer, bool]:
+            customer = self._customers.get(customer_id)
+            erased = customer.erase_personal_data()
+            self._customers.save(customer, context)
+            return customer, erased
+
+        return retry_on_conflict(attempt, self._max_retries, self._on_retry)
+
     def _load_for_update(self, customer_id: uuid.UUID, expected_version: int | None) -> Customer:
         customer = self._customers.get(customer_id)
         customer.ensure_exists()

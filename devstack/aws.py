@@ -6,6 +6,7 @@ AWS_ENDPOINT_URL, as they reach AWS when deployed."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,15 +14,18 @@ import time
 from pathlib import Path
 
 SECRET_NAME = "customer-service/database"
+EMAIL_HASH_SECRET_NAME = "customer-service/email-hash"
+KMS_ALIAS = "alias/customer-service"
 DLQ_NAME = "customer-service-projection-dlq"
 # moto takes any credentials; these keep a developer's real ones out of it.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
 class EmulatedAws:
-    def __init__(self, port: int, region: str) -> None:
+    def __init__(self, port: int, region: str, state: Path) -> None:
         self.port = port
         self.region = region
+        self.state = state  # where its KMS keys' seed is kept between runs
         self.process: subprocess.Popen | None = None
 
     @property
@@ -33,8 +37,9 @@ class EmulatedAws:
 
     def start(self, timeout: float = 30) -> None:
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "DEVSTACK_KMS_SEED_FILE": str(self.state / "kms-seed")})
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -62,15 +67,38 @@ def client(service: str, endpoint: str, region: str):
                         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
 
-def provision(endpoint: str, region: str, database: dict[str, str | int]) -> dict[str, str]:
-    """Make (or bring up to date) the secret and the queue; the settings that
-    name them. `database` is the secret's value, in RDS's shape."""
+def provision(endpoint: str, region: str, database: dict[str, str | int], email_hash: str) -> dict[str, str]:
+    """Make (or bring up to date) the secrets, the KMS key and the queue; the
+    settings that name them. `database` is the database secret's value, in
+    RDS's shape; `email_hash` the email hash secret's."""
     secrets = client("secretsmanager", endpoint, region)
-    try:
-        arn = secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(database))["ARN"]
-    except secrets.exceptions.ResourceExistsException:
-        arn = secrets.put_secret_value(SecretId=SECRET_NAME, SecretString=json.dumps(database))["ARN"]
+    arn = _secret(secrets, SECRET_NAME, json.dumps(database))
+    _secret(secrets, EMAIL_HASH_SECRET_NAME, email_hash)
+    kms = client("kms", endpoint, region)
+    if not any(alias["AliasName"] == KMS_ALIAS for alias in kms.list_aliases()["Aliases"]):
+        key = kms.create_key(Description="customer-service personal data")["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=KMS_ALIAS, TargetKeyId=key)
     # As the template's queue: kept 14 days, the longest SQS keeps a message.
     queue = client("sqs", endpoint, region).create_queue(
         QueueName=DLQ_NAME, Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
     return {"DATABASE_SECRET_ARN": arn, "PROJECTION_DLQ_URL": queue}
+
+
+def email_hash_secret(state: Path) -> str:
+    """The email hash key, the same on every run: reservations made by an
+    earlier run must still be found."""
+    from chalicelib.personal_data import new_hmac_key_secret
+
+    path = state / "email-hash.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_hmac_key_secret())
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def _secret(secrets, name: str, value: str) -> str:
+    try:
+        return secrets.create_secret(Name=name, SecretString=value)["ARN"]
+    except secrets.exceptions.ResourceExistsException:
+        return secrets.put_secret_value(SecretId=name, SecretString=value)["ARN"]

@@ -7,6 +7,7 @@ stack when those are not set.
   python -m ops outbox --drain   publish the backlog to Kafka now, once
   python -m ops outbox --parked  rows that cannot be published; --retry ID|all, --skip ID
   python -m ops rebuild          rebuild the read model from the event store, reads staying online
+  python -m ops encrypt-events   encrypt personal data stored in clear before encryption (resumable)
   python -m ops dlq              the projection's dead letters (PROJECTION_DLQ_URL)
   python -m ops dlq --replay     re-project the customers they name from the event store, delete them
 """
@@ -101,7 +102,8 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
 
 
 class ProgressBar:
-    def __init__(self, width: int = 30) -> None:
+    def __init__(self, unit: str = "events", width: int = 30) -> None:
+        self.unit = unit
         self.width = width
         self.started = time.monotonic()
 
@@ -110,7 +112,8 @@ class ProgressBar:
         rate = done / max(time.monotonic() - self.started, 1e-9)
         filled = int(share * self.width)
         bar = "#" * filled + "." * (self.width - filled)
-        print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+        print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} {self.unit}  {rate:,.0f}/s", end="", file=sys.stderr,
+              flush=True)
 
 
 def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> int:
@@ -118,6 +121,14 @@ def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> i
     print(file=sys.stderr)
     print(f"rebuilt customers_view: {result.rows} customers from {result.events} events"
           f" ({result.caught_up} caught up at the swap)")
+    return 0
+
+
+def cmd_encrypt_events(application: CustomerApplication, args: argparse.Namespace) -> int:
+    changed = application.encrypt_stored_events(progress=ProgressBar("customers"))
+    print(file=sys.stderr)
+    print(f"encrypted the personal data of {changed} customers; run it again until it says 0"
+          " (a customer changed while it ran may need a second pass)")
     return 0
 
 
@@ -151,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     outbox.add_argument("--skip", type=int, metavar="ID",
                         help="give up on a parked row: never published, its customer's later events go on")
     commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")
+    commands.add_parser("encrypt-events", help="encrypt the personal data of events stored in clear, customer by"
+                        " customer; safe to stop and run again")
     dlq = commands.add_parser("dlq", help="list the projection's dead letters; --replay re-projects and deletes them")
     dlq.add_argument("--replay", action="store_true",
                      help="re-project the customers the dead letters name from the event store, then delete them")
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     application = CustomerApplication(Settings.from_env())
     try:
         return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild,
-                "dlq": cmd_dlq}[args.command](application, args)
+                "dlq": cmd_dlq, "encrypt-events": cmd_encrypt_events}[args.command](application, args)
     finally:
         application.close()
 

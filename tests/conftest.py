@@ -89,8 +89,9 @@ def application(db, issuer, request, monkeypatch):
     """The application facade on this test's database (and topic, when the
     test has one), trusting the test issuer, served to the app's functions
     for the test's duration."""
-    if "topic" in request.fixturenames:
-        request.getfixturevalue("topic")  # its settings first
+    for first in ("topic", "encryption"):
+        if first in request.fixturenames:
+            request.getfixturevalue(first)  # its settings first
     for name, value in issuer.environment().items():
         monkeypatch.setenv(name, value)
     with serving(CustomerApplication(Settings.from_env())) as served:
@@ -117,6 +118,20 @@ def aws(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     with mock_aws():
         yield AwsClients()
+
+
+@pytest.fixture
+def encryption(aws, monkeypatch):
+    """Personal data encrypted under a KMS key (moto), emails hashed with a
+    key from a secret: settings for the application built after it."""
+    from chalicelib.personal_data import new_hmac_key_secret
+
+    key_id = aws("kms").create_key(Description="personal data")["KeyMetadata"]["KeyId"]
+    secret = aws("secretsmanager").create_secret(Name=f"email-hash-{uuid.uuid4().hex[:8]}",
+                                                 SecretString=new_hmac_key_secret())["ARN"]
+    monkeypatch.setenv("KMS_KEY_ID", key_id)
+    monkeypatch.setenv("EMAIL_HASH_SECRET_ARN", secret)
+    return key_id
 
 
 @pytest.fixture

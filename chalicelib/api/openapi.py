@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from chalicelib.auth import READ, WRITE
+from chalicelib.auth import ERASE, READ, WRITE
 
 _UUID = {"type": "string", "format": "uuid", "example": "123e4567-e89b-12d3-a456-426614174000"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -145,6 +145,17 @@ def document() -> dict[str, Any]:
                     },
                 }, WRITE),
             },
+            "/customer/{customer_id}/personal-data": {"delete": _secured({
+                "operationId": "erasePersonalData",
+                "summary": "Erase a customer's personal data (the right to erasure); deleted customers too",
+                "parameters": [_CUSTOMER_ID, _CORRELATION],
+                "responses": {
+                    "204": {"description": "Erased (also when it was already): the customer reads 404, its"
+                                           " history lists its events with personal fields null.",
+                            "headers": _headers()},
+                    "400": _BAD_REQUEST, "404": _NOT_FOUND, "409": _CONFLICT,
+                },
+            }, ERASE)},
             "/customer/{customer_id}/email": {"post": _secured({
                 "operationId": "changeEmail",
                 "summary": "Change a customer's email",
@@ -257,9 +268,10 @@ _SCHEMAS: dict[str, Any] = {
     },
     "CustomerState": {
         "type": "object", "required": ["id", "name", "email", "version", "created_at", "updated_at"],
-        "properties": {"id": _UUID, "name": {"type": "string"}, "email": {"type": "string"},
+        "properties": {"id": _UUID, "name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]},
                        "version": {"type": "integer", "minimum": 1}, "created_at": _TIME, "updated_at": _TIME,
-                       "deleted": {"type": "boolean"}},
+                       "deleted": {"type": "boolean"},
+                       "erased": {"type": "boolean", "description": "Its personal data was erased: null."}},
     },
     "CustomerList": {
         "type": "object", "required": ["customers"],
@@ -273,6 +285,7 @@ _SCHEMAS: dict[str, Any] = {
             "recorded_at": _TIME, "event_id": {"type": "string"}, "correlation_id": {"type": ["string", "null"]},
             "causation_id": {"type": ["string", "null"]}, "schema_version": {"type": "integer"},
             "data": {"type": "object"},
+            "erased": {"type": "boolean", "description": "Personal data erased: its fields in data are null."},
         },
     },
     "HistoryPage": {

@@ -9,6 +9,7 @@ from chalice import Response
 from chalicelib.application import CommandResult, CustomerRead, Health, HistoryPage
 from chalicelib.auth import Forbidden, Unauthenticated
 from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.personal_data import ERASED
 from chalicelib.readmodel.projection import CustomerRow
 
 
@@ -54,7 +55,8 @@ def current_state(read: CustomerRead) -> Response:
 
 
 def state_then(row: CustomerRow) -> Response:
-    return Response(body={**customer_row(row), "deleted": row.deleted},
+    # A customer always has a name, unless it was erased.
+    return Response(body={**customer_row(row), "deleted": row.deleted, "erased": row.name is None},
                     headers={"ETag": etag(row.version), "X-Read-Source": "event-store"})
 
 
@@ -84,6 +86,7 @@ def history_entry(recorded: RecordedEvent) -> dict:
         "actor": metadata.get("actor"),
         "schema_version": recorded.schema_version,
         "data": recorded.data,
+        "erased": bool(metadata.get(ERASED)) or recorded.event_type == "CustomerPersonalDataErased",
     }
 
 

@@ -84,6 +84,13 @@ class CustomerDeleted(DomainEvent):
     pass
 
 
+@registry.register
+@dataclass(frozen=True)
+class CustomerPersonalDataErased(DomainEvent):
+    """The customer's personal data was erased on request (its key deleted):
+    consumers delete their copies. It carries no personal data itself."""
+
+
 def valid_name(name: str) -> str:
     stripped = name.strip()
     if not stripped:
@@ -109,16 +116,18 @@ def valid_email(email: str) -> str:
 
 class Customer(Aggregate):
     stream_type = "Customer"
+    state_schema_version = 2  # 2: erased; name and email may be stored encrypted
 
     def __init__(self) -> None:
         super().__init__()
         self.name: str | None = None
         self.email: str | None = None
         self.deleted = False
+        self.erased = False
 
     @property
     def exists(self) -> bool:
-        return self.version > 0 and not self.deleted
+        return self.version > 0 and not self.deleted and not self.erased
 
     # Commands: check the rules, then record what happened.
 
@@ -144,6 +153,17 @@ class Customer(Aggregate):
         self._release_unique(EMAIL_SCOPE, self.email)
         self._record(CustomerDeleted())
 
+    def erase_personal_data(self) -> bool:
+        """Deleted customers too; once is enough (False: nothing left to erase)."""
+        if self.version == 0:
+            raise CustomerNotFound(f"customer {self.id} not found")
+        if self.erased:
+            return False
+        if not self.deleted and self.email is not None:
+            self._release_unique(EMAIL_SCOPE, self.email)
+        self._record(CustomerPersonalDataErased())
+        return True
+
     def ensure_exists(self) -> None:
         if not self.exists:
             raise CustomerNotFound(f"customer {self.id} not found")
@@ -158,14 +178,17 @@ class Customer(Aggregate):
                 self.email = email
             case CustomerDeleted():
                 self.deleted = True
+            case CustomerPersonalDataErased():
+                self.name, self.email, self.erased = None, None, True
             case _:
                 raise TypeError(f"Customer cannot apply {type(event).__name__}")
 
     def snapshot_state(self) -> dict:
-        return {"name": self.name, "email": self.email, "deleted": self.deleted}
+        return {"name": self.name, "email": self.email, "deleted": self.deleted, "erased": self.erased}
 
     def restore_state(self, state: dict) -> None:
         self.name, self.email, self.deleted = state["name"], state["email"], state["deleted"]
+        self.erased = state["erased"]
 
     def to_dict(self) -> dict:
         return {"id": str(self.id), "name": self.name, "email": self.email, "version": self.version}

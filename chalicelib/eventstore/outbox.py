@@ -301,6 +301,8 @@ class OutboxRelay:
         for outbox_id, event in rows:
             try:
                 events.append(self._upcast(event))
+            except PublishError:
+                raise  # it cannot be read just now (say, its key not fetched): the batch is tried again
             except Exception as error:  # noqa: BLE001 - no retry can make this code read it
                 self._park(conn, outbox_id, event, f"{type(error).__name__}: {error}")
         try:

@@ -103,11 +103,21 @@ _RESERVE = """, reserved AS (
 )"""
 
 
+# A new stream's wrapped data key (personal data), stored with its first events.
+_STREAM_KEY = """, stream_key AS (
+    INSERT INTO stream_keys (stream_id, kek_id, wrapped_key)
+    SELECT %(stream_id)s, %(kek_id)s, %(wrapped_key)s
+    WHERE EXISTS (SELECT 1 FROM new_events)
+)"""
+
+
 @functools.cache
-def _append_sql(*, many: bool, check_gap: bool, snapshot: bool, release: bool, reserve: bool) -> str:
+def _append_sql(*, many: bool, check_gap: bool, snapshot: bool, release: bool, reserve: bool,
+                stream_key: bool = False) -> str:
     """The append statement with just the parts this append needs."""
     rows = (_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else "")
-    extras = (_SNAPSHOT if snapshot else "") + (_RELEASE if release else "") + (_RESERVE if reserve else "")
+    extras = ((_SNAPSHOT if snapshot else "") + (_RELEASE if release else "") + (_RESERVE if reserve else "")
+              + (_STREAM_KEY if stream_key else ""))
     return _APPEND.format(rows=rows, snapshot=extras)
 
 
@@ -132,6 +142,7 @@ class PostgresEventStore:
         snapshot: Snapshot | None = None,
         reserve: Sequence[Reservation] = (),
         release: Sequence[Reservation] = (),
+        stream_key: Any = None,
     ) -> list[int]:
         if not events:
             return []
@@ -153,8 +164,10 @@ class PostgresEventStore:
             params["release"] = json.dumps([{"scope": r.scope, "key": r.key} for r in release])
         if reserve:
             params["reserve"] = json.dumps([{"scope": r.scope, "key": r.key} for r in reserve])
+        if stream_key is not None:
+            params.update(kek_id=stream_key.kek_id, wrapped_key=stream_key.wrapped)
         sql = _append_sql(many=many, check_gap=expected_version > 0, snapshot=snapshot is not None,
-                          release=bool(release), reserve=bool(reserve))
+                          release=bool(release), reserve=bool(reserve), stream_key=stream_key is not None)
         with self._pool.connection() as conn:
             try:
                 if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:

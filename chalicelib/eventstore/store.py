@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .aggregate import Aggregate
 from .errors import ConcurrencyError, ReservationTaken, RetriesExhausted
@@ -37,11 +37,13 @@ class EventStore(Protocol):
         snapshot: Snapshot | None = None,
         reserve: Sequence[Reservation] = (),
         release: Sequence[Reservation] = (),
+        stream_key: Any = None,
     ) -> list[int]:
         """Append events as versions expected_version+1.. atomically, with one
-        outbox row each, the snapshot if given, and the reservations taken
-        and released by the stream; return their global positions. Raises
-        ConcurrencyError, or ReservationTaken (nothing stored)."""
+        outbox row each, the snapshot if given, the reservations taken and
+        released by the stream, and a new stream's wrapped data key; return
+        their global positions. Raises ConcurrencyError, or ReservationTaken
+        (nothing stored)."""
         ...
 
     def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
@@ -63,12 +65,14 @@ class InMemoryEventStore:
         self.outbox: list[int] = []
         self.snapshots: dict[uuid.UUID, Snapshot] = {}
         self.reservations: dict[Reservation, uuid.UUID] = {}
+        self.stream_keys: dict[uuid.UUID, Any] = {}
 
     def load_snapshot(self, stream_id):
         with self._lock:
             return self.snapshots.get(stream_id)
 
-    def append(self, stream_id, stream_type, expected_version, events, snapshot=None, reserve=(), release=()):
+    def append(self, stream_id, stream_type, expected_version, events, snapshot=None, reserve=(), release=(),
+               stream_key=None):
         with self._lock:
             current = sum(1 for e in self.events if e.stream_id == stream_id)
             if current != expected_version:
@@ -102,6 +106,8 @@ class InMemoryEventStore:
                 positions.append(position)
             if snapshot is not None and events:
                 self.snapshots[stream_id] = snapshot
+            if stream_key is not None and events:
+                self.stream_keys[stream_id] = stream_key
             return positions
 
     def load(self, stream_id, after_version=0, limit=None):

@@ -45,6 +45,10 @@ class Settings:
     kafka_sasl_secret_arn: str | None = None
     kafka_ssl_cafile: str | None = None
     projection_dlq_url: str | None = None
+    # Personal data is encrypted under keys from this KMS key; without it,
+    # stored in clear (and erasure refuses to run).
+    kms_key_id: str | None = None
+    email_hash_secret_arn: str | None = None
 
     @staticmethod
     def from_env() -> Settings:
@@ -69,6 +73,11 @@ class Settings:
                                      " holding username and password")
         if mechanism == "AWS_MSK_IAM" and protocol != "SASL_SSL":
             raise ConfigurationError("KAFKA_SASL_MECHANISM AWS_MSK_IAM needs KAFKA_SECURITY_PROTOCOL SASL_SSL")
+        kms_key_id = os.environ.get("KMS_KEY_ID", "").strip() or None
+        email_hash_secret = os.environ.get("EMAIL_HASH_SECRET_ARN", "").strip() or None
+        if kms_key_id and not email_hash_secret:
+            raise ConfigurationError("KMS_KEY_ID needs EMAIL_HASH_SECRET_ARN: emails are compared by a keyed hash"
+                                     " whose key is in that secret")
         issuer = os.environ.get("AUTH_ISSUER", "").strip().rstrip("/") or None
         return Settings(
             database_url=url,
@@ -98,6 +107,8 @@ class Settings:
             kafka_sasl_secret_arn=sasl_secret,
             kafka_ssl_cafile=os.environ.get("KAFKA_SSL_CAFILE", "").strip() or None,
             projection_dlq_url=os.environ.get("PROJECTION_DLQ_URL", "").strip() or None,
+            kms_key_id=kms_key_id,
+            email_hash_secret_arn=email_hash_secret,
         )
 
     def require_auth(self) -> tuple[str, str]:
@@ -106,6 +117,12 @@ class Settings:
                 "AUTH_ISSUER is not set: every data route needs a token issuer; `make run` sets up a development one"
             )
         return self.auth_issuer, self.auth_jwks_url
+
+    def require_kms(self) -> str:
+        if not self.kms_key_id:
+            raise ConfigurationError("KMS_KEY_ID is not set: personal data is stored in clear, so it cannot be"
+                                     " erased; `make run` and the template set it")
+        return self.kms_key_id
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:

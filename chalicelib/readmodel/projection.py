@@ -23,7 +23,13 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from chalicelib.domain.customer import CustomerCreated, CustomerDeleted, CustomerEmailChanged, registry
+from chalicelib.domain.customer import (
+    CustomerCreated,
+    CustomerDeleted,
+    CustomerEmailChanged,
+    CustomerPersonalDataErased,
+    registry,
+)
 from chalicelib.eventstore.events import DomainEvent, RecordedEvent
 from chalicelib.eventstore.postgres import dataclass_row
 from chalicelib.infra import msk
@@ -84,8 +90,8 @@ def from_cloudevent(raw: bytes) -> ProjectedEvent:
 @dataclass(frozen=True)
 class CustomerRow:
     id: uuid.UUID
-    name: str
-    email: str
+    name: str | None  # None once erased
+    email: str | None
     version: int
     deleted: bool
     created_at: datetime
@@ -108,6 +114,8 @@ def evolve(row: CustomerRow | None, projected: ProjectedEvent) -> CustomerRow:
             return CustomerRow(row.id, row.name, email, version, row.deleted, row.created_at, time)
         case CustomerDeleted() if row is not None:
             return CustomerRow(row.id, row.name, row.email, version, True, row.created_at, time)
+        case CustomerPersonalDataErased() if row is not None:
+            return CustomerRow(row.id, None, None, version, True, row.created_at, time)
     raise ValueError(f"cannot apply {type(event).__name__} v{version} to {row}")
 
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from chalicelib.domain.customer import Customer
-from chalicelib.eventstore.events import recorded_event_columns
+from chalicelib.eventstore.events import RecordedEvent, recorded_event_columns
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra.db import TransactionConnection
 from chalicelib.readmodel.projection import TABLE, ProjectedEvent, project
@@ -39,12 +39,14 @@ class RebuildResult:
 
 
 def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lambda done, total: None,
-            chunk: int = 5000) -> RebuildResult:
+            chunk: int = 5000, open_event: Callable[[RecordedEvent], RecordedEvent] = lambda event: event
+            ) -> RebuildResult:
+    """`open_event` makes an event's personal data readable (it is stored encrypted)."""
     with connect(autocommit=True) as writer:
         store = PostgresEventStore(TransactionConnection(writer))
 
         def load_after(customer_id, version):
-            return [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, after_version=version)]
+            return [ProjectedEvent.from_recorded(open_event(r)) for r in store.load(customer_id, after_version=version)]
 
         writer.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(NEXT)))
         writer.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
@@ -62,7 +64,8 @@ def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lam
                     cursor.itersize = chunk
                     cursor.execute(_EVENTS, (Customer.stream_type,))
                     while rows := cursor.fetchmany(chunk):
-                        project(writer, [ProjectedEvent.from_recorded(r) for r in rows], load_after, table=NEXT)
+                        project(writer, [ProjectedEvent.from_recorded(open_event(r)) for r in rows], load_after,
+                                table=NEXT)
                         done += len(rows)
                         progress(done, total)
 

@@ -10,6 +10,7 @@ import pytest
 
 from app import app
 from chalicelib.api import openapi
+from devstack.aws import EMAIL_HASH_SECRET_NAME, KMS_ALIAS, EmulatedAws, email_hash_secret, provision
 from devstack.postgres import free_port
 from tests.support.waiting import wait_for
 
@@ -44,11 +45,22 @@ def test_docs_page_loads_its_script_and_style_from_this_api(client):
 
 
 @pytest.fixture
-def running_api(db, kafka_bootstrap, issuer):
+def emulated_aws(tmp_path):
+    """The AWS endpoint `make run` starts, with the KMS key and secrets it makes."""
+    emulated = EmulatedAws(free_port(), "eu-west-1", tmp_path)
+    emulated.start()
+    provision(emulated.endpoint, "eu-west-1", {"username": "unused", "password": "unused"},
+              email_hash_secret(tmp_path))
+    yield {**emulated.environment(), "KMS_KEY_ID": KMS_ALIAS, "EMAIL_HASH_SECRET_ARN": EMAIL_HASH_SECRET_NAME}
+    emulated.stop()
+
+
+@pytest.fixture
+def running_api(db, kafka_bootstrap, issuer, emulated_aws):
     """The API under chalice local, as `make run` serves it."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LOG_LEVEL": "error",
-           **issuer.environment()}
+           "POWERTOOLS_METRICS_DISABLED": "true", **issuer.environment(), **emulated_aws}
     server = subprocess.Popen([str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
                                "--port", str(port), "--stage", "dev", "--no-autoreload"],
                               cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,6 +88,7 @@ def test_schemathesis_finds_no_5xx_and_nothing_the_document_does_not_say(running
             "schemathesis.toml")), "run", f"{running_api}/openapi.json",
          "--checks", checks, "--max-examples", "40", "--phases", "examples,coverage,fuzzing",
          "--workers", "1", "--seed", "1", "--request-timeout", "20", "--no-color",
-         "--header", f"Authorization: Bearer {issuer.token(scopes='customers:read customers:write')}"],
+         "--header",
+         f"Authorization: Bearer {issuer.token(scopes='customers:read customers:write customers:erase')}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -19,10 +19,11 @@ from tests.support.waiting import wait_for
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def make_token(state: Path) -> str:
+def make_token(state: Path, scopes: str | None = None) -> str:
     """What `make token` prints for this stack."""
     result = subprocess.run([sys.executable, "-m", "devstack.issuer", "token"], cwd=PROJECT, check=True,
-                            env={**os.environ, "DEVSTACK_DIR": str(state)}, capture_output=True, text=True)
+                            env={**os.environ, "DEVSTACK_DIR": str(state), **({"SCOPES": scopes} if scopes else {})},
+                            capture_output=True, text=True)
     return result.stdout.strip()
 
 
@@ -275,6 +276,7 @@ def readme_curl_examples() -> list[str]:
     commands = []
     for block in api.split("```sh\n")[1:]:
         text = block.split("```", 1)[0].replace("\\\n", " ")
+        # Tokens are given by the test (the stack's `make token`), not made by the lines that set them.
         commands += [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
     return commands
 
@@ -285,7 +287,7 @@ def test_every_curl_example_of_the_readme_works_with_a_token_from_make_token(tmp
     stack = start_stack(state, api_port, free_port(), free_port())
     try:
         wait_for_http(api_port, stack)
-        env = {**os.environ, "TOKEN": make_token(state)}
+        env = {**os.environ, "TOKEN": make_token(state), "ERASE_TOKEN": make_token(state, "customers:erase")}
         examples = readme_curl_examples()
         assert len(examples) >= 10
         customer_id = None

@@ -78,6 +78,8 @@ def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_pas
         assert p["TracingConfig"] == {"Mode": "Active"}
         variables = p["Environment"]["Variables"]
         assert variables["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
+        assert variables["KMS_KEY_ID"] == {"Fn::GetAtt": ["PersonalDataKey", "Arn"]}
+        assert variables["EMAIL_HASH_SECRET_ARN"] == {"Ref": "EmailHashSecret"}
         assert "@" not in str(variables.get("DATABASE_URL", "")) and "password" not in str(variables).lower()
         roles.add(p["Role"]["Fn::GetAtt"][0])
     assert roles == {"ApiRole", "DrainRole", "ProjectionRole"}
@@ -106,14 +108,18 @@ def actions(cfn, role):
 
 def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
     secret = {"Ref": "DatabaseSecretArn"}
+    kms_key = {"Fn::GetAtt": ["PersonalDataKey", "Arn"]}
     for role in ("ApiRole", "DrainRole", "ProjectionRole"):
         assert any(s["Resource"] == secret and s["Action"] == "secretsmanager:GetSecretValue"
                    for s in statements(cfn, role))
         assert all(s["Resource"] != "*" and "*" not in str(s["Action"]) for s in statements(cfn, role))
+        assert all(s["Resource"] == kms_key for s in statements(cfn, role) if "kms:" in str(s["Action"]))
         managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in managed)
         assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
-    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue"}
+    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "kms:GenerateDataKey", "kms:Decrypt"}
+    assert "kms:GenerateDataKey" not in actions(cfn, "DrainRole") | actions(cfn, "ProjectionRole")
+    assert "kms:Decrypt" in actions(cfn, "DrainRole") & actions(cfn, "ProjectionRole")
     assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "DrainRole")
     assert "sqs:SendMessage" not in actions(cfn, "DrainRole")
     assert {"kafka-cluster:ReadData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} <= actions(cfn, "ProjectionRole")

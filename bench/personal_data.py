@@ -1,0 +1,92 @@
+"""What encrypting personal data costs, in the same run: creations through
+the handler path with and without encryption (1 writer, alternating
+rounds), loading a 1,000-event customer with and without, and the KMS calls
+a warm container makes per 1,000 commands. KMS is moto, in each writer's
+process: one GenerateDataKey per container is all the hot path asks of it."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+
+from bench.write_side import CONTEXT, ours, rate
+from chalicelib.customer_commands import CustomerCommands
+from chalicelib.domain.commands import ChangeEmail, CreateCustomer
+from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.infra import db
+from chalicelib.personal_data import EmailHash, EncryptedEventStore, KeyRing, PersonalData
+
+
+def _kms():
+    """moto's KMS in this process, and a key in it."""
+    from moto import mock_aws
+
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="eu-west-1")
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    mock_aws().start()
+    import boto3
+
+    kms = boto3.client("kms")
+    return kms, kms.create_key()["KeyMetadata"]["KeyId"]
+
+
+def _encrypted_store(url: str) -> tuple[EncryptedEventStore, KeyRing]:
+    import psycopg
+
+    kms, key_id = _kms()
+    pool = db.new_pool(url, max_size=1)
+    keys = KeyRing(lambda: psycopg.connect(url, autocommit=True), lambda: kms, key_id)
+    personal = PersonalData(keys, EmailHash(lambda: b"bench-email-hash-key-of-32-bytes!"))
+    return EncryptedEventStore(PostgresEventStore(pool), personal, pool.connection), keys
+
+
+def ours_encrypted(url: str, writers: int) -> Callable[[int], None]:
+    store, _ = _encrypted_store(url)
+    service = CustomerCommands(store)
+
+    def work(n: int) -> None:
+        customer_id = uuid.uuid4()
+        service.create(CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com", customer_id=customer_id),
+                       CONTEXT)
+    return work
+
+
+def _load_time(service: CustomerCommands, events: int, repeats: int = 20) -> float:
+    customer_id = uuid.uuid4()
+    service.create(CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com", customer_id=customer_id),
+                   CONTEXT)
+    for n in range(events - 1):
+        service.change_email(ChangeEmail(customer_id, f"{customer_id.hex}.{n}@example.com"), CONTEXT)
+    timings = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        service.get(customer_id)
+        timings.append(time.perf_counter() - began)
+    return statistics.median(timings)
+
+
+def run(url: str, seconds: float, rounds: int) -> dict:
+    plain, sealed = [], []
+    for _ in range(rounds):
+        plain.append(rate(ours, url, 1, seconds))
+        sealed.append(rate(ours_encrypted, url, 1, seconds))
+    store, keys = _encrypted_store(url)
+    encrypted = CustomerCommands(store)
+    clear = CustomerCommands(PostgresEventStore(db.new_pool(url, max_size=1)))
+    load_clear = _load_time(clear, 1000) * 1000
+    load_sealed = _load_time(encrypted, 1000) * 1000
+    # A warm container: its key-encryption key made already (by the load above).
+    before = keys.kms_calls
+    for _ in range(500):
+        customer_id = uuid.uuid4()
+        encrypted.create(CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com",
+                                        customer_id=customer_id), CONTEXT)
+        encrypted.change_email(ChangeEmail(customer_id, f"{customer_id.hex}.2@example.com"), CONTEXT)
+    return {
+        "creations_per_second": {"clear": statistics.median(plain), "encrypted": statistics.median(sealed)},
+        "load_1000_events_ms": {"clear": load_clear, "encrypted": load_sealed},
+        "kms_calls_per_1000_commands": keys.kms_calls - before,
+    }

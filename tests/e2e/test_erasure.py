@@ -1,0 +1,198 @@
+"""The right to erasure by crypto-shredding: personal data stored only
+encrypted (KMS, emulated by moto in process), erased by deleting the
+customer's key, and nowhere to be found afterwards."""
+
+import json
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+from chalice.test import Client
+
+from app import app
+from chalicelib.eventstore.events import CommandContext
+from devstack.postgres import _bin_path
+from ops.__main__ import main as ops
+from tests.support.api import Api
+from tests.support.builders import count, stored_events
+from tests.support.msk import msk_event
+
+NAME, FIRST, SECOND = "Ada Lovelace", "ada@example.com", "ada@analytical-engine.org"
+
+pytestmark = pytest.mark.usefixtures("encryption")
+
+
+@pytest.fixture
+def eraser(issuer):
+    with Client(app) as client:
+        yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
+
+
+def dump(db: str) -> str:
+    """The whole database as pg_dump writes it."""
+    return subprocess.run([str(_bin_path() / "pg_dump"), "--no-owner", db], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def readable(application, db):
+    """The stored events made readable, as the drain publishes them."""
+    return [application._open_event()(e) for e in stored_events(db)]
+
+
+def test_after_erasure_neither_the_name_nor_any_email_is_in_the_database_or_any_answer(
+        application, client, eraser, db):
+    customer_id = client.create_id(FIRST, NAME)
+    changed = client.change_email(customer_id, SECOND, headers={"Idempotency-Key": "change-1"})
+    assert changed.status_code == 200
+    application.project_kafka_batch(msk_event(readable(application, db)))
+    assert client.http.get(f"/customer/{customer_id}").json_body["name"] == NAME
+    assert NAME in dump(db)  # the read model and the stored answer hold it, until erasure
+
+    assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
+
+    everything = dump(db)
+    for personal in (NAME, FIRST, SECOND, "analytical-engine"):
+        assert personal not in everything
+    assert client.http.get(f"/customer/{customer_id}").status_code == 404
+    assert client.http.get(f"/customer/{customer_id}?consistency=strong").status_code == 404
+    history = client.http.get(f"/customer/{customer_id}/events").json_body["events"]
+    assert [e["type"] for e in history] == ["CustomerCreated", "CustomerEmailChanged", "CustomerPersonalDataErased"]
+    assert history[0]["data"] == {"name": None, "email": None} and history[0]["erased"] is True
+    assert history[1]["data"] == {"email": None, "previous_email": None} and history[1]["erased"] is True
+    then = client.http.get(f"/customer/{customer_id}?version=1").json_body
+    assert (then["name"], then["email"], then["erased"]) == (None, None, True)
+    assert client.http.get(f"/customers?email={FIRST}").json_body == {"customers": []}
+    answers = json.dumps([client.http.get(f"/customer/{customer_id}/events").json_body, then])
+    assert NAME not in answers and FIRST not in answers and SECOND not in answers
+    # The emails are free again.
+    assert client.create(email=FIRST).status_code == 201
+    assert client.create(email=SECOND).status_code == 201
+
+
+@pytest.fixture
+def frequent_snapshots(monkeypatch):
+    monkeypatch.setenv("CUSTOMER_SNAPSHOT_EVERY", "2")
+
+
+def test_events_and_snapshots_never_hold_the_name_or_an_email_in_clear(frequent_snapshots, application, client, db):
+    assert application.settings.customer_snapshot_every == 2
+    customer_id = client.create_id(FIRST, NAME)
+    for n in range(3):
+        assert client.change_email(customer_id, f"ada{n}@example.com").status_code == 200
+    with psycopg.connect(db) as conn:
+        stored = [row[0] for row in conn.execute("SELECT data::text FROM events")]
+        snapshots = [row[0] for row in conn.execute("SELECT state::text FROM snapshots")]
+        reservations = [row[0] for row in conn.execute("SELECT key FROM reservations")]
+    assert snapshots, "a snapshot was taken"
+    for text in stored + snapshots + reservations:
+        assert "Ada" not in text and "@" not in text and "example.com" not in text
+    assert all("pd1:" in text for text in stored + snapshots)
+    assert reservations[0].startswith("hmac-sha256:")
+    # And they read back whole.
+    assert client.http.get(f"/customer/{customer_id}?consistency=strong").json_body["email"] == "ada2@example.com"
+    assert client.http.get(f"/customer/{customer_id}?version=1").json_body["name"] == NAME
+
+
+def test_erasure_without_the_erase_scope_is_refused_and_changes_nothing(client, db, issuer):
+    customer_id = client.create_id(FIRST, NAME)
+    with Client(app) as raw:
+        for scopes in ("customers:read customers:write", "customers:read"):
+            api = Api(raw, token=issuer.token(subject="someone", scopes=scopes))
+            answer = api.http.delete(f"/customer/{customer_id}/personal-data")
+            assert answer.status_code == 403 and "customers:erase" in answer.headers["WWW-Authenticate"]
+        assert Api(raw).http.delete(f"/customer/{customer_id}/personal-data").status_code == 401
+    assert count(db) == 1 and count(db, "stream_keys") == 1
+    assert client.http.get(f"/customer/{customer_id}?consistency=strong").json_body["name"] == NAME
+
+
+def test_erasure_is_idempotent_works_for_deleted_customers_and_404s_for_unknown_ones(client, eraser, db):
+    customer_id = client.create_id(FIRST, NAME)
+    assert client.http.delete(f"/customer/{customer_id}").status_code == 204
+    assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
+    assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
+    assert count(db) == 3  # created, deleted, erased once
+    assert eraser.http.delete(f"/customer/{uuid.uuid4()}/personal-data").status_code == 404
+    assert eraser.http.delete("/customer/not-an-id/personal-data").status_code == 400
+    # An erased customer takes no more commands.
+    assert client.change_email(customer_id, SECOND).status_code == 404
+
+
+def test_events_still_in_the_outbox_are_published_without_personal_data(application, client, eraser, db):
+    customer_id = client.create_id(FIRST, NAME)
+    client.change_email(customer_id, SECOND)
+    assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
+    published = []
+    application._publish = published.extend
+    assert application.outbox_relay().drain_once().published == 3
+    assert [e.event_type for e in published] == ["CustomerCreated", "CustomerEmailChanged",
+                                                 "CustomerPersonalDataErased"]
+    assert published[0].data == {"name": None, "email": None}
+    assert published[0].metadata["personal_data_erased"] is True
+    assert NAME not in json.dumps([e.data for e in published])
+
+
+def test_messages_carry_the_personal_data_in_clear_for_consumers(application, client, db):
+    client.create_id(FIRST, NAME)
+    published = []
+    application._publish = published.extend
+    application.outbox_relay().drain_once()
+    assert published[0].data == {"name": NAME, "email": FIRST}
+
+
+def test_a_taken_email_is_refused_by_its_hash_and_named_in_clear(client):
+    client.create_id(FIRST, NAME)
+    refused = client.create(email=FIRST, expect=409)
+    assert refused.json_body["Message"] == f"{FIRST} is already the email of another customer"
+
+
+def test_a_warm_container_asks_kms_once_not_per_command(application, client):
+    for n in range(20):
+        customer_id = client.create_id(f"c{n}@example.com")
+        client.change_email(customer_id, f"d{n}@example.com")
+    assert application.personal_data().keys.kms_calls == 1
+
+
+def test_events_stored_in_clear_are_encrypted_in_place_by_the_operator_command(
+        db, commands, monkeypatch, capsys):
+    # Stored before encryption: through the handlers with no encryption at all.
+    from chalicelib.domain.commands import ChangeEmail, CreateCustomer
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    for n, cid in enumerate(ids):
+        commands.create(CreateCustomer(name=f"Legacy {n}", email=f"legacy{n}@example.com", customer_id=cid),
+                        CommandContext("old", "old"))
+        commands.change_email(ChangeEmail(cid, f"later{n}@example.com"), CommandContext("old", "old"))
+    assert "Legacy 0" in json.dumps([e.data for e in stored_events(db)])
+
+    assert ops(["encrypt-events"]) == 0
+    assert "encrypted the personal data of 3 customers" in capsys.readouterr().out
+    text = json.dumps([e.data for e in stored_events(db)])
+    assert "Legacy" not in text and "example.com" not in text
+    with psycopg.connect(db) as conn:
+        keys = [row[0] for row in conn.execute("SELECT key FROM reservations ORDER BY key")]
+    assert all(key.startswith("hmac-sha256:") for key in keys) and len(keys) == 3
+    # Run again: nothing left to do.
+    assert ops(["encrypt-events"]) == 0
+    assert "of 0 customers" in capsys.readouterr().out
+
+
+def test_when_a_key_cannot_be_fetched_the_batch_waits_and_is_published_later_not_parked(application, client, db,
+                                                                                         aws):
+    import boto3
+    from botocore.config import Config
+
+    client.create_id(FIRST, NAME)
+    unreachable = boto3.client("kms", endpoint_url="http://127.0.0.1:1", config=Config(retries={"max_attempts": 1}))
+    # A cold container whose KMS cannot be reached.
+    cold = type(application)(application.settings,
+                             aws=lambda service: unreachable if service == "kms" else aws(service))
+    published = []
+    cold._publish = published.extend
+    result = cold.outbox_relay().drain_once()
+    assert (result.published, result.parked, result.failures) == (0, 0, 1)
+    cold.close()
+    # KMS back: published, in clear for consumers.
+    application._publish = published.extend
+    assert application.outbox_relay().drain_once().published == 1
+    assert published[0].data == {"name": NAME, "email": FIRST}
