@@ -11,6 +11,7 @@ from chalicelib.domain.customer import (
     CustomerDeleted,
     CustomerEmailChanged,
     CustomerNotFound,
+    CustomerPersonalDataErased,
     InvalidValue,
 )
 
@@ -68,6 +69,34 @@ def test_deleted_customer_refuses_every_command():
     with pytest.raises(CustomerNotFound):
         customer.delete()
     assert customer.pending_events == []
+
+
+def test_erasure_records_an_event_without_personal_data_and_releases_the_email():
+    customer = Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="a@example.com")])
+    assert customer.erase_personal_data() is True
+    assert customer.pending_events == [CustomerPersonalDataErased()]
+    assert CustomerPersonalDataErased().to_data() == {}
+    reserve, release = customer.pending_reservations
+    assert (reserve, [r.key for r in release]) == ([], ["a@example.com"])
+    assert (customer.name, customer.email, customer.erased, customer.exists) == (None, None, True, False)
+
+
+def test_erasure_happens_once_and_an_erased_customer_takes_no_command():
+    customer = Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="a@example.com"),
+                                       CustomerPersonalDataErased()])
+    assert customer.erase_personal_data() is False and customer.pending_events == []
+    with pytest.raises(CustomerNotFound):
+        customer.change_email("b@example.com")
+    with pytest.raises(CustomerNotFound):
+        customer.delete()
+
+
+def test_a_deleted_customer_can_be_erased_and_has_no_email_left_to_release():
+    customer = Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="a@example.com"), CustomerDeleted()])
+    assert customer.erase_personal_data() is True
+    assert customer.pending_reservations == ([], [])
+    with pytest.raises(CustomerNotFound):
+        Customer.rehydrate(ID, []).erase_personal_data()
 
 
 def test_unknown_customer_cannot_be_changed():
