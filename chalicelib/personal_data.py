@@ -285,7 +285,16 @@ class EncryptedEventStore:
             return self._inner.append(stream_id, stream_type, expected_version, events, snapshot,
                                       list(plain), [personal.hashed(r) for r in release], stream_key=stream_key)
         except ReservationTaken as error:
+            self._forget_unstored(stream_id, expected_version)
             raise ReservationTaken(plain.get(error.reservation, error.reservation)) from None
+        except Exception:
+            self._forget_unstored(stream_id, expected_version)
+            raise
+
+    def _forget_unstored(self, stream_id: uuid.UUID, expected_version: int) -> None:
+        # A new stream's key was not stored with it: it must not be used for a stream of that id.
+        if expected_version == 0:
+            self._personal.keys.forget(stream_id)
 
     def load_snapshot(self, stream_id):
         snapshot = self._inner.load_snapshot(stream_id)
