@@ -40,7 +40,8 @@ def _encrypted_store(url: str) -> tuple[EncryptedEventStore, KeyRing]:
     pool = db.new_pool(url, max_size=1)
     keys = KeyRing(lambda: psycopg.connect(url, autocommit=True), lambda: kms, key_id)
     personal = PersonalData(keys, EmailHash(lambda: b"bench-email-hash-key-of-32-bytes!"))
-    return EncryptedEventStore(PostgresEventStore(pool), personal, pool.connection), keys
+    # As the application builds it for commands.
+    return EncryptedEventStore(PostgresEventStore(pool), personal, pool.connection, for_state=True), keys
 
 
 def ours_encrypted(url: str, writers: int) -> Callable[[int], None]:

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import CreateCustomer
-from chalicelib.domain.customer import CustomerEmailChanged, registry
+from chalicelib.domain.customer import Customer, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata, Snapshot
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db
@@ -189,8 +189,9 @@ def load_time(url: str, events: int, snapshot_every: int | None = None, repeats:
                                         Metadata.new("bench", "bench")) for n in range(step)]
             snapshot = None
             if snapshot_every and (version + step) % snapshot_every == 0:
-                state = {"name": "Ada", "email": f"ada{version + step - 1}@example.com", "deleted": False}
-                snapshot = Snapshot(version + step, 1, state)
+                state = {"name": "Ada", "email": f"ada{version + step - 1}@example.com", "deleted": False,
+                         "erased": False}
+                snapshot = Snapshot(version + step, Customer.state_schema_version, state)
             store.append(customer.id, "Customer", version, batch, snapshot)
             version += step
         assert service.get(customer.id).version == events

@@ -194,16 +194,19 @@ class CustomerApplication:
                     self._personal = PersonalData(keys, EmailHash(lambda: email_hash_key(secret.value())))
         return self._personal
 
-    def store(self) -> EventStore:
-        return self._sealed(self._store or PostgresEventStore(self.pool()), lambda: self.pool().connection())
+    def store(self, *, for_state: bool = False) -> EventStore:
+        """The event store. `for_state`: for loading an aggregate to decide
+        on, which needs only the personal data its state ends with."""
+        return self._sealed(self._store or PostgresEventStore(self.pool()), lambda: self.pool().connection(),
+                            for_state)
 
     def _store_in_transaction(self, conn: psycopg.Connection) -> EventStore:
         within = db.TransactionConnection(conn)
-        return self._sealed(self._store or PostgresEventStore(within), within.connection)
+        return self._sealed(self._store or PostgresEventStore(within), within.connection, True)
 
-    def _sealed(self, store: EventStore, connect) -> EventStore:
+    def _sealed(self, store: EventStore, connect, for_state: bool) -> EventStore:
         personal = self.personal_data()
-        return store if personal is None else EncryptedEventStore(store, personal, connect)
+        return store if personal is None else EncryptedEventStore(store, personal, connect, for_state=for_state)
 
     def _open_event(self) -> Callable[[RecordedEvent], RecordedEvent]:
         """Makes a stored event's personal data readable, on a pooled connection."""
@@ -400,7 +403,7 @@ class CustomerApplication:
     def _run_once(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
                   idempotency_key: str | None, request: list) -> CommandResult:
         if idempotency_key is None:
-            return CommandResult(execute(self._commands(self.store())).to_dict())
+            return CommandResult(execute(self._commands(self.store(for_state=True))).to_dict())
 
         def once(conn: psycopg.Connection) -> dict:
             # The command's events join the key's transaction.

@@ -196,3 +196,17 @@ def test_when_a_key_cannot_be_fetched_the_batch_waits_and_is_published_later_not
     application._publish = published.extend
     assert application.outbox_relay().drain_once().published == 1
     assert published[0].data == {"name": NAME, "email": FIRST}
+
+
+def test_commands_decide_on_the_plaintext_state_however_many_emails_came_before(client):
+    customer_id = client.create_id(FIRST, NAME)
+    for n in range(5):
+        client.change_email(customer_id, f"ada{n}@example.com")
+    # Changing to the current email changes nothing: the command read it in clear.
+    same = client.change_email(customer_id, "ada4@example.com")
+    assert (same.status_code, same.json_body["version"], same.json_body["name"]) == (200, 6, NAME)
+    # Earlier emails were released by their hashes: they can be taken again.
+    assert client.create(email="ada0@example.com").status_code == 201
+    history = client.http.get(f"/customer/{customer_id}/events").json_body["events"]
+    assert [e["data"].get("previous_email") for e in history[1:]] == [FIRST, "ada0@example.com", "ada1@example.com",
+                                                                      "ada2@example.com", "ada3@example.com"]
