@@ -17,8 +17,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from chalicelib.customer_commands import CustomerCommands
+from chalicelib.domain import customer as customer_domain
 from chalicelib.domain.commands import CreateCustomer
-from chalicelib.domain.customer import Customer, CustomerEmailChanged, registry
+from chalicelib.domain.customer import CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata, Snapshot
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db
@@ -191,7 +192,7 @@ def load_time(url: str, events: int, snapshot_every: int | None = None, repeats:
             if snapshot_every and (version + step) % snapshot_every == 0:
                 state = {"name": "Ada", "email": f"ada{version + step - 1}@example.com", "deleted": False,
                          "erased": False}
-                snapshot = Snapshot(version + step, Customer.state_schema_version, state)
+                snapshot = Snapshot(version + step, customer_domain.Customer.state_schema_version, state)
             store.append(customer.id, "Customer", version, batch, snapshot)
             version += step
         assert service.get(customer.id).version == events
