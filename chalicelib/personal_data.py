@@ -259,10 +259,7 @@ class PersonalData:
         data, erased = self.open(recorded.stream_id, recorded.data, fields, connect, key)
         if data is recorded.data:
             return recorded
-        metadata = {**recorded.metadata, ERASED: True} if erased else recorded.metadata
-        # Built directly: dataclasses.replace costs several times more, once per event.
-        return RecordedEvent(recorded.global_position, recorded.stream_id, recorded.stream_type, recorded.version,
-                             recorded.event_type, recorded.schema_version, data, metadata, recorded.recorded_at)
+        return _with(recorded, data, {**recorded.metadata, ERASED: True} if erased else recorded.metadata)
 
     def hashed(self, reservation: Reservation) -> Reservation:
         if reservation.scope == EMAIL_SCOPE and reservation.key is not None:
@@ -336,11 +333,16 @@ class EncryptedEventStore:
             if fields:
                 pending.difference_update(fields)
                 data, _ = self._personal.open(r.stream_id, r.data, fields, self._connect, key)
-                r = RecordedEvent(r.global_position, r.stream_id, r.stream_type, r.version, r.event_type,
-                                  r.schema_version, data, r.metadata, r.recorded_at)
+                r = _with(r, data, r.metadata)
             opened.append(r)
         opened.reverse()
         return opened
+
+
+def _with(recorded: RecordedEvent, data: dict, metadata: dict) -> RecordedEvent:
+    # Built directly: dataclasses.replace costs several times more, once per event.
+    return RecordedEvent(recorded.global_position, recorded.stream_id, recorded.stream_type, recorded.version,
+                         recorded.event_type, recorded.schema_version, data, metadata, recorded.recorded_at)
 
 
 def new_hmac_key_secret() -> str:
