@@ -383,6 +383,11 @@ class CustomerApplication:
                                      " AND NOT starts_with(key, 'hmac-sha256:')", (stream_id, EMAIL_SCOPE)).fetchall():
             conn.execute("UPDATE reservations SET key = %s WHERE scope = %s AND key = %s",
                          (personal.email_hash(plain), EMAIL_SCOPE, plain))
+        row = conn.execute("SELECT email FROM customers_view WHERE id = %s AND email IS NOT NULL"
+                           " AND email_hash IS NULL", (stream_id,)).fetchone()
+        if row is not None:  # findable by the hash from now on
+            conn.execute("UPDATE customers_view SET email_hash = %s WHERE id = %s",
+                         (personal.email_hash(row[0]), stream_id))
         return 1
 
     def _run(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
@@ -453,8 +458,13 @@ class CustomerApplication:
         return HistoryPage([registry.upcast_recorded(e) for e in events[:limit]], more=len(events) > limit)
 
     def find_by_email(self, email: str) -> list[CustomerRow]:
+        personal = self.personal_data()
         with self.pool().connection() as conn:
-            return queries.find_by_email(conn, email)
+            return queries.find_by_email(conn, email, personal.email_hash(email) if personal else None)
+
+    def _email_hash(self) -> Callable[[str], str] | None:
+        personal = self.personal_data()
+        return personal.email_hash if personal else None
 
     # The scheduled drain, the projection function and operator commands.
 
@@ -602,7 +612,7 @@ class CustomerApplication:
             queue.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
 
         with self.pool().connection() as conn:
-            result = project_kafka_batch(event, conn, load_after, dead_letters)
+            result = project_kafka_batch(event, conn, load_after, dead_letters, email_hash=self._email_hash())
         log("projection_batch", **result.to_dict())
         metrics.count("ProjectionBatchSize", result.records)
         metrics.count("DeadLetters", result.poison)
@@ -666,10 +676,10 @@ class CustomerApplication:
         load_after = self._load_after()
         events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
         with self.pool().connection() as conn:
-            return project(conn, events, load_after)
+            return project(conn, events, load_after, email_hash=self._email_hash())
 
     def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
-        return rebuild(self.database().connect, progress, open_event=self._open_event())
+        return rebuild(self.database().connect, progress, open_event=self._open_event(), email_hash=self._email_hash())
 
 
 # Customers with a personal field stored in clear.
@@ -683,7 +693,7 @@ _STREAMS_IN_CLEAR = "SELECT DISTINCT stream_id" + _IN_CLEAR + " AND stream_id > 
 _ERASED_ROW = """
 INSERT INTO customers_view (id, name, email, version, deleted, created_at, updated_at)
 VALUES (%s, NULL, NULL, %s, true, clock_timestamp(), clock_timestamp())
-ON CONFLICT (id) DO UPDATE SET name = NULL, email = NULL, deleted = true, version = EXCLUDED.version,
+ON CONFLICT (id) DO UPDATE SET name = NULL, email = NULL, email_hash = NULL, deleted = true, version = EXCLUDED.version,
     updated_at = EXCLUDED.updated_at, projected_at = clock_timestamp()
 WHERE customers_view.version < EXCLUDED.version
 """

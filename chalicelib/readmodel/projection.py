@@ -96,6 +96,7 @@ class CustomerRow:
     deleted: bool
     created_at: datetime
     updated_at: datetime
+    email_hash: str | None = None  # what lookup by email compares, with personal data encrypted
 
 
 COLUMNS = ", ".join(field.name for field in dataclasses.fields(CustomerRow))
@@ -150,10 +151,11 @@ _UPSERT = """
 INSERT INTO {table} (""" + COLUMNS + """)
 SELECT """ + COLUMNS + """
 FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name text, email text, version int, deleted boolean,
-                                         created_at timestamptz, updated_at timestamptz)
+                                         created_at timestamptz, updated_at timestamptz, email_hash text)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, email = EXCLUDED.email, version = EXCLUDED.version, deleted = EXCLUDED.deleted,
-    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, projected_at = clock_timestamp()
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, email_hash = EXCLUDED.email_hash,
+    projected_at = clock_timestamp()
 WHERE {table}.version < EXCLUDED.version
 """
 
@@ -163,7 +165,8 @@ OnUnreadable = Callable[[list[tuple[msk.DeliveredRecord, str]]], None]
 
 
 def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter,
-                        on_unreadable: OnUnreadable = lambda unreadable: None) -> ProjectionResult:
+                        on_unreadable: OnUnreadable = lambda unreadable: None,
+                        email_hash: Callable[[str], str] | None = None) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied in one transaction.
     Unreadable records go to `on_unreadable` first: should that fail, the
     whole batch fails and is delivered again."""
@@ -179,15 +182,16 @@ def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadA
                 offset=record.offset, error=str(error))
     if unreadable:
         on_unreadable(unreadable)
-    result = project(conn, events, load_after)
+    result = project(conn, events, load_after, email_hash=email_hash)
     result.records, result.poison = records, len(unreadable)
     result.newest_event_time = max((e.time for e in events), default=None)
     return result
 
 
 def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_after: LoadAfter,
-            table: str = TABLE) -> ProjectionResult:
-    """Apply events in one transaction: one read, one write."""
+            table: str = TABLE, email_hash: Callable[[str], str] | None = None) -> ProjectionResult:
+    """Apply events in one transaction: one read, one write. `email_hash`
+    gives each row the keyed hash lookup by email compares."""
     result = ProjectionResult()
     by_customer: dict[uuid.UUID, dict[int, ProjectedEvent]] = defaultdict(dict)
     for projected in events:
@@ -234,6 +238,9 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
                     versions=sorted(by_version), reason=reason)
                 continue
             new_rows.append(new_row)
+        if new_rows and email_hash is not None:
+            new_rows = [CustomerRow(r.id, r.name, r.email, r.version, r.deleted, r.created_at, r.updated_at,
+                                    email_hash(r.email) if r.email else None) for r in new_rows]
         if new_rows:
             # orjson writes dataclasses, UUIDs and aware datetimes as the JSON the upsert reads.
             conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))

@@ -16,13 +16,18 @@ from chalicelib.readmodel.projection import COLUMNS, TABLE, CustomerRow, Project
 _GET = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s").format(sql.Identifier(TABLE))
 _BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email = %s AND NOT deleted ORDER BY created_at").format(
     sql.Identifier(TABLE))
+_BY_EMAIL_HASH = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email_hash = %s AND NOT deleted"
+                         " ORDER BY created_at").format(sql.Identifier(TABLE))
 
 
 def from_read_model(conn: psycopg.Connection, customer_id: uuid.UUID) -> CustomerRow | None:
     return conn.cursor(row_factory=customer_row).execute(_GET, (customer_id,)).fetchone()
 
 
-def find_by_email(conn: psycopg.Connection, email: str) -> list[CustomerRow]:
+def find_by_email(conn: psycopg.Connection, email: str, email_hash: str | None = None) -> list[CustomerRow]:
+    """By the keyed hash of the email when personal data is encrypted, else by the email."""
+    if email_hash is not None:
+        return conn.cursor(row_factory=customer_row).execute(_BY_EMAIL_HASH, (email_hash,)).fetchall()
     return conn.cursor(row_factory=customer_row).execute(_BY_EMAIL, (email,)).fetchall()
 
 

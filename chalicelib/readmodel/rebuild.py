@@ -39,9 +39,10 @@ class RebuildResult:
 
 
 def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lambda done, total: None,
-            chunk: int = 5000, open_event: Callable[[RecordedEvent], RecordedEvent] = lambda event: event
-            ) -> RebuildResult:
-    """`open_event` makes an event's personal data readable (it is stored encrypted)."""
+            chunk: int = 5000, open_event: Callable[[RecordedEvent], RecordedEvent] = lambda event: event,
+            email_hash: Callable[[str], str] | None = None) -> RebuildResult:
+    """`open_event` makes an event's personal data readable (it is stored
+    encrypted); `email_hash` gives rows the hash lookup by email compares."""
     with connect(autocommit=True) as writer:
         store = PostgresEventStore(TransactionConnection(writer))
 
@@ -65,7 +66,7 @@ def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lam
                     cursor.execute(_EVENTS, (Customer.stream_type,))
                     while rows := cursor.fetchmany(chunk):
                         project(writer, [ProjectedEvent.from_recorded(open_event(r)) for r in rows], load_after,
-                                table=NEXT)
+                                table=NEXT, email_hash=email_hash)
                         done += len(rows)
                         progress(done, total)
 
@@ -77,7 +78,7 @@ def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lam
                 " WHERE next.id IS NULL OR next.version < live.version").format(
                     live=sql.Identifier(TABLE), next=sql.Identifier(NEXT))).fetchall()
             for customer_id, version in behind:
-                project(writer, load_after(customer_id, version), load_after, table=NEXT)
+                project(writer, load_after(customer_id, version), load_after, table=NEXT, email_hash=email_hash)
             writer.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(TABLE), sql.Identifier(OLD)))
             writer.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(NEXT), sql.Identifier(TABLE)))
             writer.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(OLD)))

@@ -164,6 +164,11 @@ def test_events_stored_in_clear_are_encrypted_in_place_by_the_operator_command(
                         CommandContext("old", "old"))
         commands.change_email(ChangeEmail(cid, f"later{n}@example.com"), CommandContext("old", "old"))
     assert "Legacy 0" in json.dumps([e.data for e in stored_events(db)])
+    # The read model, as the projection wrote it before: no hash to find it by.
+    from chalicelib.readmodel.projection import ProjectedEvent, project
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        project(conn, [ProjectedEvent.from_recorded(e) for e in stored_events(db)], lambda cid, v: [])
 
     assert ops(["encrypt-events"]) == 0
     assert "encrypted the personal data of 3 customers" in capsys.readouterr().out
@@ -172,6 +177,9 @@ def test_events_stored_in_clear_are_encrypted_in_place_by_the_operator_command(
     with psycopg.connect(db) as conn:
         keys = [row[0] for row in conn.execute("SELECT key FROM reservations ORDER BY key")]
     assert all(key.startswith("hmac-sha256:") for key in keys) and len(keys) == 3
+    with psycopg.connect(db) as conn:
+        hashes = [row[0] for row in conn.execute("SELECT email_hash FROM customers_view")]
+    assert len(hashes) == 3 and all(h and h.startswith("hmac-sha256:") for h in hashes)
     # Run again: nothing left to do.
     assert ops(["encrypt-events"]) == 0
     assert "of 0 customers" in capsys.readouterr().out
@@ -210,3 +218,27 @@ def test_commands_decide_on_the_plaintext_state_however_many_emails_came_before(
     history = client.http.get(f"/customer/{customer_id}/events").json_body["events"]
     assert [e["data"].get("previous_email") for e in history[1:]] == [FIRST, "ada0@example.com", "ada1@example.com",
                                                                       "ada2@example.com", "ada3@example.com"]
+
+
+def test_lookup_by_email_compares_the_keyed_hash_not_the_address(application, client, db):
+    customer_id = client.create_id(FIRST, NAME)
+    application.project_kafka_batch(msk_event(readable(application, db)))
+    with psycopg.connect(db, autocommit=True) as conn:
+        (stored,) = conn.execute("SELECT email_hash FROM customers_view").fetchone()
+        # Only the displayed column changes: the lookup does not read it.
+        conn.execute("UPDATE customers_view SET email = 'shown@example.com'")
+    assert stored.startswith("hmac-sha256:") and FIRST not in stored
+    assert [c["id"] for c in client.http.get(f"/customers?email={FIRST}").json_body["customers"]] == [customer_id]
+    assert client.http.get("/customers?email=shown@example.com").json_body == {"customers": []}
+
+
+def test_a_rebuild_reads_the_encrypted_events_and_leaves_erased_customers_erased(client, eraser, db, capsys):
+    kept = client.create_id(FIRST, NAME)
+    erased = client.create_id(SECOND, "Charles Babbage")
+    assert eraser.http.delete(f"/customer/{erased}/personal-data").status_code == 204
+    assert ops(["rebuild"]) == 0
+    assert client.http.get(f"/customer/{kept}").json_body["name"] == NAME
+    assert client.http.get(f"/customer/{kept}").headers["X-Read-Source"] == "read-model"
+    assert [c["id"] for c in client.http.get(f"/customers?email={FIRST}").json_body["customers"]] == [kept]
+    assert client.http.get(f"/customer/{erased}").status_code == 404
+    assert "Charles" not in dump(db) and SECOND not in dump(db)
