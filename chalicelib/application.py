@@ -346,7 +346,7 @@ class CustomerApplication:
         self.settings.require_kms()
         personal = self.personal_data()
         types = list(PERSONAL_FIELDS)
-        changed = done = 0
+        done = 0
         with self.database().connect(autocommit=True) as conn:
             (total,) = conn.execute(_STREAMS_IN_CLEAR_COUNT, (types,)).fetchone()
             progress(0, total)
@@ -354,15 +354,15 @@ class CustomerApplication:
             while streams := [row[0] for row in conn.execute(_STREAMS_IN_CLEAR, (types, after, chunk))]:
                 for stream_id in streams:
                     with conn.transaction():
-                        changed += self._encrypt_stream(conn, personal, stream_id)
+                        self._encrypt_stream(conn, personal, stream_id)
                     done += 1
                     progress(done, total)
                 after = streams[-1]
-        log("stored_events_encrypted", customers=changed)
-        return changed
+        log("stored_events_encrypted", customers=done)
+        return done
 
     @staticmethod
-    def _encrypt_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uuid.UUID) -> int:
+    def _encrypt_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uuid.UUID) -> None:
         connect = db.TransactionConnection(conn).connection
         key = personal.keys.key_for(stream_id, connect)
         if key is None:
@@ -388,7 +388,6 @@ class CustomerApplication:
         if row is not None:  # findable by the hash from now on
             conn.execute("UPDATE customers_view SET email_hash = %s WHERE id = %s",
                          (personal.email_hash(row[0]), stream_id))
-        return 1
 
     def _run(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
              idempotency_key: str | None, request: list) -> CommandResult:
@@ -458,9 +457,9 @@ class CustomerApplication:
         return HistoryPage([registry.upcast_recorded(e) for e in events[:limit]], more=len(events) > limit)
 
     def find_by_email(self, email: str) -> list[CustomerRow]:
-        personal = self.personal_data()
+        email_hash = self._email_hash()
         with self.pool().connection() as conn:
-            return queries.find_by_email(conn, email, personal.email_hash(email) if personal else None)
+            return queries.find_by_email(conn, email, email_hash(email) if email_hash else None)
 
     def _email_hash(self) -> Callable[[str], str] | None:
         personal = self.personal_data()
