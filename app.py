@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import time
 import uuid
 
 from chalice import (
@@ -77,20 +78,22 @@ def observed(event, get_response):
 
 @app.middleware("http")
 def with_correlation_id(event, get_response):
+    """Every request: its correlation id (the caller's or a new one) on every
+    log line and event it causes, and one log line when it is answered,
+    naming the route (never the path or query, which may hold an email)."""
+    began = time.perf_counter()
     try:
         cid = parse.correlation_id(event.headers.get("x-correlation-id"))
     except parse.BadRequest as error:
         cid = str(uuid.uuid4())
-        response = Response(
-            body={"Code": "BadRequestError", "Message": str(error)}, status_code=400
-        )
+        correlation_id.set(cid)
+        response = Response(body={"Code": "BadRequestError", "Message": str(error)}, status_code=400)
     else:
-        token = correlation_id.set(cid)
-        try:
-            response = get_response(event)
-        finally:
-            correlation_id.reset(token)
+        correlation_id.set(cid)  # until the invocation ends
+        response = get_response(event)
     response.headers["X-Correlation-Id"] = cid
+    log("request_handled", method=event.method, route=event.path, status=response.status_code,
+        duration_ms=round((time.perf_counter() - began) * 1000, 1))
     return response
 
 

@@ -300,9 +300,10 @@ def main() -> int:
         }
         env = {**{k: v for k, v in os.environ.items()
                   if k not in ("DATABASE_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN")}, **settings}
+        # Chalice's local server, from our launcher: a backlog for load, no reloader.
         stack.start(Part("chalice local", Child(
-            [str(Path(sys.executable).parent / "chalice"), "local", "--host", "127.0.0.1",
-             "--port", str(api_port), "--stage", "dev", "--no-autoreload"], env)))
+            [sys.executable, "-m", "devstack.api_server", "--host", "127.0.0.1", "--port", str(api_port),
+             "--stage", "dev"], env)))
         stack.start(Part("schedule", Child([sys.executable, "-m", "devstack.schedule"], env)))
         stack.start(Part("event source", Child([sys.executable, "-m", "devstack.kafka_source"], env)))
         env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))

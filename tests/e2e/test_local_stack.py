@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,46 +13,21 @@ import pytest
 
 from devstack.postgres import free_port, port_in_use
 from tests.support.kafka import read_topic
+from tests.support.stack import (
+    Output,
+    alive,
+    make_token,
+    ops,
+    part_pid,
+    post_customer,
+    read_source,
+    stack_env,
+    start_stack,
+    wait_for_http,
+)
 from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-def make_token(state: Path, scopes: str | None = None) -> str:
-    """What `make token` prints for this stack."""
-    result = subprocess.run([sys.executable, "-m", "devstack.issuer", "token"], cwd=PROJECT, check=True,
-                            env={**os.environ, "DEVSTACK_DIR": str(state), **({"SCOPES": scopes} if scopes else {})},
-                            capture_output=True, text=True)
-    return result.stdout.strip()
-
-
-def authorized(state: Path) -> dict:
-    return {"Authorization": f"Bearer {make_token(state)}"}
-
-
-def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC",
-                        "PROJECTION_DLQ_URL") and not k.startswith(("AUTH_", "AWS_"))}
-    env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port),
-               AUTH_ISSUER_PORT=str(free_port()), AWS_PORT=str(free_port()))
-    # A session of its own, as in a terminal: the test signals its whole group.
-    return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=PROJECT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"stack exited early:\n{proc.stdout.read()}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/customer/00000000-0000-0000-0000-000000000000")
-        except urllib.error.HTTPError:
-            return  # 404: the API answers
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail("the API did not come up")
 
 
 def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everything(tmp_path):
@@ -92,50 +66,14 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
     assert not port_in_use(kafka_port) and not port_in_use(api_port)
 
 
-def post_customer(state: Path, api_port: int, email: str) -> str:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{api_port}/customer", method="POST",
-        data=json.dumps({"name": "Ada", "email": email}).encode(),
-        headers={"Content-Type": "application/json", **authorized(state)})
-    with urllib.request.urlopen(request) as response:
-        assert response.status == 201
-        return json.load(response)["id"]
 
 
-def read_source(state: Path, api_port: int, customer_id: str) -> str | None:
-    request = urllib.request.Request(f"http://127.0.0.1:{api_port}/customer/{customer_id}",
-                                     headers=authorized(state))
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.headers["X-Read-Source"]
-    except OSError:
-        return None
 
 
-def part_pid(state: Path, name: str) -> int:
-    return int((state / "pids" / f"{name}.pid").read_text().split()[0])
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-class Output:
-    """The stack's output, read as it comes."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        import threading
-
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
-        self.thread.start()
-
-    def __contains__(self, text: str) -> bool:
-        return any(text in line for line in list(self.lines))
 
 
 def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything(tmp_path):
@@ -199,16 +137,8 @@ def test_the_next_run_stops_what_a_killed_run_left_running(tmp_path):
     assert not port_in_use(ports[2])
 
 
-def stack_env(state: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in (state / "stack.env").read_text().splitlines())
 
 
-def ops(state: Path, *args: str) -> subprocess.CompletedProcess:
-    """What `make outbox`, `make dlq`, ... run, beside the stack."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN")
-           and not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=PROJECT, env={**env, "DEVSTACK_DIR": str(state)},
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_credentials_come_from_the_emulated_secret_rotation_needs_no_restart_and_dead_letters_are_listed(tmp_path):
