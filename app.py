@@ -137,8 +137,16 @@ def _idempotency_key() -> str | None:
 
 @app.route("/health", methods=["GET"])
 def health():
-    """For load balancers and operators: public, and it shows no customer data."""
-    return shape.health(application.current().health())
+    """For load balancers: public, cheap (one query per container every few
+    seconds at most), and it shows nothing but ok or not."""
+    return shape.health(application.current().health(), detailed=False)
+
+
+@app.route("/health/details", methods=["GET"])
+@requires(auth.OPERATE)
+def health_details():
+    """For operators: backlog, parked rows, lag and what to do; no customer data."""
+    return shape.health(application.current().health_details(), detailed=True)
 
 
 @app.route("/openapi.json", methods=["GET"])

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib import idempotency
 from chalicelib.auth import Caller, TokenVerifier
@@ -52,6 +51,7 @@ from chalicelib.eventstore.outbox import (
 )
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import EventStore
+from chalicelib.health import Health, HealthCheck, Limits
 from chalicelib.idempotency import KeyReused
 from chalicelib.infra import db, metrics
 from chalicelib.infra.aws import AwsClients
@@ -125,18 +125,8 @@ class ReplayResult:
     kept: list[tuple[DeadLetter, str]] = field(default_factory=list)  # with why
 
 
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    database_reachable: bool
-    outbox: Backlog | None = None
-    events_behind: int | None = None
-    projection_lag_seconds: float | None = None
-    reasons: tuple[str, ...] = ()
-
-
 class CustomerApplication:
-    def __init__(self, settings: Settings, *, pool: ConnectionPool | None = None, store: EventStore | None = None,
+    def __init__(self, settings: Settings, *, store: EventStore | None = None,
                  publish: Publish | None = None, verifier: Verifier | None = None,
                  aws: Callable[[str], Any] | None = None) -> None:
         self.settings = settings
@@ -145,15 +135,16 @@ class CustomerApplication:
         self._database: db.Database | None = None
         self._personal: PersonalData | None = None
         self._verifier = verifier
-        self._pool = pool
-        self._owns_pool = pool is None
+        self._connections: db.Connections | None = None
         # An injected store (a fake) serves every command; one that is not
         # PostgreSQL cannot join an Idempotency-Key's transaction, so keyed
         # commands then run on it directly.
         self._store = store
         self._publish = publish
         self._publisher: KafkaPublisher | None = None
-        self._lock = threading.Lock()
+        # Reentrant: a part made under it may need another (the connections need the database).
+        self._lock = threading.RLock()
+        self._health: HealthCheck | None = None
 
     @classmethod
     def from_env(cls) -> CustomerApplication:
@@ -163,24 +154,30 @@ class CustomerApplication:
 
     def database(self) -> db.Database:
         """Where connections go, with the credentials of DATABASE_SECRET_ARN
-        (or an RDS IAM token, or DATABASE_URL's own)."""
+        (or an RDS IAM token, or DATABASE_URL's own), through RDS Proxy when
+        DATABASE_PROXY_ENDPOINT is set."""
         if self._database is None:
-            settings = self.settings
-            secret = Secret(settings.database_secret_arn, self.aws) if settings.database_secret_arn else None
-            iam_token = None
-            if settings.database_iam_auth:
-                def iam_token(host: str, port: int, user: str) -> str:
-                    # Signed here, no call to AWS; valid 15 minutes, enough to log in.
-                    return self.aws("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
-            self._database = db.Database(settings.database_url, secret=secret, iam_token=iam_token)
+            with self._lock:
+                if self._database is None:
+                    settings = self.settings
+                    secret = Secret(settings.database_secret_arn, self.aws) if settings.database_secret_arn else None
+                    iam_token = None
+                    if settings.database_iam_auth:
+                        def iam_token(host: str, port: int, user: str) -> str:
+                            # Signed here, no call to AWS; valid 15 minutes, enough to log in.
+                            return self.aws("rds").generate_db_auth_token(DBHostname=host, Port=port,
+                                                                          DBUsername=user)
+                    self._database = db.Database(settings.database_url, secret=secret, iam_token=iam_token,
+                                                 proxy_endpoint=settings.database_proxy_endpoint)
         return self._database
 
-    def pool(self) -> ConnectionPool:
-        if self._pool is None:
+    def connections(self) -> db.Connections:
+        """The container's connection (DB_POOL_MAX_SIZE=1, Lambda) or pool."""
+        if self._connections is None:
             with self._lock:
-                if self._pool is None:
-                    self._pool = self.database().pool(self.settings.db_pool_max_size)
-        return self._pool
+                if self._connections is None:
+                    self._connections = self.database().connections(self.settings.db_pool_max_size)
+        return self._connections
 
     def personal_data(self) -> PersonalData | None:
         """Encryption of personal data (KMS_KEY_ID); None when not configured."""
@@ -197,8 +194,8 @@ class CustomerApplication:
     def store(self, *, for_state: bool = False) -> EventStore:
         """The event store. `for_state`: for loading an aggregate to decide
         on, which needs only the personal data its state ends with."""
-        return self._sealed(self._store or PostgresEventStore(self.pool()), lambda: self.pool().connection(),
-                            for_state)
+        connections = self.connections()
+        return self._sealed(self._store or PostgresEventStore(connections), connections.connection, for_state)
 
     def _store_in_transaction(self, conn: psycopg.Connection) -> EventStore:
         within = db.TransactionConnection(conn)
@@ -213,7 +210,7 @@ class CustomerApplication:
         personal = self.personal_data()
         if personal is None:
             return lambda event: event
-        return lambda event: personal.open_recorded(event, lambda: self.pool().connection())
+        return lambda event: personal.open_recorded(event, lambda: self.connections().connection())
 
     def _commands(self, store: EventStore) -> CustomerCommands:
         return CustomerCommands(store, max_retries=self.settings.command_max_retries,
@@ -273,9 +270,9 @@ class CustomerApplication:
             if self._publisher is not None:
                 self._publisher.close()
                 self._publisher = None
-            if self._pool is not None and self._owns_pool:
-                self._pool.close()
-                self._pool = None
+            if self._connections is not None:
+                self._connections.close()
+                self._connections = None
 
     # Commands. Each may run once under an Idempotency-Key: a retry with the
     # same key and the same request gets the first result again.
@@ -313,7 +310,7 @@ class CustomerApplication:
         read-model row, in one transaction. False when it was erased already."""
         self.settings.require_kms()
         personal = self.personal_data()
-        with self.pool().connection() as conn, conn.transaction():
+        with self.connections().connection() as conn, conn.transaction():
             try:
                 customer, erased = self._commands(self._store_in_transaction(conn)).erase_personal_data(
                     customer_id, context)
@@ -347,7 +344,7 @@ class CustomerApplication:
         personal = self.personal_data()
         types = list(PERSONAL_FIELDS)
         done = 0
-        with self.database().connect(autocommit=True) as conn:
+        with self.database().direct().connect(autocommit=True) as conn:
             (total,) = conn.execute(_STREAMS_IN_CLEAR_COUNT, (types,)).fetchone()
             progress(0, total)
             after = uuid.UUID(int=0)
@@ -416,7 +413,7 @@ class CustomerApplication:
         # Keys are the caller's own: two callers using the same key do not meet.
         actor = context.actor or {}
         scoped_key = json.dumps([actor.get("subject"), actor.get("client_id"), idempotency_key])
-        stored, replayed = idempotency.run_once(self.pool(), scoped_key, idempotency.request_hash(request),
+        stored, replayed = idempotency.run_once(self.connections(), scoped_key, idempotency.request_hash(request),
                                                 self.settings.idempotency_ttl_hours * 3600, once)
         return CommandResult(stored, replayed)
 
@@ -428,7 +425,7 @@ class CustomerApplication:
         a version the read model has not reached yet, or for strong
         consistency, or the read model does not know the customer yet."""
         if not strong:
-            with self.pool().connection() as conn:
+            with self.connections().connection() as conn:
                 row = queries.from_read_model(conn, customer_id)
             if row is not None and row.deleted:
                 raise CustomerNotFound(f"customer {customer_id} not found")
@@ -458,7 +455,7 @@ class CustomerApplication:
 
     def find_by_email(self, email: str) -> list[CustomerRow]:
         email_hash = self._email_hash()
-        with self.pool().connection() as conn:
+        with self.connections().connection() as conn:
             return queries.find_by_email(conn, email, email_hash(email) if email_hash else None)
 
     def _email_hash(self) -> Callable[[str], str] | None:
@@ -469,9 +466,11 @@ class CustomerApplication:
 
     def outbox_relay(self) -> OutboxRelay:
         settings = self.settings
-        database = self.database()
+        # Never through RDS Proxy: LISTEN and the relay's session lock would
+        # pin a proxy connection for the whole invocation.
+        database = self.database().direct()
         return OutboxRelay(
-            # Its own connection, not a pooled one: it holds the relay lock
+            # Its own connection, not the container's: it holds the relay lock
             # and LISTENs for the whole invocation. Named, so an operator can
             # find it in pg_stat_activity.
             connect=lambda: database.connect(autocommit=True, connect_timeout=5,
@@ -499,7 +498,7 @@ class CustomerApplication:
         def readable(event: RecordedEvent) -> RecordedEvent:
             try:
                 opened = open_event(event)
-            except (psycopg.Error, PoolTimeout, BotoCoreError, ClientError) as error:
+            except (psycopg.Error, BotoCoreError, ClientError) as error:
                 # The database or KMS, not the event: tried again, not parked.
                 raise PublishError(f"cannot read the personal data of {event.stream_id} v{event.version} now:"
                                    f" {error}") from error
@@ -511,8 +510,8 @@ class CustomerApplication:
         """Publish the outbox until `time_left` seconds (at most
         DRAIN_MAX_SECONDS) have passed, woken by each commit."""
         try:
-            idempotency.prune_expired(self.pool())
-        except (psycopg.Error, PoolTimeout) as error:
+            idempotency.prune_expired(self.connections())
+        except psycopg.Error as error:
             # Housekeeping only: the drain must start even while the database
             # is away, and its relay reconnects by itself.
             log("idempotency_prune_failed", level="warning", error=str(error))
@@ -528,7 +527,7 @@ class CustomerApplication:
             metrics.count("OutboxRowsParked", result.parked)
         try:
             waiting = self.outbox_backlog()
-        except (psycopg.Error, PoolTimeout) as error:
+        except psycopg.Error as error:
             log("outbox_backlog_unknown", level="warning", error=str(error))
         else:
             metrics.count("OutboxBacklog", waiting.unpublished)
@@ -541,7 +540,7 @@ class CustomerApplication:
         publish what was waiting. Returns the result and the backlog after."""
         result = self.outbox_relay().drain_once()
         if result.locked_out:
-            with self.pool().connection() as conn:
+            with self.connections().connection() as conn:
                 wake_relay(conn)
             deadline = time.monotonic() + wait_seconds
             while self.outbox_backlog().ready and time.monotonic() < deadline:
@@ -549,44 +548,36 @@ class CustomerApplication:
         return result, self.outbox_backlog()
 
     def health(self) -> Health:
-        """The database reachable, the outbox drained and the read model
-        caught up, each within its limit. On a connection of its own with
-        short timeouts: it must answer while the pool is exhausted or the
-        database gone."""
-        settings = self.settings
-        try:
-            with self.database().connect(connect_timeout=3, autocommit=True,
-                                         options="-c statement_timeout=3000") as conn:
-                waiting = backlog(conn)
-                behind, lag = queries.projection_lag(conn)
-        except psycopg.Error as error:
-            log("health_database_unreachable", level="error", error=str(error))
-            return Health(False, False, reasons=("the database is unreachable",))
-        reasons = []
-        if waiting.parked:
-            reasons.append(f"{waiting.parked} outbox events are parked (they cannot be published) and hold back"
-                           " their customers' later events: python -m ops outbox --parked")
-        if (waiting.oldest_age_seconds or 0) > settings.health_max_outbox_age_seconds:
-            reasons.append(f"the oldest unpublished outbox event waits for {waiting.oldest_age_seconds:.0f} s"
-                           f" (limit {settings.health_max_outbox_age_seconds:.0f} s): is the drain running,"
-                           " can it reach Kafka?")
-        if (lag or 0) > settings.health_max_projection_lag_seconds:
-            reasons.append(f"the read model is {behind} events and {lag:.0f} s behind the event store"
-                           f" (limit {settings.health_max_projection_lag_seconds:.0f} s): is the projection fed?")
-        return Health(not reasons, True, waiting, behind, lag, tuple(reasons))
+        """For load balancers: one cheap query, its answer kept a few seconds."""
+        return self.health_check().public()
+
+    def health_details(self) -> Health:
+        """For operators: backlog, parked rows, lag, and what to do."""
+        return self.health_check().details()
+
+    def health_check(self) -> HealthCheck:
+        if self._health is None:
+            with self._lock:
+                if self._health is None:
+                    settings = self.settings
+                    self._health = HealthCheck(
+                        lambda: self.connections().connection(),
+                        Limits(settings.health_max_outbox_age_seconds, settings.health_max_projection_lag_seconds),
+                        settings.health_cache_seconds)
+        return self._health
 
     def parked_outbox_rows(self) -> list[ParkedRow]:
-        with self.pool().connection() as conn:
+        with self.connections().connection() as conn:
             return parked_rows(conn)
 
     def retry_parked_outbox_rows(self, outbox_ids: list[int] | None) -> int:
-        with self.pool().connection() as conn:
+        with self.connections().connection() as conn:
             count = retry_parked(conn, outbox_ids)
         log("outbox_rows_unparked", count=count, outbox_ids=outbox_ids or "all")
         return count
 
     def skip_parked_outbox_row(self, outbox_id: int) -> bool:
-        with self.pool().connection() as conn:
+        with self.connections().connection() as conn:
             skipped = skip_parked(conn, outbox_id)
         if skipped:
             log("outbox_row_skipped", level="warning", outbox_id=outbox_id,
@@ -594,13 +585,12 @@ class CustomerApplication:
         return skipped
 
     def outbox_backlog(self) -> Backlog:
-        with self.pool().connection() as conn:
+        with self.connections().connection() as conn:
             return backlog(conn)
 
     def project_kafka_batch(self, event: dict) -> ProjectionResult:
         """A batch of the Kafka event source mapping, applied to the read
         model in one transaction; gaps are filled from the event store."""
-        load_after = self._load_after()
         queue = self.dead_letter_queue()
 
         def dead_letters(unreadable) -> None:
@@ -610,8 +600,9 @@ class CustomerApplication:
                 return
             queue.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
 
-        with self.pool().connection() as conn:
-            result = project_kafka_batch(event, conn, load_after, dead_letters, email_hash=self._email_hash())
+        with self.connections().connection() as conn:
+            result = project_kafka_batch(event, conn, self._load_after(conn), dead_letters,
+                                         email_hash=self._email_hash())
         log("projection_batch", **result.to_dict())
         metrics.count("ProjectionBatchSize", result.records)
         metrics.count("DeadLetters", result.poison)
@@ -620,9 +611,11 @@ class CustomerApplication:
                                               - result.newest_event_time).total_seconds())
         return result
 
-    def _load_after(self) -> Callable[[uuid.UUID, int], list[ProjectedEvent]]:
-        """A customer's events after a version, from the event store, as the projection takes them."""
-        store = self.store()
+    def _load_after(self, conn: psycopg.Connection) -> Callable[[uuid.UUID, int], list[ProjectedEvent]]:
+        """A customer's events after a version, from the event store, as the
+        projection takes them, read on the projection's own connection."""
+        within = db.TransactionConnection(conn)
+        store = self._sealed(self._store or PostgresEventStore(within), within.connection, False)
         return lambda customer_id, version: [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
 
     def _require_dead_letter_queue(self) -> DeadLetterQueue:
@@ -672,13 +665,14 @@ class CustomerApplication:
 
     def reproject(self, customer_ids: set[uuid.UUID]) -> ProjectionResult:
         """Bring these customers' read-model rows up to their event streams."""
-        load_after = self._load_after()
-        events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
-        with self.pool().connection() as conn:
+        with self.connections().connection() as conn:
+            load_after = self._load_after(conn)
+            events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
             return project(conn, events, load_after, email_hash=self._email_hash())
 
     def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
-        return rebuild(self.database().connect, progress, open_event=self._open_event(), email_hash=self._email_hash())
+        return rebuild(self.database().direct().connect, progress, open_event=self._open_event(),
+                       email_hash=self._email_hash())
 
 
 # Customers with a personal field stored in clear.

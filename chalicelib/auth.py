@@ -29,6 +29,7 @@ from dataclasses import dataclass
 READ = "customers:read"
 WRITE = "customers:write"
 ERASE = "customers:erase"
+OPERATE = "customers:operate"  # the detailed health report
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
+from chalicelib.infra.db import Connections
 from chalicelib.infra.logs import log
 
 Result = dict[str, Any]
@@ -34,7 +34,7 @@ def request_hash(request: list) -> str:
     return hashlib.sha256(json.dumps(request, default=str).encode()).hexdigest()
 
 
-def run_once(pool: ConnectionPool, key: str, fingerprint: str, ttl_seconds: float,
+def run_once(pool: Connections, key: str, fingerprint: str, ttl_seconds: float,
              execute: Callable[[psycopg.Connection], Result]) -> tuple[Result, bool]:
     """(result, replayed): the stored result when the key was seen with the
     same request, else the result of `execute`, run once on the key's
@@ -56,7 +56,7 @@ def run_once(pool: ConnectionPool, key: str, fingerprint: str, ttl_seconds: floa
         return result, False
 
 
-def prune_expired(pool: ConnectionPool, limit: int = 10_000) -> int:
+def prune_expired(pool: Connections, limit: int = 10_000) -> int:
     with pool.connection() as conn:
         deleted = conn.execute(
             "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"

@@ -48,7 +48,7 @@ def _age(seconds: float | None) -> str:
 
 
 def cmd_migrate(application: CustomerApplication, args: argparse.Namespace) -> int:
-    applied = migrate(application.database().conninfo())
+    applied = migrate(application.database().direct().conninfo())
     print("applied: " + ", ".join(applied) if applied else "already up to date")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from chalicelib.auth import ERASE, READ, WRITE
+from chalicelib.auth import ERASE, OPERATE, READ, WRITE
 
 _UUID = {"type": "string", "format": "uuid", "example": "123e4567-e89b-12d3-a456-426614174000"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -196,7 +196,20 @@ def document() -> dict[str, Any]:
             }, READ)},
             "/health": {"get": _public({
                 "operationId": "health",
-                "summary": "Database, outbox backlog and projection lag (no customer data)",
+                "summary": "Healthy or not, for load balancers: database, outbox and read model each within its"
+                           " limit (checked at most every few seconds per container; no figures, no customer data)",
+                "parameters": [_CORRELATION],
+                "responses": {
+                    "400": _BAD_CORRELATION_ID,
+                    "200": {"description": "Healthy.", "headers": _headers(), "content": _json("Health")},
+                    "503": {"description": "Unhealthy: /health/details says why.", "headers": _headers(),
+                            "content": _json("Health")},
+                },
+            })},
+            "/health/details": {"get": _secured({
+                "operationId": "healthDetails",
+                "summary": "For operators: outbox backlog, parked rows, the read model's lag, and what to do"
+                           " (no customer data)",
                 "parameters": [_CORRELATION],
                 "responses": {
                     "400": _BAD_CORRELATION_ID,
@@ -204,7 +217,7 @@ def document() -> dict[str, Any]:
                     "503": {"description": "Unhealthy: `reasons` says why.", "headers": _headers(),
                             "content": _json("Health")},
                 },
-            })},
+            }, OPERATE)},
             "/openapi.json": {"get": _public({
                 "operationId": "openapi",
                 "summary": "This document",
@@ -240,7 +253,8 @@ def document() -> dict[str, Any]:
             "description": "An access token from the configured OpenID Connect issuer (AUTH_ISSUER), for the "
                            "audience AUTH_AUDIENCE, with the scopes each operation names: customers:read to "
                            "read, customers:write to create, change and delete, customers:erase to erase "
-                           "personal data. 401 without a valid token, 403 without the scope.",
+                           "personal data, customers:operate for the detailed health report. 401 without a "
+                           "valid token, 403 without the scope.",
         }}},
     }
 

@@ -6,9 +6,10 @@ import uuid
 
 from chalice import Response
 
-from chalicelib.application import CommandResult, CustomerRead, Health, HistoryPage
+from chalicelib.application import CommandResult, CustomerRead, HistoryPage
 from chalicelib.auth import Forbidden, Unauthenticated
 from chalicelib.eventstore.events import RecordedEvent
+from chalicelib.health import Health
 from chalicelib.personal_data import ERASED
 from chalicelib.readmodel.projection import CustomerRow
 
@@ -90,9 +91,12 @@ def history_entry(recorded: RecordedEvent) -> dict:
     }
 
 
-def health(report: Health) -> Response:
+def health(report: Health, detailed: bool) -> Response:
     body = {"status": "ok" if report.healthy else "unhealthy",
             "database": "reachable" if report.database_reachable else "unreachable"}
+    if not detailed:
+        return Response(body=body, status_code=200 if report.healthy else 503,
+                        headers={"Cache-Control": "no-store"})
     if report.outbox is not None:
         body["outbox"] = {"unpublished": report.outbox.unpublished,
                           "oldest_age_seconds": report.outbox.oldest_age_seconds, "parked": report.outbox.parked}

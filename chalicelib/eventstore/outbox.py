@@ -73,6 +73,13 @@ SELECT count(*), extract(epoch FROM clock_timestamp() - min(o.created_at)),
 FROM outbox o WHERE o.published_at IS NULL
 """
 
+# For a quick health check, each an index lookup however long the backlog:
+# how long the oldest unpublished row has waited, and whether any is parked.
+OLDEST_WAITING_SECONDS = """
+SELECT extract(epoch FROM clock_timestamp() - o.created_at) FROM outbox o
+WHERE o.published_at IS NULL ORDER BY o.id LIMIT 1"""
+ANY_PARKED = "SELECT EXISTS (SELECT 1 FROM outbox o WHERE o.parked_at IS NOT NULL AND o.published_at IS NULL)"
+
 _PARKED = """
 SELECT o.id, o.stream_id, e.version, e.event_type, e.schema_version, o.parked_at, o.parked_error
 FROM outbox o JOIN events e USING (global_position)
@@ -163,6 +170,16 @@ def skip_parked(conn: psycopg.Connection, outbox_id: int) -> bool:
     if skipped:
         wake_relay(conn)
     return skipped
+
+
+def republish_since(conn: psycopg.Connection, since: object) -> int:
+    """Publish again every row published at or after `since` (a timestamp
+    of the database's clock): the topic they went to was lost. The relay
+    sends them again in id order; consumers take duplicates as no-ops."""
+    count = conn.execute("UPDATE outbox SET published_at = NULL"
+                         " WHERE published_at >= %s AND parked_at IS NULL", (since,)).rowcount
+    wake_relay(conn)
+    return count
 
 
 def wake_relay(conn: psycopg.Connection) -> None:

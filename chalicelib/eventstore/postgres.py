@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from .errors import ConcurrencyError, ReservationTaken
 from .events import NewEvent, RecordedEvent, Reservation, Snapshot, recorded_event_columns
@@ -33,6 +33,12 @@ def dataclass_row(cls: type, *, leading: tuple[str, ...] = ()) -> Callable[[psyc
         return lambda values: cls(*values)
 
     return factory
+
+
+class Connections(Protocol):
+    """A pool, one connection reused, or one inside a caller's transaction."""
+
+    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]: ...
 
 
 recorded_event_row = dataclass_row(RecordedEvent)
@@ -130,7 +136,7 @@ FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s
 
 
 class PostgresEventStore:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Connections) -> None:
         self._pool = pool
 
     def append(

@@ -40,6 +40,9 @@ class Settings:
     # user, password, host, port and dbname come from the secret.
     database_secret_arn: str | None = None
     database_iam_auth: bool = False
+    # RDS Proxy: the API and the projection connect through it, the relay never.
+    database_proxy_endpoint: str | None = None
+    health_cache_seconds: float = 5.0
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_secret_arn: str | None = None
@@ -81,7 +84,9 @@ class Settings:
         issuer = os.environ.get("AUTH_ISSUER", "").strip().rstrip("/") or None
         return Settings(
             database_url=url,
-            db_pool_max_size=_int("DB_POOL_MAX_SIZE", 4),
+            # One connection per container: a Lambda container serves one
+            # invocation at a time. The threaded local server sets more.
+            db_pool_max_size=_int("DB_POOL_MAX_SIZE", 1),
             command_max_retries=_int("COMMAND_MAX_RETRIES", 5),
             kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None,
             kafka_topic=os.environ.get("KAFKA_TOPIC", "").strip() or "customer-events",
@@ -102,6 +107,8 @@ class Settings:
             auth_leeway_seconds=float(_int("AUTH_LEEWAY_SECONDS", 30)),
             database_secret_arn=secret_arn,
             database_iam_auth=_flag("DATABASE_IAM_AUTH"),
+            database_proxy_endpoint=os.environ.get("DATABASE_PROXY_ENDPOINT", "").strip() or None,
+            health_cache_seconds=float(_int("HEALTH_CACHE_SECONDS", 5)),
             kafka_security_protocol=protocol,
             kafka_sasl_mechanism=mechanism if protocol.startswith("SASL_") else None,
             kafka_sasl_secret_arn=sasl_secret,

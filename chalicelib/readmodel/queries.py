@@ -55,18 +55,22 @@ def state_at(store: EventStore, customer_id: uuid.UUID, *, version: int | None =
 # than that is reported as at least that far behind.
 LAG_WINDOW_EVENTS = 10_000
 
-_LAG = sql.SQL("""
-WITH recent AS (
-    SELECT stream_id, version, recorded_at FROM events ORDER BY global_position DESC LIMIT %s
-)
+# For a quick health check: the newest events only.
+QUICK_LAG_WINDOW_EVENTS = 100
+
+
+def lag_sql(window: int) -> sql.Composed:
+    """(events among the newest `window` the read model has not applied,
+    seconds since the oldest of them was recorded)."""
+    return sql.SQL("""
 SELECT count(*), extract(epoch FROM clock_timestamp() - min(r.recorded_at))
-FROM recent r LEFT JOIN {} v ON v.id = r.stream_id
-WHERE r.version > coalesce(v.version, 0)
-""").format(sql.Identifier(TABLE))
+FROM (SELECT stream_id, version, recorded_at FROM events ORDER BY global_position DESC LIMIT {window}) r
+LEFT JOIN {table} v ON v.id = r.stream_id
+WHERE r.version > coalesce(v.version, 0)""").format(window=sql.Literal(window), table=sql.Identifier(TABLE))
 
 
-def projection_lag(conn: psycopg.Connection) -> tuple[int, float | None]:
+def projection_lag(conn: psycopg.Connection, window: int = LAG_WINDOW_EVENTS) -> tuple[int, float | None]:
     """(events the read model has not applied yet, seconds since the oldest
     of them was recorded): how far the read model is behind the store."""
-    behind, age = conn.execute(_LAG, (LAG_WINDOW_EVENTS,)).fetchone()
+    behind, age = conn.execute(lag_sql(window)).fetchone()
     return behind, float(age) if age is not None else None

@@ -90,7 +90,7 @@ def test_a_bad_key_is_400(client, db):
     assert count(db) == 0
 
 
-def test_concurrent_retries_execute_exactly_once(application, db):
+def test_concurrent_retries_execute_exactly_once(pool, db):
     executions, results = [], []
     barrier = threading.Barrier(6)
 
@@ -100,7 +100,7 @@ def test_concurrent_retries_execute_exactly_once(application, db):
 
     def retry():
         barrier.wait()
-        results.append(idempotency.run_once(application.pool(), "same-key", "same-request", 3600, execute))
+        results.append(idempotency.run_once(pool, "same-key", "same-request", 3600, execute))
 
     run_in_threads(retry, [()] * 6)
     assert len(executions) == 1
