@@ -1,7 +1,8 @@
 """Offline checks of the package `make package` writes: the SAM template
 translated to CloudFormation as AWS would (aws-sam-translator), then linted
-(cfn-lint). cfn-lint on the SAM form alone lets mistakes through that it
-catches on the translation.
+(cfn-lint), then held to this service's own rules of sizing, which no linter
+knows (`rules`). cfn-lint on the SAM form alone lets mistakes through that
+it catches on the translation.
 
     python -m deploy.validate [dist/sam.yaml]
 """
@@ -58,13 +59,65 @@ def lint(cloudformation: dict) -> list[str]:
     return findings
 
 
+def public_routes() -> list[str]:
+    """The routes anyone may call, in API Gateway's MethodSettings spelling
+    (/health is /~1health), from the API's own contract."""
+    from chalicelib.api.openapi import document
+
+    return ["/" + path.replace("/", "~1") for path, methods in document()["paths"].items()
+            if any(operation.get("security") == [] for operation in methods.values())]
+
+
+def rules(cloudformation: dict) -> list[str]:
+    """Sizing for many containers and one database: what each deployment
+    must hold, whatever its parameters."""
+    findings = []
+    resources = cloudformation["Resources"]
+    functions = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+    for name, function in functions.items():
+        variables = function.get("Environment", {}).get("Variables", {})
+        if "ReservedConcurrentExecutions" not in function:
+            findings.append(f"{name}: no reserved concurrency; without it one function's traffic can take the"
+                            " account's concurrency from the others")
+        if variables.get("DB_POOL_MAX_SIZE") != "1":
+            findings.append(f"{name}: DB_POOL_MAX_SIZE must be 1: a container serves one invocation at a time and"
+                            " keeps one database connection")
+    drain = functions.get("DrainOutbox", {}).get("Environment", {}).get("Variables", {})
+    if "DATABASE_PROXY_ENDPOINT" in drain:
+        findings.append("DrainOutbox: the drain connects to the database directly, never through RDS Proxy (its LISTEN"
+                        " and advisory lock would pin a proxy connection)")
+    for name, group in resources.items():
+        if group["Type"] == "AWS::RDS::DBProxyTargetGroup":
+            share = group["Properties"].get("ConnectionPoolConfigurationInfo", {}).get("MaxConnectionsPercent", 100)
+            if not isinstance(share, int) or share >= 100:
+                findings.append(f"{name}: MaxConnectionsPercent must leave connections for the drain, migrations"
+                                " and operators (below 100)")
+    for name, stage in resources.items():
+        if stage["Type"] != "AWS::ApiGateway::Stage":
+            continue
+        throttled = {(s.get("ResourcePath"), s.get("HttpMethod")) for s in stage["Properties"].get("MethodSettings", [])
+                     if "ThrottlingRateLimit" in s and "ThrottlingBurstLimit" in s}
+        if ("/*", "*") not in throttled:
+            findings.append(f"{name}: the stage has no throttling for all routes")
+        for route in public_routes():
+            if (route, "GET") not in throttled:
+                findings.append(f"{name}: the public route {route} has no throttling of its own")
+    return findings
+
+
+def check(sam: dict) -> list[str]:
+    """Every finding of cfn-lint and of the rules; empty when the template is fit to deploy."""
+    cloudformation = translate(sam)
+    return lint(cloudformation) + rules(cloudformation)
+
+
 def main(argv: list[str]) -> int:
     path = Path(argv[0] if argv else "dist/sam.yaml")
-    findings = lint(translate(load(path)))
-    for finding in findings:
+    found = check(load(path))
+    for finding in found:
         print(finding)
-    print(f"{path}: {'clean' if not findings else f'{len(findings)} findings'}")
-    return 1 if findings else 0
+    print(f"{path}: {'clean' if not found else f'{len(found)} findings'}")
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.validate import lint, load, translate
+from deploy.validate import check, lint, load, rules, translate
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,9 @@ def resources(template, kind):
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
-def test_the_translated_template_passes_cfn_lint_with_no_errors_or_warnings(cfn):
+def test_the_translated_template_passes_cfn_lint_and_the_sizing_rules_with_no_finding(cfn):
     assert lint(cfn) == []
+    assert rules(cfn) == []
 
 
 @pytest.mark.parametrize("mistake", [
@@ -88,15 +89,17 @@ def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_pas
     assert "DefaultRole" not in cfn["Resources"]
 
 
-def statements(cfn, role):
-    def flatten(statement):
-        if "Fn::If" in statement:
-            return [s for branch in statement["Fn::If"][1:] if isinstance(branch, dict) and "Ref" not in branch
-                    for s in flatten(branch)]
-        return [statement]
+def branches(item) -> list:
+    """Both branches of an Fn::If (less AWS::NoValue), or the item itself."""
+    if isinstance(item, dict) and "Fn::If" in item:
+        return [found for branch in item["Fn::If"][1:] if isinstance(branch, dict) and "Ref" not in branch
+                for found in branches(branch)]
+    return [item]
 
-    return [s for policy in cfn["Resources"][role]["Properties"]["Policies"]
-            for statement in policy["PolicyDocument"]["Statement"] for s in flatten(statement)]
+
+def statements(cfn, role):
+    return [s for policy in cfn["Resources"][role]["Properties"]["Policies"] for p in branches(policy)
+            for statement in p["PolicyDocument"]["Statement"] for s in branches(statement)]
 
 
 def actions(cfn, role):
@@ -117,7 +120,8 @@ def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
         managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in managed)
         assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
-    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "kms:GenerateDataKey", "kms:Decrypt"}
+    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "kms:GenerateDataKey", "kms:Decrypt",
+                                       "rds-db:connect"}
     assert "kms:GenerateDataKey" not in actions(cfn, "DrainRole") | actions(cfn, "ProjectionRole")
     assert "kms:Decrypt" in actions(cfn, "DrainRole") & actions(cfn, "ProjectionRole")
     assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "DrainRole")
@@ -134,3 +138,81 @@ def test_the_api_is_traced_and_the_kafka_producer_uses_msk_iam_on_tls(cfn):
     drain = cfn["Resources"]["DrainOutbox"]["Properties"]["Environment"]["Variables"]
     assert drain["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert drain["KAFKA_SASL_MECHANISM"] == {"Fn::If": ["UseMsk", "AWS_MSK_IAM", "SCRAM-SHA-512"]}
+
+
+def without(sam, name, *path):
+    broken = copy.deepcopy(sam)
+    node = broken["Resources"][name]
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return broken
+
+
+def with_value(sam, name, value, *path):
+    broken = copy.deepcopy(sam)
+    node = broken["Resources"][name]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return broken
+
+
+@pytest.mark.parametrize("plant", [
+    lambda sam: with_value(sam, "DrainOutbox", "proxy.example.com",
+                           "Properties", "Environment", "Variables", "DATABASE_PROXY_ENDPOINT"),
+    lambda sam: without(sam, "APIHandler", "Properties", "ReservedConcurrentExecutions"),
+    lambda sam: with_value(sam, "ProjectCustomers", "4", "Properties", "Environment", "Variables", "DB_POOL_MAX_SIZE"),
+    lambda sam: without(sam, "RestAPI", "Properties", "MethodSettings"),
+    lambda sam: with_value(sam, "RestAPI", sam["Resources"]["RestAPI"]["Properties"]["MethodSettings"][:1],
+                           "Properties", "MethodSettings"),
+    lambda sam: with_value(sam, "DatabaseProxyTargetGroup", 100,
+                           "Properties", "ConnectionPoolConfigurationInfo", "MaxConnectionsPercent"),
+], ids=["drain-through-the-proxy", "api-without-reserved-concurrency", "a-pool-per-container",
+        "no-throttling", "public-routes-unthrottled", "proxy-takes-every-connection"])
+def test_a_planted_sizing_mistake_is_caught(sam, plant):
+    assert check(plant(sam)) != []
+
+
+def test_the_api_and_projection_can_reach_the_database_through_rds_proxy_and_the_drain_never(cfn):
+    parameters = cfn["Parameters"]
+    assert parameters["DatabaseProxyMode"]["AllowedValues"] == ["None", "Create", "Existing"]
+    assert parameters["DatabaseProxyMode"]["Default"] == "None"
+    proxy = cfn["Resources"]["DatabaseProxy"]
+    assert proxy["Condition"] == "CreateDatabaseProxy"
+    p = proxy["Properties"]
+    assert p["EngineFamily"] == "POSTGRESQL" and p["RequireTLS"] is True
+    assert p["Auth"] == [{"AuthScheme": "SECRETS", "SecretArn": {"Ref": "DatabaseSecretArn"}, "IAMAuth": "REQUIRED"}]
+    target = cfn["Resources"]["DatabaseProxyTargetGroup"]["Properties"]
+    assert target["DBClusterIdentifiers"] == [{"Ref": "DatabaseClusterIdentifier"}]
+    assert target["ConnectionPoolConfigurationInfo"]["MaxConnectionsPercent"] < 100
+    for function in ("APIHandler", "ProjectCustomers"):
+        variables = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        endpoint = variables["DATABASE_PROXY_ENDPOINT"]["Fn::If"]
+        assert endpoint[0] == "UseDatabaseProxy" and endpoint[2] == ""
+        assert endpoint[1]["Fn::If"][1:] == [{"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]},
+                                             {"Ref": "DatabaseProxyEndpoint"}]
+        assert variables["DATABASE_IAM_AUTH"] == {"Fn::If": ["UseDatabaseProxy", "true", "false"]}
+    drain = cfn["Resources"]["DrainOutbox"]["Properties"]["Environment"]["Variables"]
+    assert "DATABASE_PROXY_ENDPOINT" not in drain and "DATABASE_IAM_AUTH" not in drain
+    assert "rds-db:connect" in actions(cfn, "ApiRole") & actions(cfn, "ProjectionRole")
+    assert "rds-db:connect" not in actions(cfn, "DrainRole")
+    [connect] = [s for s in statements(cfn, "ApiRole") if s["Action"] == "rds-db:connect"]
+    assert "dbuser:${ProxyId}/*" in connect["Resource"]["Fn::Sub"][0]
+
+
+def test_each_function_has_reserved_concurrency_one_connection_and_the_stage_is_throttled(cfn):
+    reserved = {"APIHandler": "ApiReservedConcurrency", "DrainOutbox": "DrainReservedConcurrency",
+                "ProjectCustomers": "ProjectionReservedConcurrency"}
+    for function, parameter in reserved.items():
+        p = cfn["Resources"][function]["Properties"]
+        assert p["ReservedConcurrentExecutions"] == {"Ref": parameter}
+        assert p["Environment"]["Variables"]["DB_POOL_MAX_SIZE"] == "1"
+        assert cfn["Parameters"][parameter]["Default"] >= 1
+    assert cfn["Parameters"]["DrainReservedConcurrency"]["MinValue"] >= 2
+    [stage] = resources(cfn, "AWS::ApiGateway::Stage").values()
+    settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in stage["Properties"]["MethodSettings"]}
+    assert settings["/*", "*"]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert settings["/*", "*"]["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    for route in ("/~1health", "/~1openapi.json", "/~1docs", "/~1docs~1{asset}"):
+        assert settings[route, "GET"]["ThrottlingRateLimit"] == {"Ref": "PublicThrottlingRateLimit"}
