@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.eventstore.migrations import migrate
@@ -212,6 +213,44 @@ def stop_leftovers() -> list[str]:
     return stopped
 
 
+class BrokerStarts:
+    """Each start of the embedded broker: it comes back empty, so the events
+    published since its previous start (which its topic held) go out again
+    from the outbox, the truth; then the topic is made."""
+
+    def __init__(self, database_url: str, create_topic: Callable[[], None]) -> None:
+        self.database_url = database_url
+        self.create_topic = create_topic
+        self.previous: object = None
+
+    def __call__(self) -> None:
+        from chalicelib.eventstore.outbox import republish_since
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            (now,) = conn.execute("SELECT clock_timestamp()").fetchone()
+            if self.previous is not None:
+                count = republish_since(conn, self.previous)
+                say(f"the broker came back empty: {count} events it had are published again from the outbox")
+        self.previous = now
+        self.create_topic()
+
+
+def login_problem(database_options: str, aws_env: dict[str, str]) -> str | None:
+    """Why the functions could not log in the way they will (the secret read
+    through the AWS endpoint), or None: nothing starts half-working."""
+    from chalicelib.infra.credentials import Secret
+    from chalicelib.infra.db import Database
+
+    def clients(service: str):
+        return aws.client(service, aws_env["AWS_ENDPOINT_URL"], aws_env["AWS_DEFAULT_REGION"])
+
+    try:
+        Database(database_options, secret=Secret(aws.SECRET_NAME, clients)).connect(connect_timeout=5).close()
+    except psycopg.Error as error:
+        return str(error).strip().splitlines()[0]
+    return None
+
+
 def main() -> int:
     lock = hold_single_instance_lock()  # noqa: F841 - held until exit
     # We hold the stack lock, so whatever still runs from our state folder is
@@ -247,7 +286,11 @@ def main() -> int:
             password = secrets.token_urlsafe(18)
             database_url = make_conninfo(provision_login(postgres.url, SERVICE_ROLE, password, SERVICE_DATABASE),
                                          password=password)
-        applied = migrate(database_url)
+        try:
+            applied = migrate(database_url)
+        except psycopg.OperationalError as error:
+            sys.exit(f"[stack] cannot log in to PostgreSQL with DATABASE_URL ({str(error).strip().splitlines()[-1]});"
+                     " check its host, port, user and password (postgresql://user:password@host:port/dbname)")
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
         given = conninfo_to_dict(database_url)
         database_secret = {"engine": "postgres", **{key: given[part] for part, key in _SECRET_PARTS.items()
@@ -269,6 +312,12 @@ def main() -> int:
                 aws.provision(emulated.endpoint, region, database_secret, email_hash))))
             aws_env = emulated.environment()
 
+        problem = login_problem(database_options, aws_env)
+        if problem:
+            sys.exit(f"[stack] the functions cannot log in to PostgreSQL with the credentials DATABASE_URL gives"
+                     f" ({problem}); put the user's password in DATABASE_URL"
+                     " (postgresql://user:password@host:port/dbname), or use a login the server trusts")
+
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         topic = os.environ.get("KAFKA_TOPIC") or "customer-events"
         if bootstrap:
@@ -276,9 +325,11 @@ def main() -> int:
         else:
             broker = EmbeddedKafka(port_setting("KAFKA_PORT", 29092), log_path=STATE / "kafka.log")
             say("starting embedded Kafka-compatible broker (Tansu, in memory) ...")
-            # The broker keeps topics in memory: a restarted one needs the topic again.
-            stack.start(Part("Kafka broker", broker, after_start=lambda: create_topic(
-                broker.bootstrap_servers, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")))))
+            # The broker keeps topics in memory: a restarted one needs the
+            # topic again, and what the lost topic held is published again
+            # (before the topic exists, so nothing newer gets there first).
+            stack.start(Part("Kafka broker", broker, after_start=BrokerStarts(database_url, lambda: create_topic(
+                broker.bootstrap_servers, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3"))))))
             bootstrap = broker.bootstrap_servers
         create_topic(bootstrap, topic, partitions=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")))
 

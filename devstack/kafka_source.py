@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,8 @@ class KafkaEventSource:
         self.on_failure = on_failure
         self.invocations = 0
         self.failures = 0
+        # How often an idle source checks whether its topic was made anew.
+        self.recreated_check_seconds = 1.0
 
     def run(self, stop: threading.Event) -> None:
         from kafka import KafkaConsumer, TopicPartition
@@ -74,16 +77,37 @@ class KafkaEventSource:
                     consumer.seek_to_beginning(tp)
                 else:
                     consumer.seek(tp, committed)
+            checked = time.monotonic()
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=100, max_records=self.batch_size)
                 batch = [record for tp in sorted(polled, key=lambda tp: tp.partition) for record in polled[tp]]
                 if not batch:
+                    if time.monotonic() - checked >= self.recreated_check_seconds:
+                        checked = time.monotonic()
+                        self._start_over_if_recreated(consumer, assigned)
                     continue
                 if not self._invoke_until_done(batch, stop):
                     return  # stopping: the batch stays uncommitted, to be delivered again
                 self._commit(consumer, polled)
         finally:
             consumer.close(autocommit=False)
+
+    @staticmethod
+    def _start_over_if_recreated(consumer, assigned) -> None:
+        """A position past the end of a partition means the topic was made
+        anew (the embedded broker keeps nothing across a restart): read the
+        new one from its beginning, as a new mapping would."""
+        from kafka.errors import KafkaError
+
+        try:
+            ends = consumer.end_offsets(assigned)
+        except KafkaError:
+            return  # the broker is away or the topic not there yet: next time
+        behind = [tp for tp in assigned if tp in ends and consumer.position(tp) > ends[tp]]
+        if behind:
+            _log("event_source_topic_recreated", partitions=[tp.partition for tp in behind],
+                 action="reading it from the beginning")
+            consumer.seek_to_beginning(*behind)
 
     def _invoke_until_done(self, batch, stop: threading.Event) -> bool:
         from chalice.local import LambdaContext

@@ -66,11 +66,12 @@ class Secret:
 
 
 def database_parameters(secret: Secret) -> dict[str, str]:
-    """libpq connection parameters from a database secret."""
+    """libpq connection parameters from a database secret. A secret without
+    a password is a login the server trusts (a laptop's PostgreSQL on
+    loopback), or one that signs an RDS IAM token instead."""
     value = secret.value()
-    missing = [key for key in ("username", "password") if not value.get(key)]
-    if missing:
-        raise CredentialsUnavailable(f"the secret {secret.secret_arn} has no {' or '.join(missing)}")
+    if not value.get("username"):
+        raise CredentialsUnavailable(f"the secret {secret.secret_arn} has no username")
     return {libpq: str(value[key]) for key, libpq in _DATABASE_KEYS.items() if value.get(key) not in (None, "")}
 
 
