@@ -3,9 +3,9 @@ in the function itself, so the same rules hold under `chalice local`, in
 tests and behind API Gateway.
 
 A token is accepted when its signature verifies with a key of the issuer's
-JWKS (asymmetric algorithms only: `none` and HMAC are refused, so the public
-key can never serve as a shared secret), its `exp` and `nbf` hold within a
-small leeway, and `iss` and the audience claim are the configured ones. The
+JWKS (chalicelib.jws: asymmetric algorithms only, `none` and HMAC refused,
+so the public key can never serve as a shared secret), its `exp`, `nbf` and
+`iat` hold within a small leeway, and `iss` and the audience claim are the configured ones. The
 JWKS is fetched on first use, cached, and fetched again when a token names
 a key id it does not hold (key rotation), at most once per
 `refetch_interval` seconds (so unknown ids cannot make us hammer the issuer).
@@ -17,21 +17,21 @@ at most `cache_seconds`), so its signature and claims are checked once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import threading
 import time
-import urllib.request
+import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from chalicelib import jws
 
 READ = "customers:read"
 WRITE = "customers:write"
 ERASE = "customers:erase"
 OPERATE = "customers:operate"  # the detailed health report
 
-ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+ALGORITHMS = list(jws.ALGORITHMS)
 
 
 class Unauthenticated(Exception):
@@ -78,7 +78,7 @@ class TokenVerifier:
         self.fetch_timeout = fetch_timeout
         self.cache_size = cache_size
         self.cache_seconds = cache_seconds
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str, jws.PublicKey] = {}
         self._fetched_at = float("-inf")
         # Two locks: a slow fetch of the issuer's keys must not hold up
         # requests whose tokens are already remembered.
@@ -88,8 +88,6 @@ class TokenVerifier:
 
     def verify(self, authorization: str | None) -> Caller:
         """The caller named by an `Authorization: Bearer <JWT>` header."""
-        import jwt  # on first use: it and cryptography take a tenth of a second to import
-
         if not authorization:
             raise Unauthenticated("send a bearer token: Authorization: Bearer <JWT>", error=None)
         scheme, _, token = authorization.strip().partition(" ")
@@ -99,33 +97,47 @@ class TokenVerifier:
         remembered = self._remembered(token)
         if remembered is not None:
             return remembered
-        header = _header(token)
-        if header.get("alg") not in ALGORITHMS:
-            raise Unauthenticated(f"tokens signed with {str(header.get('alg'))[:20]!r} are not accepted")
-        key = self._key(str(header.get("kid") or ""))
-        options = {"require": ["exp", "iss", "sub"], "verify_aud": self.audience_claim == "aud"}
         try:
-            claims = jwt.decode(token, key, algorithms=ALGORITHMS, issuer=self.issuer,
-                                audience=self.audience if self.audience_claim == "aud" else None,
-                                leeway=self.leeway_seconds, options=options)
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the bearer token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthenticated("the bearer token is not valid yet") from None
-        except jwt.InvalidIssuerError:
-            raise Unauthenticated("the bearer token is from another issuer") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthenticated("the bearer token is for another audience") from None
-        except jwt.PyJWTError as error:
-            raise Unauthenticated(f"the bearer token is not valid: {type(error).__name__}") from None
-        if self.audience_claim != "aud" and claims.get(self.audience_claim) != self.audience:
-            raise Unauthenticated("the bearer token is for another audience")
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise Unauthenticated("the bearer token names no subject")
-        caller = Caller(subject=claims["sub"], client_id=claims.get("client_id") or claims.get("azp"),
+            parsed = jws.parse(token)
+        except jws.InvalidToken:
+            raise Unauthenticated("the bearer token is not a JWT") from None
+        alg = parsed.header.get("alg")
+        if alg not in ALGORITHMS:
+            raise Unauthenticated(f"tokens signed with {str(alg)[:20]!r} are not accepted")
+        key = self._key(str(parsed.header.get("kid") or "")[:200])
+        try:
+            jws.verify(parsed, key)
+        except jws.InvalidToken as error:
+            raise Unauthenticated(f"the bearer token is not valid: {error}") from None
+        claims = parsed.claims
+        self._check_claims(claims)
+        caller = Caller(subject=claims["sub"], client_id=_text(claims.get("client_id")) or _text(claims.get("azp")),
                         scopes=_scopes(claims))
         self._remember(token, caller, claims)
         return caller
+
+    def _check_claims(self, claims: dict) -> None:
+        now, leeway = time.time(), self.leeway_seconds
+        for name in ("exp", "nbf", "iat"):
+            if name in claims and not _number(claims[name]):
+                raise Unauthenticated(f"the bearer token is not valid: {name} is not a number")
+        if "exp" not in claims:
+            raise Unauthenticated("the bearer token is not valid: it has no exp")
+        if claims["exp"] <= now - leeway:
+            raise Unauthenticated("the bearer token has expired")
+        if claims.get("nbf", now) > now + leeway or claims.get("iat", now) > now + leeway:
+            raise Unauthenticated("the bearer token is not valid yet")
+        if claims.get("iss") != self.issuer:
+            raise Unauthenticated("the bearer token is from another issuer")
+        audience = claims.get(self.audience_claim)
+        if self.audience_claim == "aud" and isinstance(audience, list):
+            allowed = self.audience in audience
+        else:
+            allowed = audience == self.audience
+        if not allowed:
+            raise Unauthenticated("the bearer token is for another audience")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise Unauthenticated("the bearer token names no subject")
 
     def _remembered(self, token: str) -> Caller | None:
         with self._verified_lock:
@@ -148,7 +160,7 @@ class TokenVerifier:
             while len(self._verified) > self.cache_size:
                 self._verified.popitem(last=False)
 
-    def _key(self, kid: str) -> object:
+    def _key(self, kid: str) -> jws.PublicKey:
         with self._keys_lock:
             key = self._keys.get(kid)
             if key is None and time.monotonic() - self._fetched_at >= self.refetch_interval:
@@ -159,42 +171,65 @@ class TokenVerifier:
             raise Unauthenticated("the bearer token is signed with a key the issuer does not publish")
         return key
 
-    def _fetch(self) -> dict[str, object]:
-        import jwt
+    def _fetch(self) -> dict[str, jws.PublicKey]:
+        from http.client import HTTPException
 
         try:
-            with urllib.request.urlopen(self.jwks_url, timeout=self.fetch_timeout) as response:
-                document = json.load(response)
-        except (OSError, ValueError) as error:
+            document = _get_json(self.jwks_url, self.fetch_timeout)
+        except (OSError, ValueError, HTTPException) as error:
             # Keep the keys we have: the issuer may be back by the next token.
             raise Unauthenticated(f"the issuer's keys cannot be fetched now ({type(error).__name__})") from None
         keys = {}
-        for jwk in document.get("keys", []):
-            try:
-                parsed = jwt.PyJWK(jwk)
-            except jwt.PyJWTError:
-                continue  # a key type or algorithm we do not use
-            if parsed.algorithm_name in ALGORITHMS and jwk.get("kid"):
-                keys[jwk["kid"]] = parsed.key
+        for jwk in document.get("keys", []) if isinstance(document, dict) else []:
+            key = jws.public_key(jwk) if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str) else None
+            if key is not None:
+                keys[jwk["kid"]] = key
         return keys
 
 
-def _header(token: str) -> dict:
-    """The JOSE header, read without PyJWT, which would parse the whole
-    token once more here before decode() parses it again."""
+def _get_json(url: str, timeout: float) -> object:
+    """GET a JSON document with http.client: urllib.request would add its
+    import (about 5 ms) to every container's first token. No redirects, no
+    proxies: an issuer publishes its keys at the URL it names."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        import ssl
+
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                                 context=ssl.create_default_context())
+    elif parts.scheme == "http":
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    else:
+        raise ValueError(f"not an http(s) URL: {parts.scheme}")
     try:
-        encoded = token.split(".", 1)[0]
-        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (ValueError, binascii.Error):
-        raise Unauthenticated("the bearer token is not a JWT") from None
-    if not isinstance(header, dict):
-        raise Unauthenticated("the bearer token is not a JWT")
-    return header
+        connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                           headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status}")
+        return json.loads(body)
+    finally:
+        connection.close()
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _scopes(claims: dict) -> frozenset[str]:
-    """OAuth 2.0 `scope` (space separated), or `scp` (a list, some issuers)."""
-    scope = claims.get("scope", "")
-    listed = claims.get("scp", [])
-    return frozenset((scope.split() if isinstance(scope, str) else [])
-                     + (listed if isinstance(listed, list) else str(listed).split()))
+    """OAuth 2.0 `scope` (space separated), or `scp` (a list or a string,
+    some issuers); anything else in them grants nothing."""
+    found: list[str] = []
+    for value in (claims.get("scope"), claims.get("scp")):
+        if isinstance(value, str):
+            found += value.split()
+        elif isinstance(value, list):
+            found += [item for item in value if isinstance(item, str)]
+    return frozenset(found)
