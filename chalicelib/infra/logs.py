@@ -1,26 +1,29 @@
 """Logs and the invocation they belong to, the way Lambda users expect them:
-Powertools for AWS Lambda's Logger, one JSON line per thing worth logging,
-each with the correlation id, and inside an invocation the function's name,
-the Lambda request id, the cold-start flag and the X-Ray trace id.
+one JSON line per thing worth logging, in the shape of Powertools for AWS
+Lambda's Logger (`level`, `location`, `message`, `timestamp`, `service`, the
+fields), each with the correlation id, and inside an invocation the
+function's name, the Lambda request id, the cold-start flag and the X-Ray
+trace id.
 
-The logger is made once per process, on first use (not at import: cold
-start), under a lock: `chalice local` serves every request on a thread of
-its own, and the first requests arrive together. What belongs to one
-invocation (its context, its correlation id, its metrics) is kept in
-context variables, which each thread has to itself; Powertools' own
-appended keys are process-wide and are not used. It writes to whatever
-sys.stderr is at the time (Lambda sends both streams to CloudWatch).
+Written here rather than through Powertools: its import (Logger, Metrics,
+Tracer and jmespath together) cost every new container about 12 ms, and
+its appended keys are process-wide, where `chalice local` serves each
+request on a thread of its own. What belongs to one invocation (its
+context, its correlation id, its metrics) is kept in context variables,
+which each thread has to itself. Lines go to whatever sys.stderr is at the
+time (Lambda sends both streams to CloudWatch), each in one write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
+import json
 import os
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.infra import metrics
@@ -28,43 +31,25 @@ from chalicelib.infra import metrics
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 _invocation: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("invocation", default=None)
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-_logger = None
-_logger_lock = threading.Lock()
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _cold_start = True
 _cold_start_lock = threading.Lock()
 
 
-class _CurrentStderr(logging.StreamHandler):
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _get():
-    global _logger
-    if _logger is None:
-        with _logger_lock:
-            if _logger is None:
-                from aws_lambda_powertools import Logger
-
-                logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "customer-service",
-                                level=logging.DEBUG, logger_handler=_CurrentStderr(), use_rfc3339=True)
-                logger._logger.propagate = False  # written once, by its own handler
-                _logger = logger  # only once it is whole: a failure is tried again by the next caller
-    return _logger
-
-
 def log(event: str, level: str = "info", **fields: Any) -> None:
-    number = _LEVELS.get(level, logging.INFO)
-    if number < _LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), logging.INFO):
+    number = _LEVELS.get(level, 20)
+    if number < _LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), 20):
         return
-    _get().log(number, event, extra={**(_invocation.get() or {}), "correlation_id": correlation_id.get(), **fields},
-               stacklevel=2)
+    caller = sys._getframe(1)
+    line = {"level": level.upper(), "location": f"{caller.f_code.co_name}:{caller.f_lineno}", "message": event,
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "service": os.environ.get("POWERTOOLS_SERVICE_NAME") or "customer-service",
+            **(_invocation.get() or {}), "correlation_id": correlation_id.get(), **fields}
+    text = json.dumps({key: value for key, value in line.items() if value is not None}, default=str,
+                      separators=(",", ":"))
+    stream = sys.stderr
+    stream.write(text + "\n")  # one write: lines of concurrent requests never interleave
+    stream.flush()
 
 
 def _claim_cold_start() -> bool:
@@ -87,9 +72,10 @@ def invocation(context: Any) -> Iterator[None]:
     cold = _claim_cold_start()
     keys = {}
     if context is not None:
+        trace = os.environ.get("_X_AMZN_TRACE_ID")
         keys = {"function_name": getattr(context, "function_name", None),
-                "function_request_id": getattr(context, "aws_request_id", None),
-                "cold_start": cold, "xray_trace_id": os.environ.get("_X_AMZN_TRACE_ID")}
+                "function_request_id": getattr(context, "aws_request_id", None), "cold_start": cold,
+                "xray_trace_id": trace.split(";")[0].replace("Root=", "") if trace else None}
     token, correlation = _invocation.set(keys), correlation_id.set(None)
     try:
         with metrics.invocation(keys.get("function_name"), cold,

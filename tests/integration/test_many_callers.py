@@ -7,8 +7,6 @@ import json
 import threading
 import uuid
 
-import pytest
-
 from chalicelib import application as application_module
 from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.events import CommandContext
@@ -50,7 +48,6 @@ def test_first_calls_from_many_threads_make_each_part_once_and_keep_their_own_lo
         db, issuer, encryption, aws, monkeypatch, capfd):
     for name, value in issuer.environment().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(logs, "_logger", None)  # a process that has not logged yet
     monkeypatch.setattr(logs, "_cold_start", True)
     application = CustomerApplication(Settings.from_env(), aws=aws)
     token = issuer.token(subject="many")
@@ -107,24 +104,3 @@ def test_a_part_that_failed_to_be_made_is_made_by_the_next_caller(db, monkeypatc
         made[0].close()
     finally:
         application_module.serve(served)
-
-
-def test_a_logger_that_failed_to_be_made_is_made_again(monkeypatch, capfd):
-    import aws_lambda_powertools
-
-    real = aws_lambda_powertools.Logger
-    attempts = []
-
-    def failing_once(*args, **kwargs):
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise OSError("the first attempt fails")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(logs, "_logger", None)
-    monkeypatch.setattr(aws_lambda_powertools, "Logger", failing_once)
-    with pytest.raises(OSError):
-        logs.log("first")
-    results = run_together(lambda n: logs.log("made_once", n=n), callers=8)
-    assert results == [None] * 8 and len(attempts) == 2
-    assert capfd.readouterr().err.count('"message":"made_once"') == 8
