@@ -26,14 +26,14 @@ from chalice import (
 
 from chalicelib import application, auth
 from chalicelib.api import docs_page, openapi, parse, shape
-from chalicelib.domain.customer import CustomerAlreadyExists, CustomerNotFound, InvalidValue, StaleVersion, valid_email
+from chalicelib.domain.errors import CustomerAlreadyExists, CustomerNotFound, InvalidValue, StaleVersion
+from chalicelib.domain.values import valid_email
 from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
-from chalicelib.eventstore.events import CommandContext
 from chalicelib.idempotency import KeyReused
 from chalicelib.infra.logs import correlation_id, invocation, log
 
-# Its log is the Powertools logger of the same name (chalicelib.infra.logs): one
-# JSON line per record, not a second plain-text copy on stdout.
+# Logging is chalicelib.infra.logs (one JSON line per record), not Chalice's
+# plain-text copy on stdout.
 app = Chalice(app_name="customer-service", configure_logs=False)
 
 _caller: contextvars.ContextVar[auth.Caller | None] = contextvars.ContextVar("caller", default=None)
@@ -123,7 +123,9 @@ def requires(scope: str):
     return decorate
 
 
-def _context() -> CommandContext:
+def _context():
+    from chalicelib.eventstore.events import CommandContext  # the write routes' only
+
     request_id = (app.current_request.context or {}).get("requestId") or str(uuid.uuid4())
     caller = _caller.get()
     return CommandContext(correlation_id=correlation_id.get() or str(uuid.uuid4()), causation_id=request_id,

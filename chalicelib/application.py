@@ -18,66 +18,35 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
-from chalicelib import idempotency
 from chalicelib.auth import Caller, TokenVerifier
-from chalicelib.customer_commands import CustomerCommands
-from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import (
-    EMAIL_SCOPE,
-    Customer,
-    CustomerAlreadyExists,
-    CustomerNotFound,
-    DomainError,
-    registry,
-)
-from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
-from chalicelib.eventstore.events import CommandContext, RecordedEvent
-from chalicelib.eventstore.outbox import (
-    Backlog,
-    DrainResult,
-    OutboxRelay,
-    ParkedRow,
-    Publish,
-    PublishError,
-    backlog,
-    parked_rows,
-    retry_parked,
-    skip_parked,
-    wake_relay,
-)
-from chalicelib.eventstore.postgres import PostgresEventStore
-from chalicelib.eventstore.store import EventStore
-from chalicelib.health import Health, HealthCheck, Limits
-from chalicelib.idempotency import KeyReused
+from chalicelib.domain.errors import CustomerNotFound
 from chalicelib.infra import db, metrics
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.credentials import Secret
-from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadable_record
-from chalicelib.infra.kafka import KafkaPublisher, keys_at, security_settings
 from chalicelib.infra.logs import log
 from chalicelib.infra.settings import ConfigurationError, Settings
-from chalicelib.personal_data import (
-    PERSONAL_FIELDS,
-    EmailHash,
-    EncryptedEventStore,
-    KeyRing,
-    PersonalData,
-    delete_key,
-    email_hash_key,
-)
 from chalicelib.readmodel import queries
-from chalicelib.readmodel.projection import (
-    CustomerRow,
-    ProjectedEvent,
-    ProjectionResult,
-    project,
-    project_kafka_batch,
-)
-from chalicelib.readmodel.rebuild import Progress, RebuildResult, rebuild
+
+# What only some functions use is imported where it is used: each Lambda
+# function's cold start pays for its own work only (the API never loads the
+# relay, the projection never loads the command handlers).
+if TYPE_CHECKING:
+    from chalicelib.customer_commands import CustomerCommands
+    from chalicelib.domain.customer import Customer
+    from chalicelib.eventstore.events import CommandContext, RecordedEvent
+    from chalicelib.eventstore.outbox import Backlog, DrainResult, OutboxRelay, ParkedRow, Publish
+    from chalicelib.eventstore.store import EventStore
+    from chalicelib.health import Health, HealthCheck
+    from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue
+    from chalicelib.infra.kafka import KafkaPublisher
+    from chalicelib.personal_data import PersonalData
+    from chalicelib.readmodel.projection import ProjectedEvent, ProjectionResult
+    from chalicelib.readmodel.rebuild import Progress, RebuildResult
+    from chalicelib.readmodel.rows import CustomerRow
 
 
 class Verifier(Protocol):
@@ -181,6 +150,8 @@ class CustomerApplication:
 
     def personal_data(self) -> PersonalData | None:
         """Encryption of personal data (KMS_KEY_ID); None when not configured."""
+        from chalicelib.personal_data import EmailHash, KeyRing, PersonalData, email_hash_key
+
         settings = self.settings
         if self._personal is None and settings.kms_key_id:
             with self._lock:
@@ -194,14 +165,20 @@ class CustomerApplication:
     def store(self, *, for_state: bool = False) -> EventStore:
         """The event store. `for_state`: for loading an aggregate to decide
         on, which needs only the personal data its state ends with."""
+        from chalicelib.eventstore.postgres import PostgresEventStore
+
         connections = self.connections()
         return self._sealed(self._store or PostgresEventStore(connections), connections.connection, for_state)
 
     def _store_in_transaction(self, conn: psycopg.Connection) -> EventStore:
+        from chalicelib.eventstore.postgres import PostgresEventStore
+
         within = db.TransactionConnection(conn)
         return self._sealed(self._store or PostgresEventStore(within), within.connection, True)
 
     def _sealed(self, store: EventStore, connect, for_state: bool) -> EventStore:
+        from chalicelib.personal_data import EncryptedEventStore
+
         personal = self.personal_data()
         return store if personal is None else EncryptedEventStore(store, personal, connect, for_state=for_state)
 
@@ -213,6 +190,8 @@ class CustomerApplication:
         return lambda event: personal.open_recorded(event, lambda: self.connections().connection())
 
     def _commands(self, store: EventStore) -> CustomerCommands:
+        from chalicelib.customer_commands import CustomerCommands
+
         return CustomerCommands(store, max_retries=self.settings.command_max_retries,
                                 snapshot_every=self.settings.customer_snapshot_every or None,
                                 on_retry=lambda: metrics.count("CommandRetries"))
@@ -231,6 +210,8 @@ class CustomerApplication:
         return self._verifier.verify(authorization)
 
     def publisher(self) -> Publish:
+        from chalicelib.infra.kafka import KafkaPublisher
+
         if self._publish is not None:
             return self._publish
         with self._lock:
@@ -256,12 +237,16 @@ class CustomerApplication:
 
     def kafka_security(self) -> dict[str, Any]:
         """kafka-python's TLS and SASL settings (KAFKA_SECURITY_PROTOCOL, ...)."""
+        from chalicelib.infra.kafka import security_settings
+
         settings = self.settings
         secret = Secret(settings.kafka_sasl_secret_arn, self.aws) if settings.kafka_sasl_secret_arn else None
         return security_settings(settings.kafka_security_protocol, settings.kafka_sasl_mechanism,
                                  cafile=settings.kafka_ssl_cafile, sasl_secret=secret)
 
     def dead_letter_queue(self) -> DeadLetterQueue | None:
+        from chalicelib.infra.dead_letters import DeadLetterQueue
+
         url = self.settings.projection_dlq_url
         return DeadLetterQueue(url, self.aws) if url else None
 
@@ -279,6 +264,8 @@ class CustomerApplication:
 
     def create_customer(self, name: str, email: str, context: CommandContext,
                         idempotency_key: str | None = None) -> CommandResult:
+        from chalicelib.domain.commands import CreateCustomer
+
         command = CreateCustomer(name=name, email=email, customer_id=uuid.uuid4())
         result = self._run(lambda commands: commands.create(command, context), context, idempotency_key,
                            ["create", name, email])
@@ -287,6 +274,8 @@ class CustomerApplication:
 
     def change_email(self, customer_id: uuid.UUID, email: str, context: CommandContext, *,
                      expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
+        from chalicelib.domain.commands import ChangeEmail
+
         command = ChangeEmail(customer_id=customer_id, email=email, expected_version=expected_version)
         result = self._run(lambda commands: commands.change_email(command, context), context, idempotency_key,
                            ["change_email", customer_id, email, expected_version])
@@ -296,6 +285,8 @@ class CustomerApplication:
 
     def delete_customer(self, customer_id: uuid.UUID, context: CommandContext, *,
                         expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
+        from chalicelib.domain.commands import DeleteCustomer
+
         command = DeleteCustomer(customer_id=customer_id, expected_version=expected_version)
         result = self._run(lambda commands: commands.delete(command, context), context, idempotency_key,
                            ["delete", customer_id, expected_version])
@@ -308,6 +299,9 @@ class CustomerApplication:
         the customer's data key (every stored copy becomes unreadable), the
         email's reservation, snapshots, stored Idempotency-Key answers and the
         read-model row, in one transaction. False when it was erased already."""
+        from chalicelib.eventstore.errors import ConcurrencyError, RetriesExhausted
+        from chalicelib.personal_data import delete_key
+
         self.settings.require_kms()
         personal = self.personal_data()
         with self.connections().connection() as conn, conn.transaction():
@@ -340,6 +334,8 @@ class CustomerApplication:
         fields sealed, its plaintext snapshot dropped, its email reservation
         hashed), so that it can be stopped and run again at any time; what
         is done already is skipped. Returns how many customers it changed."""
+        from chalicelib.personal_data import PERSONAL_FIELDS
+
         self.settings.require_kms()
         personal = self.personal_data()
         types = list(PERSONAL_FIELDS)
@@ -360,6 +356,9 @@ class CustomerApplication:
 
     @staticmethod
     def _encrypt_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uuid.UUID) -> None:
+        from chalicelib.domain.customer import EMAIL_SCOPE
+        from chalicelib.personal_data import PERSONAL_FIELDS
+
         connect = db.TransactionConnection(conn).connection
         key = personal.keys.key_for(stream_id, connect)
         if key is None:
@@ -388,6 +387,10 @@ class CustomerApplication:
 
     def _run(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
              idempotency_key: str | None, request: list) -> CommandResult:
+        from chalicelib.domain.errors import CustomerAlreadyExists, DomainError
+        from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
+        from chalicelib.idempotency import KeyReused
+
         try:
             result = self._run_once(execute, context, idempotency_key, request)
         except (RetriesExhausted, ConcurrencyError, CustomerAlreadyExists):
@@ -403,6 +406,8 @@ class CustomerApplication:
 
     def _run_once(self, execute: Callable[[CustomerCommands], Customer], context: CommandContext,
                   idempotency_key: str | None, request: list) -> CommandResult:
+        from chalicelib import idempotency
+
         if idempotency_key is None:
             return CommandResult(execute(self._commands(self.store(for_state=True))).to_dict())
 
@@ -451,6 +456,8 @@ class CustomerApplication:
         events = self.store().load(customer_id, after_version=after, limit=limit + 1)
         if not events and after == 0:
             raise CustomerNotFound(f"customer {customer_id} not found")
+        from chalicelib.domain.customer import registry
+
         return HistoryPage([registry.upcast_recorded(e) for e in events[:limit]], more=len(events) > limit)
 
     def find_by_email(self, email: str) -> list[CustomerRow]:
@@ -465,6 +472,8 @@ class CustomerApplication:
     # The scheduled drain, the projection function and operator commands.
 
     def outbox_relay(self) -> OutboxRelay:
+        from chalicelib.eventstore.outbox import OutboxRelay
+
         settings = self.settings
         # Never through RDS Proxy: LISTEN and the relay's session lock would
         # pin a proxy connection for the whole invocation.
@@ -488,6 +497,9 @@ class CustomerApplication:
         )
 
     def _readable_upcast(self) -> Callable[[RecordedEvent], RecordedEvent]:
+        from chalicelib.domain.customer import registry
+        from chalicelib.eventstore.outbox import PublishError
+
         # Consumers need the data: messages carry it in clear, or null once erased.
         if self.personal_data() is None:
             return registry.upcast_recorded
@@ -509,6 +521,8 @@ class CustomerApplication:
     def drain_outbox(self, time_left: float | None = None) -> DrainResult:
         """Publish the outbox until `time_left` seconds (at most
         DRAIN_MAX_SECONDS) have passed, woken by each commit."""
+        from chalicelib import idempotency
+
         try:
             idempotency.prune_expired(self.connections())
         except psycopg.Error as error:
@@ -538,6 +552,8 @@ class CustomerApplication:
         """Publish what is unpublished now (operators). When a drain is
         already running, wake it and wait up to `wait_seconds` for it to
         publish what was waiting. Returns the result and the backlog after."""
+        from chalicelib.eventstore.outbox import wake_relay
+
         result = self.outbox_relay().drain_once()
         if result.locked_out:
             with self.connections().connection() as conn:
@@ -556,6 +572,8 @@ class CustomerApplication:
         return self.health_check().details()
 
     def health_check(self) -> HealthCheck:
+        from chalicelib.health import HealthCheck, Limits
+
         if self._health is None:
             with self._lock:
                 if self._health is None:
@@ -567,16 +585,22 @@ class CustomerApplication:
         return self._health
 
     def parked_outbox_rows(self) -> list[ParkedRow]:
+        from chalicelib.eventstore.outbox import parked_rows
+
         with self.connections().connection() as conn:
             return parked_rows(conn)
 
     def retry_parked_outbox_rows(self, outbox_ids: list[int] | None) -> int:
+        from chalicelib.eventstore.outbox import retry_parked
+
         with self.connections().connection() as conn:
             count = retry_parked(conn, outbox_ids)
         log("outbox_rows_unparked", count=count, outbox_ids=outbox_ids or "all")
         return count
 
     def skip_parked_outbox_row(self, outbox_id: int) -> bool:
+        from chalicelib.eventstore.outbox import skip_parked
+
         with self.connections().connection() as conn:
             skipped = skip_parked(conn, outbox_id)
         if skipped:
@@ -585,12 +609,17 @@ class CustomerApplication:
         return skipped
 
     def outbox_backlog(self) -> Backlog:
+        from chalicelib.eventstore.outbox import backlog
+
         with self.connections().connection() as conn:
             return backlog(conn)
 
     def project_kafka_batch(self, event: dict) -> ProjectionResult:
         """A batch of the Kafka event source mapping, applied to the read
         model in one transaction; gaps are filled from the event store."""
+        from chalicelib.infra.dead_letters import unreadable_record
+        from chalicelib.readmodel.projection import project_kafka_batch
+
         queue = self.dead_letter_queue()
 
         def dead_letters(unreadable) -> None:
@@ -614,6 +643,9 @@ class CustomerApplication:
     def _load_after(self, conn: psycopg.Connection) -> Callable[[uuid.UUID, int], list[ProjectedEvent]]:
         """A customer's events after a version, from the event store, as the
         projection takes them, read on the projection's own connection."""
+        from chalicelib.eventstore.postgres import PostgresEventStore
+        from chalicelib.readmodel.projection import ProjectedEvent
+
         within = db.TransactionConnection(conn)
         store = self._sealed(self._store or PostgresEventStore(within), within.connection, False)
         return lambda customer_id, version: [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
@@ -656,6 +688,8 @@ class CustomerApplication:
         return result
 
     def _keys_named(self, letter: DeadLetter) -> tuple[list[bytes | None], bool]:
+        from chalicelib.infra.kafka import keys_at
+
         if letter.kind == "unreadable-record":
             return [letter.key()], True
         ranges = letter.offsets()
@@ -665,12 +699,16 @@ class CustomerApplication:
 
     def reproject(self, customer_ids: set[uuid.UUID]) -> ProjectionResult:
         """Bring these customers' read-model rows up to their event streams."""
+        from chalicelib.readmodel.projection import project
+
         with self.connections().connection() as conn:
             load_after = self._load_after(conn)
             events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
             return project(conn, events, load_after, email_hash=self._email_hash())
 
     def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
+        from chalicelib.readmodel.rebuild import rebuild
+
         return rebuild(self.database().direct().connect, progress, open_event=self._open_event(),
                        email_hash=self._email_hash())
 

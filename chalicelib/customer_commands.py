@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable
 
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import Customer, StaleVersion, registry
+from chalicelib.domain.customer import Customer, registry
+from chalicelib.domain.errors import StaleVersion
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import EventStore, Repository, retry_on_conflict
 

@@ -41,7 +41,7 @@ import psycopg
 
 from chalicelib.domain.customer import EMAIL_SCOPE
 from chalicelib.eventstore.errors import ReservationTaken
-from chalicelib.eventstore.events import NewEvent, RecordedEvent, Reservation
+from chalicelib.eventstore.events import PERSONAL_DATA_ERASED, NewEvent, RecordedEvent, Reservation
 from chalicelib.eventstore.store import EventStore
 
 PREFIX = "pd1:"
@@ -54,7 +54,7 @@ SNAPSHOT_FIELDS = ("name", "email")
 # The personal fields a Customer's state is made of, and the events that set them.
 STATE_FIELDS = ("name", "email")
 STATE_FIELDS_OF: dict[str, tuple[str, ...]] = {"CustomerCreated": ("name", "email"), "CustomerEmailChanged": ("email",)}
-ERASED = "personal_data_erased"
+ERASED = PERSONAL_DATA_ERASED
 _UNKNOWN = object()
 
 _NONCE_BYTES = 12

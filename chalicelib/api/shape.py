@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from chalice import Response
 
 from chalicelib.application import CommandResult, CustomerRead, HistoryPage
 from chalicelib.auth import Forbidden, Unauthenticated
-from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.health import Health
-from chalicelib.personal_data import ERASED
-from chalicelib.readmodel.projection import CustomerRow
+from chalicelib.readmodel.rows import CustomerRow
+
+if TYPE_CHECKING:
+    from chalicelib.eventstore.events import RecordedEvent
+    from chalicelib.health import Health
 
 
 def _replayed(result: CommandResult) -> dict:
@@ -75,6 +77,8 @@ def history_page(customer_id: uuid.UUID, page: HistoryPage, limit: int) -> dict:
 
 
 def history_entry(recorded: RecordedEvent) -> dict:
+    from chalicelib.eventstore.events import PERSONAL_DATA_ERASED
+
     metadata = recorded.metadata
     return {
         "version": recorded.version,
@@ -87,7 +91,7 @@ def history_entry(recorded: RecordedEvent) -> dict:
         "actor": metadata.get("actor"),
         "schema_version": recorded.schema_version,
         "data": recorded.data,
-        "erased": bool(metadata.get(ERASED)) or recorded.event_type == "CustomerPersonalDataErased",
+        "erased": bool(metadata.get(PERSONAL_DATA_ERASED)) or recorded.event_type == "CustomerPersonalDataErased",
     }
 
 

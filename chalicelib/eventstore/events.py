@@ -33,6 +33,11 @@ class DomainEvent:
         return cls(**data)
 
 
+# Set in an event's metadata when it is read back with personal data that
+# could not be opened (its customer's key erased).
+PERSONAL_DATA_ERASED = "personal_data_erased"
+
+
 @dataclass(frozen=True)
 class Metadata:
     """What is known about the cause of an event, stored beside its data."""

@@ -31,11 +31,9 @@ from chalicelib.domain.customer import (
     registry,
 )
 from chalicelib.eventstore.events import DomainEvent, RecordedEvent
-from chalicelib.eventstore.postgres import dataclass_row
 from chalicelib.infra import msk
 from chalicelib.infra.logs import log
-
-TABLE = "customers_view"
+from chalicelib.readmodel.rows import COLUMNS, TABLE, CustomerRow, customer_row
 
 
 @dataclass(frozen=True)
@@ -87,20 +85,6 @@ def from_cloudevent(raw: bytes) -> ProjectedEvent:
         raise NotACustomerEvent(f"{type(error).__name__}: {error}") from None
 
 
-@dataclass(frozen=True)
-class CustomerRow:
-    id: uuid.UUID
-    name: str | None  # None once erased
-    email: str | None
-    version: int
-    deleted: bool
-    created_at: datetime
-    updated_at: datetime
-    email_hash: str | None = None  # what lookup by email compares, with personal data encrypted
-
-
-COLUMNS = ", ".join(field.name for field in dataclasses.fields(CustomerRow))
-customer_row = dataclass_row(CustomerRow)
 
 
 def evolve(row: CustomerRow | None, projected: ProjectedEvent) -> CustomerRow:

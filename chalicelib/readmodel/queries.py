@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from chalicelib.eventstore.store import EventStore
-from chalicelib.readmodel.projection import COLUMNS, TABLE, CustomerRow, ProjectedEvent, customer_row, fold
+from chalicelib.readmodel.rows import COLUMNS, TABLE, CustomerRow, customer_row
+
+if TYPE_CHECKING:
+    from chalicelib.eventstore.store import EventStore
 
 _GET = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s").format(sql.Identifier(TABLE))
 _BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email = %s AND NOT deleted ORDER BY created_at").format(
@@ -33,6 +36,8 @@ def find_by_email(conn: psycopg.Connection, email: str, email_hash: str | None =
 
 def from_event_store(store: EventStore, customer_id: uuid.UUID) -> CustomerRow | None:
     """The row as the projection would make it from every event so far."""
+    from chalicelib.readmodel.projection import ProjectedEvent, fold  # not needed by a read of the read model
+
     return fold(ProjectedEvent.from_recorded(r) for r in store.load(customer_id))
 
 
@@ -40,6 +45,8 @@ def state_at(store: EventStore, customer_id: uuid.UUID, *, version: int | None =
              as_of: datetime | None = None) -> CustomerRow | None:
     """The customer as it was at a version, or at a moment (by the time the
     store recorded each event); None when it did not exist yet."""
+    from chalicelib.readmodel.projection import ProjectedEvent, fold
+
     events = []
     for recorded in store.load(customer_id):
         if version is not None and recorded.version > version:

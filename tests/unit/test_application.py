@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from chalicelib.application import CustomerApplication
-from chalicelib.domain.customer import CustomerNotFound, StaleVersion
+from chalicelib.domain.errors import CustomerNotFound, StaleVersion
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import InMemoryEventStore
 from chalicelib.infra.settings import Settings

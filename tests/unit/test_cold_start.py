@@ -25,3 +25,28 @@ def test_importing_the_app_does_no_network_io():
     )
     assert result.returncode == 0, result.stderr
     assert "/customer/{customer_id}" in result.stdout
+
+
+# Loaded by the functions that need them, when they need them: each is
+# milliseconds of every new container's cold start.
+NOT_AT_IMPORT = [
+    "chalicelib.eventstore.outbox", "chalicelib.infra.kafka", "chalicelib.infra.dead_letters",
+    "chalicelib.readmodel.projection", "chalicelib.readmodel.rebuild", "chalicelib.customer_commands",
+    "chalicelib.personal_data", "chalicelib.domain.customer", "chalicelib.health",
+    "kafka", "boto3", "botocore", "cryptography", "jwt", "psycopg_pool", "aws_lambda_powertools", "orjson",
+    "urllib.request",
+]
+
+LOADED = """
+import sys
+import app
+print(sorted(name for name in sys.modules if name in set(sys.argv[1:])))
+"""
+
+
+def test_importing_the_app_loads_only_what_every_function_needs():
+    result = subprocess.run([sys.executable, "-c", LOADED, *NOT_AT_IMPORT], cwd=Path(__file__).resolve().parents[2],
+                            env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "PATH": ""},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -6,7 +6,7 @@ import pytest
 
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import CustomerNotFound, InvalidValue, StaleVersion
+from chalicelib.domain.errors import CustomerNotFound, InvalidValue, StaleVersion
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import InMemoryEventStore, RetriesExhausted
 from tests.support.fakes import RacingStore

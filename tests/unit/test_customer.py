@@ -3,17 +3,14 @@ import uuid
 import pytest
 
 from chalicelib.domain.customer import (
-    MAX_EMAIL_LENGTH,
-    MAX_NAME_LENGTH,
     Customer,
-    CustomerAlreadyExists,
     CustomerCreated,
     CustomerDeleted,
     CustomerEmailChanged,
-    CustomerNotFound,
     CustomerPersonalDataErased,
-    InvalidValue,
 )
+from chalicelib.domain.errors import CustomerAlreadyExists, CustomerNotFound, InvalidValue
+from chalicelib.domain.values import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 
 # 254 characters, every label within 63.
 LONGEST_EMAIL = "a@" + ".".join(["b" * 63] * 3) + "." + "c" * (MAX_EMAIL_LENGTH - 194)

@@ -1,0 +1,28 @@
+"""The customer read model's table and its rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from chalicelib.eventstore.rows import dataclass_row
+
+TABLE = "customers_view"
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    id: uuid.UUID
+    name: str | None  # None once erased
+    email: str | None
+    version: int
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    email_hash: str | None = None  # what lookup by email compares, with personal data encrypted
+
+
+COLUMNS = ", ".join(field.name for field in dataclasses.fields(CustomerRow))
+customer_row = dataclass_row(CustomerRow)
