@@ -19,13 +19,15 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The deployable package in dist/: the functions' zip and a SAM template with
-# everything of deploy/template.yaml merged in. STAGE=prod unless told.
+# The deployable package in dist/: the functions' zip (with compiled bytecode:
+# Lambda cannot write it) and a SAM template with everything of
+# deploy/template.yaml merged in. STAGE=prod unless told.
 STAGE ?= prod
 package: $(VENV)/.installed
 	rm -rf dist
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1} $(VENV)/bin/chalice package --stage $(STAGE) \
 		--merge-template deploy/template.yaml dist
+	$(PY) -m deploy.bytecode dist/deployment.zip dist/sam.yaml
 	$(PY) -m deploy.validate dist/sam.yaml
 
 bench: $(VENV)/.installed

@@ -16,13 +16,21 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def sam(tmp_path_factory):
+def dist(tmp_path_factory):
+    """What `make package` writes."""
     out = tmp_path_factory.mktemp("package") / "dist"
     subprocess.run([str(Path(sys.executable).parent / "chalice"), "package", "--stage", "prod",
                     "--merge-template", "deploy/template.yaml", str(out)],
                    cwd=PROJECT, check=True, capture_output=True, env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-1"})
+    subprocess.run([sys.executable, "-m", "deploy.bytecode", str(out / "deployment.zip"), str(out / "sam.yaml")],
+                   cwd=PROJECT, check=True, capture_output=True)
     assert (out / "deployment.zip").stat().st_size > 0
-    return load(out / "sam.yaml")
+    return out
+
+
+@pytest.fixture(scope="module")
+def sam(dist):
+    return load(dist / "sam.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +224,20 @@ def test_each_function_has_reserved_concurrency_one_connection_and_the_stage_is_
     assert settings["/*", "*"]["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
     for route in ("/~1health", "/~1openapi.json", "/~1docs", "/~1docs~1{asset}"):
         assert settings[route, "GET"]["ThrottlingRateLimit"] == {"Ref": "PublicThrottlingRateLimit"}
+
+
+def test_the_zip_carries_compiled_bytecode_for_every_module_a_function_imports(dist):
+    """Lambda's file system is read-only: without it, each new container compiles every module it imports."""
+    import zipfile
+
+    names = set(zipfile.ZipFile(dist / "deployment.zip").namelist())
+    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+
+    def bytecode(module: str) -> str:
+        folder, _, file = module.rpartition("/")
+        return f"{folder}/__pycache__/{file[:-3]}.{tag}.pyc".lstrip("/")
+
+    modules = [name for name in names if name.endswith(".py")]
+    assert len(modules) > 500 and [m for m in modules if bytecode(m) not in names] == []
+    assert {"app.py", bytecode("app.py"), bytecode("chalicelib/application.py")} <= names
+    assert not any(name.startswith(("devstack/", "tests/", "bench/", "ops/", "deploy/")) for name in names)
