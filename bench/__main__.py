@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_api, outbox_drain, personal_data, projection, write_side
+from bench import http_api, http_load, outbox_drain, personal_data, projection, write_side
 from devstack.kafka import broker_for_run
 from devstack.postgres import database_for_run
 
@@ -32,6 +32,7 @@ def main() -> int:
         results["commit_to_read_model"] = projection.latency(url, bootstrap)
         results["http_api"] = http_api.throughput(url)
         results["personal_data"] = personal_data.run(url, seconds, rounds)
+        results["http_load"] = http_load.run(url, bootstrap)
 
     print("\nCustomer creations per second (one event + outbox row each, handler path, no HTTP)")
     print(f"{'writers':>8} {'ours':>9} {'raw SQL':>9} {'ours/raw':>9} {'raw 1-stmt':>11} {'ours/1-stmt':>12}"
@@ -121,6 +122,8 @@ def main() -> int:
     print(f"  (targets creations >= {TARGETS['encrypted_creations_vs_clear']}, load <="
           f" {TARGETS['encrypted_load_vs_clear']}x: {'met' if pd_ok else 'NOT met'})")
     ok = ok and pd_ok
+
+    ok = http_load.report(results["http_load"]) and ok
 
     results["targets_met"] = ok
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")

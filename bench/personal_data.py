@@ -37,7 +37,7 @@ def _encrypted_store(url: str) -> tuple[EncryptedEventStore, KeyRing]:
     import psycopg
 
     kms, key_id = _kms()
-    pool = db.new_pool(url, max_size=1)
+    pool = db.Database(url).connections(1)
     keys = KeyRing(lambda: psycopg.connect(url, autocommit=True), lambda: kms, key_id)
     personal = PersonalData(keys, EmailHash(lambda: b"bench-email-hash-key-of-32-bytes!"))
     # As the application builds it for commands.
@@ -76,7 +76,7 @@ def run(url: str, seconds: float, rounds: int) -> dict:
         sealed.append(rate(ours_encrypted, url, 1, seconds))
     store, keys = _encrypted_store(url)
     encrypted = CustomerCommands(store)
-    clear = CustomerCommands(PostgresEventStore(db.new_pool(url, max_size=1)))
+    clear = CustomerCommands(PostgresEventStore(db.Database(url).connections(1)))
     load_clear = _load_time(clear, 1000) * 1000
     load_sealed = _load_time(encrypted, 1000) * 1000
     # A warm container: its key-encryption key made already (by the load above).

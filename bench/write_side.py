@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 
 from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain import customer as customer_domain
@@ -80,8 +79,8 @@ def _writer(factory, url, writers, ready, stop, counts) -> None:
 
 
 def ours(url: str, writers: int) -> Callable[[int], None]:
-    # The pool and store the Lambda handler gets from the composition root.
-    service = CustomerCommands(PostgresEventStore(db.new_pool(url, max_size=1)))
+    # The connection and store a Lambda container gets from the composition root.
+    service = CustomerCommands(PostgresEventStore(db.Database(url).connections(1)))
 
     def work(n: int) -> None:
         customer_id = uuid.uuid4()  # emails are unique: one per customer
@@ -172,8 +171,9 @@ def eventsourcing_lib(url: str, writers: int, create_tables: bool = False) -> Ca
 def load_time(url: str, events: int, snapshot_every: int | None = None, repeats: int = 20) -> float:
     """Median seconds to load a customer with `events` events, through the
     repository as the handlers do (with snapshots every `snapshot_every`)."""
-    with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-        store = PostgresEventStore(pool)
+    connections = db.Database(url).connections(1)
+    try:
+        store = PostgresEventStore(connections)
         service = CustomerCommands(store, snapshot_every=snapshot_every)
         customer_id = uuid.uuid4()
         customer = service.create(
@@ -201,6 +201,8 @@ def load_time(url: str, events: int, snapshot_every: int | None = None, repeats:
             began = time.perf_counter()
             service.get(customer.id)
             timings.append(time.perf_counter() - began)
+    finally:
+        connections.close()
     return statistics.median(timings)
 
 
