@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test package bench migrate outbox drain rebuild dlq dlq-replay lint clean token
+.PHONY: run test package bench migrate outbox relay rebuild dlq dlq-replay lint clean token
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -45,8 +45,8 @@ clean:
 outbox: $(VENV)/.installed
 	$(PY) -m ops outbox
 
-drain: $(VENV)/.installed
-	$(PY) -m ops outbox --drain
+publish: $(VENV)/.installed
+	$(PY) -m ops outbox --publish
 
 rebuild: $(VENV)/.installed
 	$(PY) -m ops rebuild

@@ -1,5 +1,5 @@
 """HTTP API of the Customer service: one view function per endpoint, plus the
-scheduled outbox drain and the projection function.
+scheduled outbox relay and the projection function.
 
 Each view parses the request, calls the application facade and shapes the
 answer; the rules live in chalicelib.domain, the wiring in
@@ -257,15 +257,15 @@ def erase_personal_data(customer_id):
 _DRAIN_SAFETY_MARGIN_SECONDS = 5.0
 
 
-@app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_outbox")
-def drain_outbox(event):
-    """Publish the outbox to Kafka. Each invocation keeps draining, woken by
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="relay_outbox")
+def relay_outbox(event):
+    """Publish the outbox to Kafka. Each invocation keeps publishing, woken by
     PostgreSQL notifications, until close to its timeout; the schedule only
     makes sure one is always running."""
     time_left = None
     if event.context is not None and hasattr(event.context, "get_remaining_time_in_millis"):
         time_left = event.context.get_remaining_time_in_millis() / 1000 - _DRAIN_SAFETY_MARGIN_SECONDS
-    result = application.current().drain_outbox(time_left)
+    result = application.current().relay_outbox(time_left)
     return {"published": result.published, "failures": result.failures, "locked_out": result.locked_out}
 
 

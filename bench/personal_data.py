@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable
 
 from bench.write_side import CONTEXT, ours, rate
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db
 from chalicelib.personal_data import EmailHash, EncryptedEventStore, KeyRing, PersonalData
+from chalicelib.usecases.commands import CustomerCommands
 
 
 def _kms():

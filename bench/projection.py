@@ -113,11 +113,11 @@ def throughput(url: str, customers: int = 2000, per_customer: int = 5, rounds: i
 
 def latency(url: str, bootstrap: str, commands: int = 300, per_second: float = 50) -> dict:
     """Commit to read-model row through the local stack's parts: a running
-    drain, the event source mapping emulator, the real projection function."""
+    relay, the event source mapping emulator, the real projection function."""
     os.environ["DATABASE_URL"] = url
     import app as app_module
-    from chalicelib.customer_commands import CustomerCommands
     from chalicelib.domain.commands import CreateCustomer
+    from chalicelib.usecases.commands import CustomerCommands
 
     topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)

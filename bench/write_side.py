@@ -15,13 +15,13 @@ from collections.abc import Callable
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain import customer as customer_domain
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata, Snapshot
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db
+from chalicelib.usecases.commands import CustomerCommands
 
 CONTEXT = CommandContext(correlation_id="bench", causation_id="bench")
 

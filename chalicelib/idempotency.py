@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -64,3 +65,8 @@ def prune_expired(pool: Connections, limit: int = 10_000) -> int:
     if deleted:
         log("idempotency_keys_pruned", count=deleted)
     return deleted
+
+
+def forget_results_of(conn: psycopg.Connection, customer_id: uuid.UUID) -> None:
+    """Stored answers about this customer (they hold its personal data)."""
+    conn.execute("DELETE FROM idempotency_keys WHERE result->>'id' = %s", (str(customer_id),))

@@ -137,6 +137,12 @@ class KeyRing:
         wrapped = nonce + cipher(kek).encrypt(nonce, key, str(stream_id).encode())
         return self._remember(stream_id, key), WrappedKey(kek_id, wrapped)
 
+    @staticmethod
+    def store(conn: psycopg.Connection, stream_id: uuid.UUID, wrapped: WrappedKey) -> None:
+        """Store a stream's wrapped key, unless it has one (its first events store it otherwise)."""
+        conn.execute("INSERT INTO stream_keys (stream_id, kek_id, wrapped_key) VALUES (%s, %s, %s)"
+                     " ON CONFLICT (stream_id) DO NOTHING", (stream_id, wrapped.kek_id, wrapped.wrapped))
+
     def key_for(self, stream_id: uuid.UUID, connect: Connect):
         """The customer's data key, as a cipher; None when it has none
         (erased, or never had one)."""

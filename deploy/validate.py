@@ -82,15 +82,15 @@ def rules(cloudformation: dict) -> list[str]:
         if variables.get("DB_POOL_MAX_SIZE") != "1":
             findings.append(f"{name}: DB_POOL_MAX_SIZE must be 1: a container serves one invocation at a time and"
                             " keeps one database connection")
-    drain = functions.get("DrainOutbox", {}).get("Environment", {}).get("Variables", {})
-    if "DATABASE_PROXY_ENDPOINT" in drain:
-        findings.append("DrainOutbox: the drain connects to the database directly, never through RDS Proxy (its LISTEN"
+    relay = functions.get("RelayOutbox", {}).get("Environment", {}).get("Variables", {})
+    if "DATABASE_PROXY_ENDPOINT" in relay:
+        findings.append("RelayOutbox: the relay connects to the database directly, never through RDS Proxy (its LISTEN"
                         " and advisory lock would pin a proxy connection)")
     for name, group in resources.items():
         if group["Type"] == "AWS::RDS::DBProxyTargetGroup":
             share = group["Properties"].get("ConnectionPoolConfigurationInfo", {}).get("MaxConnectionsPercent", 100)
             if not isinstance(share, int) or share >= 100:
-                findings.append(f"{name}: MaxConnectionsPercent must leave connections for the drain, migrations"
+                findings.append(f"{name}: MaxConnectionsPercent must leave connections for the relay, migrations"
                                 " and operators (below 100)")
     for name, stage in resources.items():
         if stage["Type"] != "AWS::ApiGateway::Stage":

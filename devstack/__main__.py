@@ -5,7 +5,7 @@ is set, a Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set, the
 AWS APIs emulated by moto unless AWS_ENDPOINT_URL is set), makes there what
 the template makes on AWS (the database secret, the dead-letter queue),
 applies migrations, creates the topic, then runs the API with `chalice local`,
-the scheduled outbox drain and the Kafka event source of the projection
+the scheduled outbox relay and the Kafka event source of the projection
 function, neither of which `chalice local` runs. The functions read their
 database credentials from the secret, as they do on Lambda.
 
@@ -366,7 +366,7 @@ def main() -> int:
         say(f"Kafka:      {bootstrap}  topic {topic}")
         if auth:
             say(f"tokens:     issuer {auth['AUTH_ISSUER']}; TOKEN=$(make -s token) for one valid an hour")
-        say("outbox:     drained by the scheduled function (python -m ops outbox shows the backlog)")
+        say("outbox:     published by the scheduled relay (python -m ops outbox shows the backlog)")
         say("read model: kept by project_customers, fed from Kafka (python -m ops rebuild rebuilds it)")
         say("Ctrl-C stops everything this started; a part that exits is started again.")
         while not stopping:

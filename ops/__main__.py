@@ -2,14 +2,14 @@
 or DATABASE_URL) and KAFKA_BOOTSTRAP_SERVERS, or against the running local
 stack when those are not set.
 
-  python -m ops migrate          apply the migrations not applied yet
-  python -m ops outbox           outbox backlog: unpublished events, oldest age
-  python -m ops outbox --drain   publish the backlog to Kafka now, once
-  python -m ops outbox --parked  rows that cannot be published; --retry ID|all, --skip ID
-  python -m ops rebuild          rebuild the read model from the event store, reads staying online
-  python -m ops encrypt-events   encrypt personal data stored in clear before encryption (resumable)
-  python -m ops dlq              the projection's dead letters (PROJECTION_DLQ_URL)
-  python -m ops dlq --replay     re-project the customers they name from the event store, delete them
+  python -m ops migrate            apply the migrations not applied yet
+  python -m ops outbox             outbox backlog: unpublished events, oldest age
+  python -m ops outbox --publish   publish the backlog to Kafka now, once
+  python -m ops outbox --parked    rows that cannot be published; --retry ID|all, --skip ID
+  python -m ops rebuild            rebuild the read model from the event store, reads staying online
+  python -m ops encrypt-events     encrypt personal data stored in clear before encryption (resumable)
+  python -m ops dlq                the projection's dead letters (PROJECTION_DLQ_URL)
+  python -m ops dlq --replay       re-project the customers they name from the event store, delete them
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
         return 0
     if args.retry:
         ids = None if args.retry == ["all"] else [int(i) for i in args.retry]
-        print(f"unparked {application.retry_parked_outbox_rows(ids)}: the drain tries them again")
+        print(f"unparked {application.retry_parked_outbox_rows(ids)}: the relay tries them again")
         return 0
     if args.skip is not None:
         if not application.skip_parked_outbox_row(args.skip):
@@ -81,11 +81,11 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
         return 0
     before = application.outbox_backlog()
     _print_backlog(before)
-    if not args.drain:
+    if not args.publish:
         return 0
-    result, after = application.drain_outbox_by_hand()
+    result, after = application.publish_outbox_now()
     if result.locked_out:
-        print("a drain is running (it holds the relay lock): woke it and waited for it;"
+        print("a relay is running (it holds the relay lock): woke it and waited for it;"
               f" {max(0, before.unpublished - after.unpublished)} of the events waiting went out")
     else:
         print(f"published {result.published} events in {result.batches} batches"
@@ -95,7 +95,7 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
         print(f"failed: {result.last_error}", file=sys.stderr)
         return 1
     if result.locked_out and after.ready:
-        print("the running drain did not publish everything in time: see its logs (outbox_publish_failed)",
+        print("the running relay did not publish everything in time: see its logs (outbox_publish_failed)",
               file=sys.stderr)
         return 1
     return 0
@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply the SQL migrations in chalicelib/schema not applied yet")
-    outbox = commands.add_parser("outbox", help="show the outbox backlog; --drain publishes it once")
-    outbox.add_argument("--drain", action="store_true", help="publish everything unpublished now, then exit")
+    outbox = commands.add_parser("outbox", help="show the outbox backlog; --publish publishes it once")
+    outbox.add_argument("--publish", action="store_true", help="publish everything unpublished now, then exit")
     outbox.add_argument("--parked", action="store_true", help="list the rows parked because they cannot be published")
-    outbox.add_argument("--retry", nargs="+", metavar="ID", help="unpark rows (ids, or all) so the drain tries again")
+    outbox.add_argument("--retry", nargs="+", metavar="ID", help="unpark rows (ids, or all) so the relay tries again")
     outbox.add_argument("--skip", type=int, metavar="ID",
                         help="give up on a parked row: never published, its customer's later events go on")
     commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")

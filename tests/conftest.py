@@ -18,11 +18,11 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.application import CustomerApplication
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.settings import Settings
+from chalicelib.usecases.commands import CustomerCommands
 from devstack.issuer import DevIssuer
 from devstack.kafka import broker_for_run, create_topic
 from devstack.postgres import database_for_run, free_port

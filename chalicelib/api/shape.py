@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 from chalice import Response
 
-from chalicelib.application import CommandResult, CustomerRead, HistoryPage
 from chalicelib.auth import Forbidden, Unauthenticated
 from chalicelib.readmodel.rows import CustomerRow
 
 if TYPE_CHECKING:
     from chalicelib.eventstore.events import RecordedEvent
-    from chalicelib.health import Health
+    from chalicelib.usecases.commands import CommandResult
+    from chalicelib.usecases.health import Health
+    from chalicelib.usecases.queries import CustomerRead, HistoryPage
 
 
 def _replayed(result: CommandResult) -> dict:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .events import Reservation
+from typing import Any
 
 
 class EventStoreError(Exception):
@@ -29,10 +26,26 @@ class RetriesExhausted(EventStoreError):
 class ReservationTaken(EventStoreError):
     """A unique value (say, an email) belongs to another stream: nothing stored."""
 
-    def __init__(self, reservation: Reservation) -> None:
+    def __init__(self, reservation: Any) -> None:  # a Reservation
         super().__init__(f"{reservation.scope} {reservation.key!r} is already taken")
         self.reservation = reservation
 
 
 class UnknownEventType(EventStoreError, LookupError):
     """A stored event of a type or shape this code cannot read."""
+
+
+class PublishError(EventStoreError):
+    """The broker did not acknowledge every event of a batch: tried again."""
+
+
+class RowParked(EventStoreError):
+    """A row of the claimed batch was parked; claim again."""
+
+
+class UnpublishableEvent(EventStoreError):
+    """This event cannot become a message, however often it is tried."""
+
+    def __init__(self, event: Any, reason: str) -> None:  # a RecordedEvent
+        super().__init__(reason)
+        self.event = event

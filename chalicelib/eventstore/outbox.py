@@ -18,7 +18,7 @@ Generic: it knows recorded events and a `publish` callable, not Kafka.
   or skips it.
 - A lost database connection (restart, failover, network) is handled like a
   broker outage: the relay connects again with backoff, takes the lock again
-  and goes on draining until its deadline.
+  and goes on publishing until its deadline.
 - Between commits it sleeps until notified. Writers notify only while it
   sleeps (migration 003), since notifying makes concurrent commits queue:
   to sleep, the relay takes SLEEP_LOCK_KEY exclusively, which waits for no
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from .errors import PublishError, RowParked, UnpublishableEvent
 from .events import RecordedEvent, recorded_event_columns
 from .postgres import dataclass_row
 
@@ -95,27 +96,11 @@ DELETE FROM outbox WHERE id IN (
 """
 
 
-class PublishError(Exception):
-    """The broker did not acknowledge every event of a batch."""
-
-
-class RowParked(Exception):
-    """A row of the claimed batch was parked; claim again."""
-
-
-class UnpublishableEvent(Exception):
-    """This event cannot become a message, however often it is tried."""
-
-    def __init__(self, event: RecordedEvent, reason: str) -> None:
-        super().__init__(reason)
-        self.event = event
-
-
 Publish = Callable[[Sequence[RecordedEvent]], None]
 
 
 @dataclass
-class DrainResult:
+class RelayResult:
     published: int = 0
     batches: int = 0
     failures: int = 0
@@ -224,17 +209,17 @@ class OutboxRelay:
         # Consumers get today's shape of every event, however old the row.
         self._upcast = upcast
 
-    def run(self, deadline: float, stop: threading.Event | None = None) -> DrainResult:
+    def run(self, deadline: float, stop: threading.Event | None = None) -> RelayResult:
         """Drain until `deadline` (time.monotonic()) or until `stop` is set,
         sleeping between commits until notified. Returns at once if another
         relay runs. Whoever sets `stop` sends a NOTIFY on the channel to wake
         a sleeping relay."""
-        result = DrainResult()
+        result = RelayResult()
         stop = stop or threading.Event()
         backoff = self._reconnect_backoff[0]
         while True:
             try:
-                self._drain_on_one_connection(deadline, stop, result)
+                self._relay_on_one_connection(deadline, stop, result)
                 return result
             except psycopg.OperationalError as error:
                 result.failures += 1
@@ -245,7 +230,7 @@ class OutboxRelay:
                 return result
             backoff = min(backoff * 2, self._reconnect_backoff[1])
 
-    def _drain_on_one_connection(self, deadline: float, stop: threading.Event, result: DrainResult) -> None:
+    def _relay_on_one_connection(self, deadline: float, stop: threading.Event, result: RelayResult) -> None:
         with self._connect() as conn:
             conn.autocommit = True
             if not conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,)).fetchone()[0]:
@@ -260,11 +245,11 @@ class OutboxRelay:
                     conn.execute(f"UNLISTEN {CHANNEL}")
                     conn.execute("SELECT pg_advisory_unlock(%s)", (RELAY_LOCK_KEY,))
 
-    def drain_once(self) -> DrainResult:
+    def run_once(self) -> RelayResult:
         """Publish everything unpublished now, then return (operator use)."""
         return self.run(deadline=0.0)
 
-    def _loop(self, conn: psycopg.Connection, deadline: float, stop: threading.Event, result: DrainResult) -> None:
+    def _loop(self, conn: psycopg.Connection, deadline: float, stop: threading.Event, result: RelayResult) -> None:
         backoff = self._retry_backoff[0]
         while not stop.is_set():
             try:
@@ -299,7 +284,7 @@ class OutboxRelay:
             stop.wait(min(remaining, _BUSY_RECHECK_SECONDS))
             return
         try:
-            # Rows committed while we were draining notified nobody.
+            # Rows committed while we were publishing notified nobody.
             if conn.execute(_ANY_UNPUBLISHED).fetchone()[0]:
                 return
             for _ in conn.notifies(timeout=min(remaining, self._idle_wait), stop_after=1):

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -190,3 +190,56 @@ def _taken(reserve: Sequence[Reservation], error: psycopg.errors.UniqueViolation
         return reserve[0]
     detail = error.diag.message_detail or ""
     return next((r for r in reserve if f"({r.scope}, {r.key})" in detail), reserve[0])
+
+
+# What a stream leaves beside its events, forgotten or rewritten with it:
+# erasure and the sealing of plaintext personal data stored before
+# encryption (the one sanctioned rewrite of stored events).
+
+def delete_snapshots(conn: psycopg.Connection, stream_id: uuid.UUID) -> None:
+    conn.execute("DELETE FROM snapshots WHERE stream_id = %s", (stream_id,))
+
+
+def release_reservations(conn: psycopg.Connection, owner: uuid.UUID) -> None:
+    conn.execute("DELETE FROM reservations WHERE owner = %s", (owner,))
+
+
+def rekey_reservations(conn: psycopg.Connection, owner: uuid.UUID, scope: str,
+                       rekey: Callable[[str], str | None]) -> None:
+    """Replace the keys of the owner's reservations in `scope` for which
+    `rekey` gives a new one (say, an address by its keyed hash)."""
+    for (key,) in conn.execute("SELECT key FROM reservations WHERE owner = %s AND scope = %s",
+                               (owner, scope)).fetchall():
+        new = rekey(key)
+        if new is not None and new != key:
+            conn.execute("UPDATE reservations SET key = %s WHERE scope = %s AND key = %s", (new, scope, key))
+
+
+def event_data_for_update(conn: psycopg.Connection, stream_id: uuid.UUID,
+                          event_types: Sequence[str]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(global position, type, data) of the stream's events of these types,
+    locked until the transaction ends."""
+    return conn.execute("SELECT global_position, event_type, data FROM events WHERE stream_id = %s"
+                        " AND event_type = ANY(%s) FOR UPDATE", (stream_id, list(event_types))).fetchall()
+
+
+def replace_event_data(conn: psycopg.Connection, global_position: int, data: dict[str, Any]) -> None:
+    conn.execute("UPDATE events SET data = %s WHERE global_position = %s", (json.dumps(data), global_position))
+
+
+def streams_with_plaintext(conn: psycopg.Connection, fields: Sequence[str], sealed_prefix: str, *,
+                           after: uuid.UUID | None = None, limit: int | None = None) -> list[uuid.UUID]:
+    """Streams with an event whose `fields` hold text not sealed (not
+    starting with `sealed_prefix`), in id order, after `after`."""
+    return [row[0] for row in conn.execute(
+        "SELECT DISTINCT stream_id FROM events WHERE stream_id > %s AND EXISTS ("
+        " SELECT 1 FROM jsonb_each_text(data) AS f(name, value)"
+        " WHERE f.name = ANY(%s) AND NOT starts_with(f.value, %s)) ORDER BY stream_id LIMIT %s",
+        (after or uuid.UUID(int=0), list(fields), sealed_prefix, limit))]
+
+
+def count_streams_with_plaintext(conn: psycopg.Connection, fields: Sequence[str], sealed_prefix: str) -> int:
+    return conn.execute("SELECT count(DISTINCT stream_id) FROM events WHERE EXISTS ("
+                        " SELECT 1 FROM jsonb_each_text(data) AS f(name, value)"
+                        " WHERE f.name = ANY(%s) AND NOT starts_with(f.value, %s))",
+                        (list(fields), sealed_prefix)).fetchone()[0]

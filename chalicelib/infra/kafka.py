@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chalicelib.eventstore import cloudevents
+from chalicelib.eventstore.errors import PublishError, UnpublishableEvent
 from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.eventstore.outbox import PublishError, UnpublishableEvent
 from chalicelib.infra.credentials import CredentialsUnavailable, Secret, sasl_user
 
 # kafka-python's default max_request_size, and about the broker's default

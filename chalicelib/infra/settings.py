@@ -24,8 +24,8 @@ class Settings:
     kafka_topic: str
     kafka_max_message_bytes: int
     event_source: str
-    drain_max_seconds: float
-    drain_batch_size: int
+    relay_max_seconds: float
+    relay_batch_size: int
     outbox_retention_hours: float
     customer_snapshot_every: int
     idempotency_ttl_hours: float
@@ -92,8 +92,8 @@ class Settings:
             kafka_topic=os.environ.get("KAFKA_TOPIC", "").strip() or "customer-events",
             kafka_max_message_bytes=_int("KAFKA_MAX_MESSAGE_BYTES", 1_000_000),
             event_source=os.environ.get("EVENT_SOURCE", "").strip() or "/customer-service",
-            drain_max_seconds=float(_int("DRAIN_MAX_SECONDS", 55)),
-            drain_batch_size=max(1, _int("DRAIN_BATCH_SIZE", 500)),
+            relay_max_seconds=float(_int("RELAY_MAX_SECONDS", 55)),
+            relay_batch_size=max(1, _int("RELAY_BATCH_SIZE", 500)),
             outbox_retention_hours=float(_int("OUTBOX_RETENTION_HOURS", 168)),
             customer_snapshot_every=_int("CUSTOMER_SNAPSHOT_EVERY", 100),
             idempotency_ttl_hours=float(_int("IDEMPOTENCY_TTL_HOURS", 24)),

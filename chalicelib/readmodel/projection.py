@@ -230,3 +230,28 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
             conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))
         result.rows_written = len(new_rows)
     return result
+
+
+_ERASED_ROW = """
+INSERT INTO {table} (id, name, email, version, deleted, created_at, updated_at)
+VALUES (%s, NULL, NULL, %s, true, clock_timestamp(), clock_timestamp())
+ON CONFLICT (id) DO UPDATE SET name = NULL, email = NULL, email_hash = NULL, deleted = true, version = EXCLUDED.version,
+    updated_at = EXCLUDED.updated_at, projected_at = clock_timestamp()
+WHERE {table}.version < EXCLUDED.version
+"""
+
+
+def erase(conn: psycopg.Connection, customer_id: uuid.UUID, version: int) -> None:
+    """The customer's row without its personal data, at the erasure's
+    version: GET answers 404 at once, and events still on their way through
+    Kafka (older versions) cannot write the name back."""
+    conn.execute(sql.SQL(_ERASED_ROW).format(table=sql.Identifier(TABLE)), (customer_id, version))
+
+
+def fill_email_hash(conn: psycopg.Connection, customer_id: uuid.UUID, email_hash: Callable[[str], str]) -> None:
+    """Give a row written before lookups compared hashes its email's hash."""
+    row = conn.execute(sql.SQL("SELECT email FROM {} WHERE id = %s AND email IS NOT NULL AND email_hash IS NULL")
+                       .format(sql.Identifier(TABLE)), (customer_id,)).fetchone()
+    if row is not None:
+        conn.execute(sql.SQL("UPDATE {} SET email_hash = %s WHERE id = %s").format(sql.Identifier(TABLE)),
+                     (email_hash(row[0]), customer_id))

@@ -36,8 +36,8 @@ def dump(db: str) -> str:
 
 
 def readable(application, db):
-    """The stored events made readable, as the drain publishes them."""
-    return [application._open_event()(e) for e in stored_events(db)]
+    """The stored events made readable, as the relay publishes them."""
+    return [application.parts.open_event()(e) for e in stored_events(db)]
 
 
 def test_after_erasure_neither_the_name_nor_any_email_is_in_the_database_or_any_answer(
@@ -123,8 +123,8 @@ def test_events_still_in_the_outbox_are_published_without_personal_data(applicat
     client.change_email(customer_id, SECOND)
     assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
     published = []
-    application._publish = published.extend
-    assert application.outbox_relay().drain_once().published == 3
+    application.parts.injected_publish = published.extend
+    assert application.outbox_relay().run_once().published == 3
     assert [e.event_type for e in published] == ["CustomerCreated", "CustomerEmailChanged",
                                                  "CustomerPersonalDataErased"]
     assert published[0].data == {"name": None, "email": None}
@@ -135,8 +135,8 @@ def test_events_still_in_the_outbox_are_published_without_personal_data(applicat
 def test_messages_carry_the_personal_data_in_clear_for_consumers(application, client, db):
     client.create_id(FIRST, NAME)
     published = []
-    application._publish = published.extend
-    application.outbox_relay().drain_once()
+    application.parts.injected_publish = published.extend
+    application.outbox_relay().run_once()
     assert published[0].data == {"name": NAME, "email": FIRST}
 
 
@@ -150,7 +150,7 @@ def test_a_warm_container_asks_kms_once_not_per_command(application, client):
     for n in range(20):
         customer_id = client.create_id(f"c{n}@example.com")
         client.change_email(customer_id, f"d{n}@example.com")
-    assert application.personal_data().keys.kms_calls == 1
+    assert application.parts.personal_data().keys.kms_calls == 1
 
 
 def test_events_stored_in_clear_are_encrypted_in_place_by_the_operator_command(
@@ -196,13 +196,13 @@ def test_when_a_key_cannot_be_fetched_the_batch_waits_and_is_published_later_not
     cold = type(application)(application.settings,
                              aws=lambda service: unreachable if service == "kms" else aws(service))
     published = []
-    cold._publish = published.extend
-    result = cold.outbox_relay().drain_once()
+    cold.parts.injected_publish = published.extend
+    result = cold.outbox_relay().run_once()
     assert (result.published, result.parked, result.failures) == (0, 0, 1)
     cold.close()
     # KMS back: published, in clear for consumers.
-    application._publish = published.extend
-    assert application.outbox_relay().drain_once().published == 1
+    application.parts.injected_publish = published.extend
+    assert application.outbox_relay().run_once().published == 1
     assert published[0].data == {"name": NAME, "email": FIRST}
 
 

@@ -12,7 +12,7 @@ import psycopg
 
 from chalicelib.application import CustomerApplication
 from chalicelib.auth import OPERATE
-from chalicelib.health import HealthCheck, Limits
+from chalicelib.usecases.health import HealthCheck, Limits
 from tests.support.api import serving
 from tests.support.msk import msk_event, stored_events
 

@@ -38,7 +38,7 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
         wait_for_http(api_port, stack)
         customer_id = post_customer(state, api_port, "ada@example.com")
 
-        # The emulated schedule runs the real drain: the event reaches Kafka.
+        # The emulated schedule runs the real relay: the event reaches Kafka.
         records = read_topic(f"127.0.0.1:{kafka_port}", "customer-events", expected=1, timeout=30)
         assert [r.key.decode() for r in records] == [customer_id]
         # The emulated event source runs the real projection: the read model answers.
@@ -93,7 +93,7 @@ def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything
         for name, old in crashed.items():
             assert part_pid(state, name) != old and alive(part_pid(state, name))
 
-        # The restarted parts work: a new customer goes through drain, broker
+        # The restarted parts work: a new customer goes through relay, broker
         # (topic created again) and event source to the read model.
         customer_id = post_customer(state, api_port, "after-restart@example.com")
         assert wait_for(lambda: read_source(state, api_port, customer_id) == "read-model", timeout=60)

@@ -48,23 +48,23 @@ def test_a_command_leaves_its_outcome_as_a_metric_and_its_log_line_carries_the_i
 
 def scheduled(lambda_client) -> dict:
     return lambda_client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
-                                                  resources=["arn:aws:events:eu-west-1:123456789012:rule/drain"])
+                                                  resources=["arn:aws:events:eu-west-1:123456789012:rule/relay"])
 
 
-def test_the_drain_and_the_projection_report_backlog_latency_batch_size_lag_and_dead_letters(
+def test_the_relay_and_the_projection_report_backlog_latency_batch_size_lag_and_dead_letters(
         application, client, db, capfd, topic):
     client.create_id("ada@example.com")
     client.create_id("grace@example.com")
     with Client(app) as lambda_client:
         capfd.readouterr()
-        lambda_client.lambda_.invoke("drain_outbox", scheduled(lambda_client))
-        drained = emf(capfd.readouterr().out)
+        lambda_client.lambda_.invoke("relay_outbox", scheduled(lambda_client))
+        published = emf(capfd.readouterr().out)
         poison = KafkaRecord("customer-events", 0, 9, 0, None, b"not a CloudEvent", {})
         lambda_client.lambda_.invoke("project_customers", msk_event(stored_events(db), extra=[poison]))
         projected = emf(capfd.readouterr().out)
-    assert sum(drained["EventsPublished"]) == 2 and sum(drained["PublishFailures"]) == 0
-    assert all(0 <= ms < 60_000 for ms in drained["PublishLatency"])
-    assert drained["OutboxBacklog"] == [0] and drained["OutboxOldestAge"] == [0]
+    assert sum(published["EventsPublished"]) == 2 and sum(published["PublishFailures"]) == 0
+    assert all(0 <= ms < 60_000 for ms in published["PublishLatency"])
+    assert published["OutboxBacklog"] == [0] and published["OutboxOldestAge"] == [0]
     assert projected["ProjectionBatchSize"] == [3] and projected["DeadLetters"] == [1]
     assert 0 <= projected["ProjectionLag"][0] < 60
 
@@ -77,5 +77,5 @@ def test_outside_an_invocation_nothing_is_recorded(application, capfd):
 
 
 @pytest.fixture(autouse=True)
-def short_drain(monkeypatch):
-    monkeypatch.setenv("DRAIN_MAX_SECONDS", "1")
+def short_relay(monkeypatch):
+    monkeypatch.setenv("RELAY_MAX_SECONDS", "1")

@@ -79,7 +79,7 @@ def test_the_projection_is_triggered_by_kafka_with_retries_and_a_dead_letter_que
 
 def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_password_in_sight(sam, cfn):
     functions = resources(cfn, "AWS::Lambda::Function")
-    assert set(functions) == {"APIHandler", "DrainOutbox", "ProjectCustomers"}
+    assert set(functions) == {"APIHandler", "RelayOutbox", "ProjectCustomers"}
     roles = set()
     for function in functions.values():
         p = function["Properties"]
@@ -91,7 +91,7 @@ def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_pas
         assert variables["EMAIL_HASH_SECRET_ARN"] == {"Ref": "EmailHashSecret"}
         assert "@" not in str(variables.get("DATABASE_URL", "")) and "password" not in str(variables).lower()
         roles.add(p["Role"]["Fn::GetAtt"][0])
-    assert roles == {"ApiRole", "DrainRole", "ProjectionRole"}
+    assert roles == {"ApiRole", "RelayRole", "ProjectionRole"}
     assert functions["APIHandler"]["Properties"]["Timeout"] < 29  # API Gateway gives up at 29 s
     assert "password" not in (PROJECT / ".chalice" / "config.json").read_text().lower()
     assert "DefaultRole" not in cfn["Resources"]
@@ -120,7 +120,7 @@ def actions(cfn, role):
 def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
     secret = {"Ref": "DatabaseSecretArn"}
     kms_key = {"Fn::GetAtt": ["PersonalDataKey", "Arn"]}
-    for role in ("ApiRole", "DrainRole", "ProjectionRole"):
+    for role in ("ApiRole", "RelayRole", "ProjectionRole"):
         assert any(s["Resource"] == secret and s["Action"] == "secretsmanager:GetSecretValue"
                    for s in statements(cfn, role))
         assert all(s["Resource"] != "*" and "*" not in str(s["Action"]) for s in statements(cfn, role))
@@ -130,10 +130,10 @@ def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
         assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
     assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "kms:GenerateDataKey", "kms:Decrypt",
                                        "rds-db:connect"}
-    assert "kms:GenerateDataKey" not in actions(cfn, "DrainRole") | actions(cfn, "ProjectionRole")
-    assert "kms:Decrypt" in actions(cfn, "DrainRole") & actions(cfn, "ProjectionRole")
-    assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "DrainRole")
-    assert "sqs:SendMessage" not in actions(cfn, "DrainRole")
+    assert "kms:GenerateDataKey" not in actions(cfn, "RelayRole") | actions(cfn, "ProjectionRole")
+    assert "kms:Decrypt" in actions(cfn, "RelayRole") & actions(cfn, "ProjectionRole")
+    assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "RelayRole")
+    assert "sqs:SendMessage" not in actions(cfn, "RelayRole")
     assert {"kafka-cluster:ReadData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} <= actions(cfn, "ProjectionRole")
     assert "kafka-cluster:WriteData" not in actions(cfn, "ProjectionRole")
     [send] = [s for s in statements(cfn, "ProjectionRole") if s["Action"] == "sqs:SendMessage"]
@@ -143,9 +143,9 @@ def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
 def test_the_api_is_traced_and_the_kafka_producer_uses_msk_iam_on_tls(cfn):
     stage = next(iter(resources(cfn, "AWS::ApiGateway::Stage").values()))
     assert stage["Properties"]["TracingEnabled"] is True
-    drain = cfn["Resources"]["DrainOutbox"]["Properties"]["Environment"]["Variables"]
-    assert drain["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
-    assert drain["KAFKA_SASL_MECHANISM"] == {"Fn::If": ["UseMsk", "AWS_MSK_IAM", "SCRAM-SHA-512"]}
+    relay = cfn["Resources"]["RelayOutbox"]["Properties"]["Environment"]["Variables"]
+    assert relay["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert relay["KAFKA_SASL_MECHANISM"] == {"Fn::If": ["UseMsk", "AWS_MSK_IAM", "SCRAM-SHA-512"]}
 
 
 def without(sam, name, *path):
@@ -167,7 +167,7 @@ def with_value(sam, name, value, *path):
 
 
 @pytest.mark.parametrize("plant", [
-    lambda sam: with_value(sam, "DrainOutbox", "proxy.example.com",
+    lambda sam: with_value(sam, "RelayOutbox", "proxy.example.com",
                            "Properties", "Environment", "Variables", "DATABASE_PROXY_ENDPOINT"),
     lambda sam: without(sam, "APIHandler", "Properties", "ReservedConcurrentExecutions"),
     lambda sam: with_value(sam, "ProjectCustomers", "4", "Properties", "Environment", "Variables", "DB_POOL_MAX_SIZE"),
@@ -176,13 +176,13 @@ def with_value(sam, name, value, *path):
                            "Properties", "MethodSettings"),
     lambda sam: with_value(sam, "DatabaseProxyTargetGroup", 100,
                            "Properties", "ConnectionPoolConfigurationInfo", "MaxConnectionsPercent"),
-], ids=["drain-through-the-proxy", "api-without-reserved-concurrency", "a-pool-per-container",
+], ids=["relay-through-the-proxy", "api-without-reserved-concurrency", "a-pool-per-container",
         "no-throttling", "public-routes-unthrottled", "proxy-takes-every-connection"])
 def test_a_planted_sizing_mistake_is_caught(sam, plant):
     assert check(plant(sam)) != []
 
 
-def test_the_api_and_projection_can_reach_the_database_through_rds_proxy_and_the_drain_never(cfn):
+def test_the_api_and_projection_can_reach_the_database_through_rds_proxy_and_the_relay_never(cfn):
     parameters = cfn["Parameters"]
     assert parameters["DatabaseProxyMode"]["AllowedValues"] == ["None", "Create", "Existing"]
     assert parameters["DatabaseProxyMode"]["Default"] == "None"
@@ -201,23 +201,23 @@ def test_the_api_and_projection_can_reach_the_database_through_rds_proxy_and_the
         assert endpoint[1]["Fn::If"][1:] == [{"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]},
                                              {"Ref": "DatabaseProxyEndpoint"}]
         assert variables["DATABASE_IAM_AUTH"] == {"Fn::If": ["UseDatabaseProxy", "true", "false"]}
-    drain = cfn["Resources"]["DrainOutbox"]["Properties"]["Environment"]["Variables"]
-    assert "DATABASE_PROXY_ENDPOINT" not in drain and "DATABASE_IAM_AUTH" not in drain
+    relay = cfn["Resources"]["RelayOutbox"]["Properties"]["Environment"]["Variables"]
+    assert "DATABASE_PROXY_ENDPOINT" not in relay and "DATABASE_IAM_AUTH" not in relay
     assert "rds-db:connect" in actions(cfn, "ApiRole") & actions(cfn, "ProjectionRole")
-    assert "rds-db:connect" not in actions(cfn, "DrainRole")
+    assert "rds-db:connect" not in actions(cfn, "RelayRole")
     [connect] = [s for s in statements(cfn, "ApiRole") if s["Action"] == "rds-db:connect"]
     assert "dbuser:${ProxyId}/*" in connect["Resource"]["Fn::Sub"][0]
 
 
 def test_each_function_has_reserved_concurrency_one_connection_and_the_stage_is_throttled(cfn):
-    reserved = {"APIHandler": "ApiReservedConcurrency", "DrainOutbox": "DrainReservedConcurrency",
+    reserved = {"APIHandler": "ApiReservedConcurrency", "RelayOutbox": "RelayReservedConcurrency",
                 "ProjectCustomers": "ProjectionReservedConcurrency"}
     for function, parameter in reserved.items():
         p = cfn["Resources"][function]["Properties"]
         assert p["ReservedConcurrentExecutions"] == {"Ref": parameter}
         assert p["Environment"]["Variables"]["DB_POOL_MAX_SIZE"] == "1"
         assert cfn["Parameters"][parameter]["Default"] >= 1
-    assert cfn["Parameters"]["DrainReservedConcurrency"]["MinValue"] >= 2
+    assert cfn["Parameters"]["RelayReservedConcurrency"]["MinValue"] >= 2
     [stage] = resources(cfn, "AWS::ApiGateway::Stage").values()
     settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in stage["Properties"]["MethodSettings"]}
     assert settings["/*", "*"]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}

@@ -4,11 +4,11 @@ import threading
 
 import psycopg
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import RetriesExhausted
+from chalicelib.usecases.commands import CustomerCommands
 from tests.support.builders import new_customer
 from tests.support.waiting import run_in_threads
 

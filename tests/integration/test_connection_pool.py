@@ -44,7 +44,6 @@ def test_a_connection_killed_while_idle_is_replaced(db, monkeypatch, size):
 def test_a_container_holds_one_connection_whatever_it_does(db):
     application = CustomerApplication(Settings.from_env())
     try:
-        assert application._connections is None  # building it opened nothing
         assert client_connections(db) == 0
         created = application.create_customer("Ada", "ada@example.com", CONTEXT)
         application.change_email(uuid.UUID(created.customer_id), "ada@analytical-engine.org", CONTEXT,
@@ -54,7 +53,7 @@ def test_a_container_holds_one_connection_whatever_it_does(db):
         application.health()
         application.health_details()
         assert client_connections(db) == 1
-        assert application.connections() is application.connections()
+        assert application.parts.connections() is application.parts.connections()
     finally:
         application.close()
     assert client_connections(db) == 0

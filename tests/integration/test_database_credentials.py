@@ -85,7 +85,7 @@ def test_credentials_come_from_the_secret_and_a_rotation_is_picked_up_without_a_
         monkeypatch.setattr(infra_db, "IDLE_CHECK_SECONDS", 0.0)  # the dropped connection is noticed
         assert application.health_details().database_reachable
         second = application.create_customer("Grace", "grace@example.com", context())
-        assert application.outbox_relay().drain_once().published == 2
+        assert application.outbox_relay().run_once().published == 2
         assert [e.stream_id for e in published] == [uuid.UUID(first.customer_id), uuid.UUID(second.customer_id)]
         assert application.customer(uuid.UUID(second.customer_id), strong=True).row.name == "Grace"
         assert application.customer(uuid.UUID(first.customer_id), strong=True).row.name == "Ada"
@@ -101,7 +101,7 @@ def test_an_unreadable_secret_is_a_database_that_cannot_be_reached(server, aws, 
         health = application.health()
         assert not health.database_reachable
         with pytest.raises(CredentialsUnavailable, match="cannot read the secret"):
-            application.database().connect()
+            application.parts.database().connect()
     finally:
         application.close()
 
@@ -109,7 +109,7 @@ def test_an_unreadable_secret_is_a_database_that_cannot_be_reached(server, aws, 
 def test_the_url_adds_options_to_what_the_secret_gives(server, aws, secret_arn, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql:///?application_name=from-the-url&connect_timeout=4")
     application = CustomerApplication(Settings.from_env(), aws=aws)
-    with application.database().connect() as conn:
+    with application.parts.database().connect() as conn:
         assert conn.execute("SELECT current_user, current_setting('application_name')").fetchone() == (
             ROLE, "from-the-url")
 
@@ -118,7 +118,7 @@ def test_rds_iam_tokens_are_signed_for_each_new_connection(aws, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://iam_user@db.example.internal:5432/customers?sslmode=require")
     monkeypatch.setenv("DATABASE_IAM_AUTH", "true")
     application = CustomerApplication(Settings.from_env(), aws=aws)
-    conninfo = psycopg.conninfo.conninfo_to_dict(application.database().conninfo())
+    conninfo = psycopg.conninfo.conninfo_to_dict(application.parts.database().conninfo())
     assert conninfo["user"] == "iam_user" and conninfo["sslmode"] == "require"
     # An RDS authentication token: a presigned connect request for this host, port and user.
     assert conninfo["password"].startswith("db.example.internal:5432/?Action=connect&DBUser=iam_user&")

@@ -99,7 +99,7 @@ def test_a_batch_failing_past_the_retry_limit_goes_to_the_queue_and_replay_reads
         served, commands, db, aws, dlq, kafka_bootstrap, topic):
     customers = [new_customer(commands, n).id for n in range(4)]
     publisher = KafkaPublisher(kafka_bootstrap, topic, "/customer-service")
-    OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publisher).drain_once()
+    OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publisher).run_once()
     publisher.close()
     assert len(read_topic(kafka_bootstrap, topic, expected=4)) == 4
 

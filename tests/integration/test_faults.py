@@ -13,12 +13,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.eventstore.migrations import migrate
 from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.usecases.commands import CustomerCommands
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import EmbeddedPostgres, free_port
 from tests.support.builders import new_customer, unpublished
@@ -61,7 +61,7 @@ class Writers:
 
 
 
-def draining(url: str, publisher, **options):
+def relaying(url: str, publisher, **options):
     results = []
     stop, thread = start_relay(OutboxRelay(lambda: psycopg.connect(url, autocommit=True, connect_timeout=2),
                                            publisher, **options), results)
@@ -82,7 +82,7 @@ def test_postgres_crash_and_restart_under_load(own_postgres, kafka_bootstrap, to
     server, url = own_postgres
     publisher = KafkaPublisher(kafka_bootstrap, topic, "/customer-service")
     pool = infra_db.new_pool(url, max_size=2)
-    stop, thread, results = draining(url, publisher, idle_wait=600)
+    stop, thread, results = relaying(url, publisher, idle_wait=600)
     try:
         with Writers(CustomerCommands(PostgresEventStore(pool))) as writers:
             time.sleep(1.5)
@@ -95,7 +95,7 @@ def test_postgres_crash_and_restart_under_load(own_postgres, kafka_bootstrap, to
             assert wait_for(lambda: len(writers.acknowledged) > 0 and writers.refused > 0)
             time.sleep(1.5)
         assert wait_for(lambda: unpublished(url) == 0, timeout=30)
-        assert thread.is_alive(), "the drain gave up instead of reconnecting"
+        assert thread.is_alive(), "the relay gave up instead of reconnecting"
         with psycopg.connect(url) as conn:
             stored = {r[0] for r in conn.execute("SELECT stream_id FROM events")}
             first_after = conn.execute(
@@ -120,7 +120,7 @@ def test_broker_paused_then_the_backlog_drains(db, commands):
     bootstrap = broker.start()
     create_topic(bootstrap, "customer-events")
     publisher = KafkaPublisher(bootstrap, "customer-events", "/customer-service")
-    stop, thread, results = draining(db, publisher, idle_wait=600, retry_backoff=(0.2, 2.0))
+    stop, thread, results = relaying(db, publisher, idle_wait=600, retry_backoff=(0.2, 2.0))
     try:
         first = new_customer(commands, 1)
         assert wait_for(lambda: unpublished(db) == 0)
@@ -150,23 +150,23 @@ def publish(events):
     publisher(events)
     print("published", len(events), flush=True)
     time.sleep(600)  # killed here: published, not marked
-OutboxRelay(lambda: psycopg.connect(sys.argv[1], autocommit=True), publish).drain_once()
+OutboxRelay(lambda: psycopg.connect(sys.argv[1], autocommit=True), publish).run_once()
 """
 
 
-def test_drain_killed_between_publish_and_mark_republishes(db, commands, kafka_bootstrap, topic):
+def test_relay_killed_between_publish_and_mark_republishes(db, commands, kafka_bootstrap, topic):
     customers = [new_customer(commands, n).id for n in range(5)]
-    drain = subprocess.Popen([sys.executable, "-c", _DIE_AFTER_PUBLISHING, db, kafka_bootstrap, topic],
+    relay = subprocess.Popen([sys.executable, "-c", _DIE_AFTER_PUBLISHING, db, kafka_bootstrap, topic],
                              cwd=PROJECT, stdout=subprocess.PIPE, text=True)
     try:
-        assert drain.stdout.readline().startswith("published 5")
+        assert relay.stdout.readline().startswith("published 5")
     finally:
-        drain.kill()
-        drain.wait()
+        relay.kill()
+        relay.wait()
     assert unpublished(db) == 5
     publisher = KafkaPublisher(kafka_bootstrap, topic, "/customer-service")
     try:  # the next invocation; PostgreSQL freed the dead one's lock
-        result = OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publisher).drain_once()
+        result = OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publisher).run_once()
     finally:
         publisher.close()
     assert result.published == 5 and unpublished(db) == 0
@@ -184,7 +184,7 @@ def test_projection_killed_resumes_from_committed_offsets(db, commands, kafka_bo
     def customers_published(numbers: range) -> None:
         for n in numbers:
             new_customer(commands, n)
-        relay.drain_once()
+        relay.run_once()
 
     def projection_until(condition, then_stop: signal.Signals) -> None:
         projection = subprocess.Popen([sys.executable, "-m", "devstack.kafka_source"], cwd=PROJECT, env=env,

@@ -1,4 +1,4 @@
-"""The drain's producer over TLS, configured by the settings alone: a broker
+"""The relay's producer over TLS, configured by the settings alone: a broker
 reached only through TLS (a proxy in front of a broker of its own, which
 tells clients to come back through the proxy), a CA file that trusts it."""
 
@@ -35,7 +35,7 @@ def tls_broker(tmp_path_factory):
     broker.stop()
 
 
-def test_the_drain_publishes_over_tls_with_the_ca_file_from_the_settings(db, tls_broker, monkeypatch):
+def test_the_relay_publishes_over_tls_with_the_ca_file_from_the_settings(db, tls_broker, monkeypatch):
     bootstrap, ca, _ = tls_broker
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.setenv("KAFKA_TOPIC", TOPIC)
@@ -44,7 +44,7 @@ def test_the_drain_publishes_over_tls_with_the_ca_file_from_the_settings(db, tls
     application = CustomerApplication(Settings.from_env())
     try:
         created = application.create_customer("Ada", f"{uuid.uuid4().hex}@example.com", CommandContext("t", "t"))
-        assert application.drain_outbox_by_hand()[0].published == 1
+        assert application.publish_outbox_now()[0].published == 1
     finally:
         application.close()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, security_protocol="SSL", ssl_cafile=str(ca),
@@ -74,7 +74,7 @@ def test_a_broker_certificate_the_ca_file_does_not_vouch_for_is_refused(db, tls_
     application = CustomerApplication(Settings.from_env())
     try:
         application.create_customer("Ada", f"{uuid.uuid4().hex}@example.com", CommandContext("t", "t"))
-        result, backlog = application.drain_outbox_by_hand()
+        result, backlog = application.publish_outbox_now()
     finally:
         application.close()
     assert (result.published, result.failures, backlog.unpublished) == (0, 1, 1)

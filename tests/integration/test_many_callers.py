@@ -71,10 +71,10 @@ def test_first_calls_from_many_threads_make_each_part_once_and_keep_their_own_lo
         assert sorted(email for _, email, _ in results) == sorted(f"caller{n}@example.com" for n in range(CALLERS))
         assert len({customer_id for customer_id, _, _ in results}) == CALLERS
         assert issuer.jwks_requests - fetched_before == 1  # one verifier, one fetch of the issuer's keys
-        assert application.personal_data().keys.kms_calls == 1  # one key-encryption key for the container
+        assert application.parts.personal_data().keys.kms_calls == 1  # one key-encryption key for the container
         assert client_connections(db) == 1  # one connection, shared in turn
-        assert application.database() is application.database()
-        assert application.health_check() is application.health_check()
+        assert application.parts.database() is application.parts.database()
+        assert application.parts.health_check() is application.parts.health_check()
     finally:
         application.close()
 

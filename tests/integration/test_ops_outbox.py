@@ -1,4 +1,4 @@
-"""The operator command: see the outbox backlog, drain it by hand."""
+"""The operator command: see the outbox backlog, publish it by hand."""
 
 import psycopg
 
@@ -9,7 +9,7 @@ from tests.support.relay import start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 
-def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, capsys, commands):
+def test_outbox_shows_the_backlog_then_publishes_it(db, topic, kafka_bootstrap, capsys, commands):
     for n in range(3):
         new_customer(commands, n)
 
@@ -17,7 +17,7 @@ def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, cap
     out = capsys.readouterr().out
     assert "unpublished events: 3" in out and "oldest waiting: " in out and "oldest waiting: -" not in out
 
-    assert main(["outbox", "--drain"]) == 0
+    assert main(["outbox", "--publish"]) == 0
     assert "published 3 events" in capsys.readouterr().out
     assert len(read_topic(kafka_bootstrap, topic, expected=3)) == 3
 
@@ -25,18 +25,18 @@ def test_outbox_shows_the_backlog_then_drains_it(db, topic, kafka_bootstrap, cap
     assert "unpublished events: 0   oldest waiting: -" in capsys.readouterr().out
 
 
-def test_drain_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, commands):
+def test_relay_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, commands):
     from devstack.postgres import free_port
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     new_customer(commands)
-    assert main(["outbox", "--drain"]) == 1
+    assert main(["outbox", "--publish"]) == 1
     assert "failed:" in capsys.readouterr().err
     assert main(["outbox"]) == 0
     assert "unpublished events: 1" in capsys.readouterr().out
 
 
-def test_drain_by_hand_while_a_drain_runs_wakes_it_and_reports(db, topic, application, commands, capsys):
+def test_relay_by_hand_while_a_relay_runs_wakes_it_and_reports(db, topic, application, commands, capsys):
 
     from chalicelib.eventstore.outbox import RELAY_LOCK_KEY
 
@@ -47,9 +47,9 @@ def test_drain_by_hand_while_a_drain_runs_wakes_it_and_reports(db, topic, applic
                                                  " AND objid = %s", (RELAY_LOCK_KEY % 2**32,)).fetchone()[0] == 1)
         for n in range(3):
             new_customer(commands, n)
-        assert main(["outbox", "--drain"]) == 0
+        assert main(["outbox", "--publish"]) == 0
         out = capsys.readouterr().out
-        assert "a drain is running" in out and "unpublished events: 0" in out
+        assert "a relay is running" in out and "unpublished events: 0" in out
         assert "of the events waiting went out" in out
     finally:
         stop_relay(db, stop, running)

@@ -58,10 +58,10 @@ def append_uncommitted(conn: psycopg.Connection, name: str) -> uuid.UUID:
 
 
 
-def test_drain_publishes_cloudevents_keyed_by_customer(db, service, publisher, kafka_bootstrap, topic):
+def test_relay_publishes_cloudevents_keyed_by_customer(db, service, publisher, kafka_bootstrap, topic):
     customer = create(service)
     service.change_email(ChangeEmail(customer_id=customer.id, email="new@example.com"), CTX)
-    result = relay(db, publisher).drain_once()
+    result = relay(db, publisher).run_once()
     assert (result.published, result.failures) == (2, 0)
     assert unpublished(db) == 0
 
@@ -94,10 +94,10 @@ def test_crash_after_publishing_and_before_marking_republishes(db, service, publ
         raise Crash()
 
     with pytest.raises(Crash):
-        relay(db, publish_then_die).drain_once()
+        relay(db, publish_then_die).run_once()
     assert unpublished(db) == 5  # published, but not marked
 
-    result = relay(db, publisher).drain_once()  # the next run; the lock was freed
+    result = relay(db, publisher).run_once()  # the next run; the lock was freed
     assert result.published == 5 and unpublished(db) == 0
     records = read_topic(kafka_bootstrap, topic, expected=10)
     seen = [cloudevent(r)["subject"] for r in records]
@@ -109,14 +109,14 @@ def test_an_earlier_transaction_committing_late_is_not_skipped(db, service, publ
     early = psycopg.connect(db)  # a transaction, left open
     early_id = append_uncommitted(early, "Early")
     late = create(service)  # takes a higher outbox id, commits first
-    assert relay(db, publisher).drain_once().published == 1
+    assert relay(db, publisher).run_once().published == 1
 
     early.commit()
     early.close()
     with psycopg.connect(db) as conn:
         ids = dict(conn.execute("SELECT stream_id, id FROM outbox").fetchall())
     assert ids[early_id] < ids[late.id]  # committed out of id order
-    assert relay(db, publisher).drain_once().published == 1
+    assert relay(db, publisher).run_once().published == 1
 
     records = read_topic(kafka_bootstrap, topic, expected=2)
     assert sorted(cloudevent(r)["subject"] for r in records) == sorted([str(early_id), str(late.id)])
@@ -128,7 +128,7 @@ def test_per_customer_order_is_kept_on_the_topic(db, service, publisher, kafka_b
         for n, customer in enumerate(customers):
             service.change_email(ChangeEmail(customer_id=customer.id, email=f"c{n}-{round_}@example.com"), CTX)
     service.delete(DeleteCustomer(customer_id=customers[0].id), CTX)
-    result = relay(db, publisher, batch_size=7).drain_once()  # many batches
+    result = relay(db, publisher, batch_size=7).run_once()  # many batches
     assert result.published == 12 * 5 + 1 and result.batches > 5
 
     by_key = defaultdict(list)
@@ -147,7 +147,7 @@ def test_producer_cannot_reorder_on_retry():
     assert PRODUCER_SETTINGS["acks"] == "all"
 
 
-def test_only_one_drain_runs_at_a_time(db, service, publisher):
+def test_only_one_relay_runs_at_a_time(db, service, publisher):
     create(service)
     with psycopg.connect(db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (RELAY_LOCK_KEY,))
@@ -156,10 +156,10 @@ def test_only_one_drain_runs_at_a_time(db, service, publisher):
         assert result.locked_out and result.published == 0
         assert time.monotonic() - began < 5  # returned at once, not after its 30 s
         assert unpublished(db) == 1
-    assert relay(db, publisher).drain_once().published == 1
+    assert relay(db, publisher).run_once().published == 1
 
 
-def test_two_concurrent_invocations_one_drains_one_returns(db, service, publisher):
+def test_two_concurrent_invocations_one_relays_one_returns(db, service, publisher):
     for n in range(3):
         create(service, n)
     results = []
@@ -171,7 +171,7 @@ def test_two_concurrent_invocations_one_drains_one_returns(db, service, publishe
     assert results[0].published == 3 and not results[0].locked_out
 
 
-def test_a_sleeping_drain_is_woken_by_a_commit(db, service, publisher, kafka_bootstrap, topic):
+def test_a_sleeping_relay_is_woken_by_a_commit(db, service, publisher, kafka_bootstrap, topic):
     # No polling to fall back on: only the notification can wake it in time.
     stop, thread = start_relay(relay(db, publisher, idle_wait=600))
     try:
@@ -185,7 +185,7 @@ def test_a_sleeping_drain_is_woken_by_a_commit(db, service, publisher, kafka_boo
     assert not thread.is_alive()
 
 
-def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, application, service, capfd):
+def test_broker_down_commands_succeed_and_the_relay_resumes_by_itself(db, application, service, capfd):
     from devstack.kafka import EmbeddedKafka, create_topic
     from devstack.postgres import free_port
 
@@ -195,7 +195,7 @@ def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, applic
     customers = [create(service, n) for n in range(3)]
 
     results = []
-    stop, drain = start_relay(down.outbox_relay(), results)
+    stop, running = start_relay(down.outbox_relay(), results)
     try:
         logged = []
         wait_for(lambda: logged.append(capfd.readouterr().err) or "outbox_publish_failed" in "".join(logged),
@@ -212,7 +212,7 @@ def test_broker_down_commands_succeed_and_the_drain_resumes_by_itself(db, applic
         records = read_topic(broker.bootstrap_servers, "customer-events", expected=4)
         assert sorted({cloudevent(r)["subject"] for r in records}) == sorted(str(c.id) for c in customers)
     finally:
-        stop_relay(db, stop, drain)
+        stop_relay(db, stop, running)
         down.close()
         broker.stop()
     assert results and results[0].failures >= 1
@@ -236,12 +236,12 @@ def test_writers_notify_only_while_the_relay_sleeps(db, service):
 
 def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service, publisher, kafka_bootstrap, topic):
     # A writer inserts while the relay is awake (so it will not notify) and
-    # commits only after the relay has drained and wants to sleep.
+    # commits only after the relay has published and wants to sleep.
     writer = psycopg.connect(db)
     append_uncommitted(writer, "Slow")
     stop, thread = start_relay(relay(db, publisher, idle_wait=600))
     try:
-        time.sleep(0.5)  # the relay has drained nothing and tries to sleep
+        time.sleep(0.5)  # the relay has published nothing and tries to sleep
         writer.commit()
         assert wait_for(lambda: unpublished(db) == 0, interval=0.02)
     finally:
@@ -249,7 +249,7 @@ def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service
         stop_relay(db, stop, thread)
 
 
-def test_a_lost_database_connection_is_reopened_and_draining_goes_on(db, service, publisher, kafka_bootstrap, topic):
+def test_a_lost_database_connection_is_reopened_and_publishing_goes_on(db, service, publisher, kafka_bootstrap, topic):
     def connect():
         return psycopg.connect(db, autocommit=True, application_name="relay-under-test")
 
@@ -276,7 +276,7 @@ def test_a_lost_database_connection_is_reopened_and_draining_goes_on(db, service
 
 def test_one_long_running_relay_does_not_skip_a_row_that_commits_late(db, service, publisher, kafka_bootstrap,
                                                                       topic):
-    """In production one invocation drains for most of a minute: a relay that
+    """In production one invocation relays for most of a minute: a relay that
     remembered the last id it published would skip a row committed below it."""
     results = []
     stop, thread = start_relay(relay(db, publisher, idle_wait=600), results)
@@ -327,7 +327,7 @@ def test_a_batch_the_broker_did_not_acknowledge_is_not_marked(db, service, error
     publisher._producer = RefusingProducer(NotLeaderForPartitionError() if error else None)
     create(service, 1)
     create(service, 2)
-    result = relay(db, publisher).drain_once()
+    result = relay(db, publisher).run_once()
     assert result.published == 0 and result.failures == 1 and "not acknowledged" in result.last_error
     assert unpublished(db) == 2
 

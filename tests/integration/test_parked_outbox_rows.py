@@ -44,7 +44,7 @@ def test_a_bad_row_holds_back_only_its_own_customer_until_resolved(db, topic, ka
     commands.change_email(ChangeEmail(stuck.id, "after@example.com"), CONTEXT)  # version 3, behind the bad row
     others = [new_customer(commands, n) for n in range(1, 6)]
 
-    result = application.outbox_relay().drain_once()
+    result = application.outbox_relay().run_once()
     assert result.published == 1 + 5  # stuck's version 1, and every other customer's event
     assert unpublished_versions(db, stuck.id) == [(2, True), (3, False)]  # parked, then held back in order
     records = read_topic(kafka_bootstrap, topic, expected=6)
@@ -65,12 +65,12 @@ def test_a_bad_row_holds_back_only_its_own_customer_until_resolved(db, topic, ka
 
     # Retrying a row that is still bad parks it again; nothing moves.
     assert ops(["outbox", "--retry", str(bad_row)]) == 0
-    application.outbox_relay().drain_once()
+    application.outbox_relay().run_once()
     assert unpublished_versions(db, stuck.id) == [(2, True), (3, False)]
 
     # The operator decides: this row is skipped, the customer's events flow again.
     assert ops(["outbox", "--skip", str(bad_row)]) == 0
-    assert application.outbox_relay().drain_once().published == 1
+    assert application.outbox_relay().run_once().published == 1
     assert unpublished_versions(db, stuck.id) == []
     records = read_topic(kafka_bootstrap, topic, expected=7)
     assert [cloudevent(r)["streamversion"] for r in records if cloudevent(r)["subject"] == str(stuck.id)] == [1, 3]
@@ -80,9 +80,9 @@ def test_a_bad_row_holds_back_only_its_own_customer_until_resolved(db, topic, ka
 
 def test_a_repaired_row_is_published_on_retry(db, topic, application, commands):
     stuck = new_customer(commands, 0)
-    application.outbox_relay().drain_once()
+    application.outbox_relay().run_once()
     bad_row = insert_by_hand_without_metadata(db, stuck.id)
-    application.outbox_relay().drain_once()
+    application.outbox_relay().run_once()
     assert unpublished_versions(db, stuck.id) == [(2, True)]
     with psycopg.connect(db) as conn:  # the operator repairs what was inserted by hand
         conn.execute("UPDATE events SET metadata = %s WHERE global_position = (SELECT global_position FROM outbox"
@@ -90,7 +90,7 @@ def test_a_repaired_row_is_published_on_retry(db, topic, application, commands):
                                                      "occurred_at": "2026-11-27T10:00:00+00:00",
                                                      "correlation_id": "repair", "causation_id": None}), bad_row))
     assert ops(["outbox", "--retry", "all"]) == 0
-    assert application.outbox_relay().drain_once().published == 1
+    assert application.outbox_relay().run_once().published == 1
     assert unpublished_versions(db, stuck.id) == []
 
 
@@ -99,7 +99,7 @@ def test_an_event_newer_than_the_code_is_parked_not_guessed(db, topic, applicati
     other = new_customer(commands, 1)
     with psycopg.connect(db) as conn:  # as a newer release, since rolled back, wrote it
         conn.execute("UPDATE events SET schema_version = 99 WHERE stream_id = %s", (stuck.id,))
-    assert application.outbox_relay().drain_once().published == 1
+    assert application.outbox_relay().run_once().published == 1
     assert unpublished_versions(db, stuck.id) == [(1, True)]
     assert unpublished_versions(db, other.id) == []
 
@@ -112,7 +112,7 @@ def test_a_message_over_the_size_limit_is_parked(db, topic, application, command
     small = CustomerApplication(dataclasses.replace(application.settings, kafka_max_message_bytes=100))
     try:
         customer = new_customer(commands, 0)
-        assert small.outbox_relay().drain_once().published == 0
+        assert small.outbox_relay().run_once().published == 0
         assert unpublished_versions(db, customer.id) == [(1, True)]
         with psycopg.connect(db) as conn:
             assert "bytes" in conn.execute("SELECT parked_error FROM outbox").fetchone()[0]

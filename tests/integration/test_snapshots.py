@@ -7,13 +7,13 @@ import uuid
 import psycopg
 import pytest
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer
 from chalicelib.domain.customer import Customer, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import ConcurrencyError, InMemoryEventStore
 from chalicelib.infra import db as infra_db
+from chalicelib.usecases.commands import CustomerCommands
 
 CTX = CommandContext("snapshots")
 

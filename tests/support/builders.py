@@ -6,12 +6,12 @@ import uuid
 
 import psycopg
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import Customer
 from chalicelib.eventstore.events import CommandContext, RecordedEvent, recorded_event_columns
 from chalicelib.eventstore.outbox import backlog
 from chalicelib.eventstore.postgres import recorded_event_row
+from chalicelib.usecases.commands import CustomerCommands
 
 CONTEXT = CommandContext(correlation_id="test", causation_id="test")
 

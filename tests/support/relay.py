@@ -1,4 +1,4 @@
-"""A drain invocation running in the background of a test, and stopping it."""
+"""A relay invocation running in the background of a test, and stopping it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from chalicelib.eventstore.outbox import OutboxRelay
 
 
 def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:
-    """relay.run() in a thread until stopped; its DrainResult lands in `results`."""
+    """relay.run() in a thread until stopped; its RelayResult lands in `results`."""
     stop = threading.Event()
     thread = threading.Thread(target=lambda: (results if results is not None else []).append(
         relay.run(time.monotonic() + 600, stop)))

@@ -32,7 +32,7 @@ def test_importing_the_app_does_no_network_io():
 NOT_AT_IMPORT = [
     "chalicelib.eventstore.outbox", "chalicelib.infra.kafka", "chalicelib.infra.dead_letters",
     "chalicelib.readmodel.projection", "chalicelib.readmodel.rebuild", "chalicelib.customer_commands",
-    "chalicelib.personal_data", "chalicelib.domain.customer", "chalicelib.health",
+    "chalicelib.personal_data", "chalicelib.domain.customer", "chalicelib.usecases.health",
     "kafka", "boto3", "botocore", "cryptography", "jwt", "psycopg_pool", "aws_lambda_powertools", "orjson",
     "urllib.request",
 ]

@@ -4,11 +4,11 @@ import uuid
 
 import pytest
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.errors import CustomerNotFound, InvalidValue, StaleVersion
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import InMemoryEventStore, RetriesExhausted
+from chalicelib.usecases.commands import CustomerCommands
 from tests.support.fakes import RacingStore
 
 CTX = CommandContext(correlation_id="corr-1", causation_id="req-1")

@@ -1,4 +1,4 @@
-"""Kafka TLS and SASL settings for the drain's producer (and the dead-letter
+"""Kafka TLS and SASL settings for the relay's producer (and the dead-letter
 replay's consumer): checked when read, MSK IAM signed with the function's
 AWS credentials, SCRAM users read from Secrets Manager (moto)."""
 
@@ -8,6 +8,7 @@ import pytest
 from kafka.net.sasl import get_sasl_mechanism
 
 from chalicelib.application import CustomerApplication
+from chalicelib.bootstrap import Bootstrap
 from chalicelib.infra.settings import ConfigurationError, Settings
 
 
@@ -35,20 +36,20 @@ def test_settings_that_cannot_work_are_refused_when_read(env, settings, complain
 
 
 def test_plaintext_is_the_default_and_adds_nothing(env):
-    assert CustomerApplication(Settings.from_env()).kafka_security() == {"security_protocol": "PLAINTEXT"}
+    assert Bootstrap(Settings.from_env()).kafka_security() == {"security_protocol": "PLAINTEXT"}
 
 
 def test_tls_with_a_ca_file(env):
     env.setenv("KAFKA_SECURITY_PROTOCOL", "ssl")
     env.setenv("KAFKA_SSL_CAFILE", "/etc/ssl/brokers.pem")
-    assert CustomerApplication(Settings.from_env()).kafka_security() == {
+    assert Bootstrap(Settings.from_env()).kafka_security() == {
         "security_protocol": "SSL", "ssl_cafile": "/etc/ssl/brokers.pem"}
 
 
 def test_msk_iam_is_signed_with_the_functions_aws_credentials(env, aws):
     env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     env.setenv("KAFKA_SASL_MECHANISM", "aws_msk_iam")
-    config = CustomerApplication(Settings.from_env(), aws=aws).kafka_security()
+    config = Bootstrap(Settings.from_env(), aws=aws).kafka_security()
     assert config == {"security_protocol": "SASL_SSL", "sasl_mechanism": "AWS_MSK_IAM"}
     # What kafka-python sends the broker when it authenticates with these settings.
     mechanism = get_sasl_mechanism(config["sasl_mechanism"])(host="b-1.cluster.kafka.eu-west-1.amazonaws.com",
@@ -66,8 +67,8 @@ def test_a_scram_user_comes_from_its_secret_read_anew_for_each_new_client(env, a
     env.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     env.setenv("KAFKA_SASL_SECRET_ARN", arn)
     application = CustomerApplication(Settings.from_env(), aws=aws)
-    assert application.kafka_security() == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+    assert application.parts.kafka_security() == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
                                             "sasl_plain_username": "svc", "sasl_plain_password": "one"}
     aws("secretsmanager").put_secret_value(SecretId=arn, SecretString=json.dumps({"username": "svc",
                                                                                   "password": "two"}))
-    assert application.kafka_security()["sasl_plain_password"] == "two"
+    assert application.parts.kafka_security()["sasl_plain_password"] == "two"

@@ -1,4 +1,4 @@
-"""Is the service well: the database reachable, the outbox drained and the
+"""Is the service well: the database reachable, the outbox published and the
 read model caught up, each within its limit.
 
 Two views. The public one (`GET /health`, for load balancers, anonymous)
@@ -114,7 +114,7 @@ class HealthCheck:
                            " their customers' later events: python -m ops outbox --parked")
         if (oldest_age or 0) > limits.max_outbox_age_seconds:
             reasons.append(f"the oldest unpublished outbox event waits for {oldest_age:.0f} s"
-                           f" (limit {limits.max_outbox_age_seconds:.0f} s): is the drain running,"
+                           f" (limit {limits.max_outbox_age_seconds:.0f} s): is the relay running,"
                            " can it reach Kafka?")
         if (lag or 0) > limits.max_projection_lag_seconds:
             how_far = f"{behind} events and " if behind is not None else ""

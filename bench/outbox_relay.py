@@ -1,4 +1,4 @@
-"""Outbox drain throughput against a raw kafka-python producer sending the
+"""Outbox relay throughput against a raw kafka-python producer sending the
 same messages to the same broker, and commit-to-Kafka latency."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import uuid
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from chalicelib.customer_commands import CustomerCommands
 from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
@@ -20,6 +19,7 @@ from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
 from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
+from chalicelib.usecases.commands import CustomerCommands
 from devstack.kafka import create_topic
 
 SOURCE = "/customer-service"
@@ -50,7 +50,7 @@ def _clear_outbox(url: str) -> None:
 
 def _raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent]) -> float:
     """What a hand-written producer does with the same messages: send them
-    all, flush once. Encoding is counted, as the drain must encode too."""
+    all, flush once. Encoding is counted, as the relay must encode too."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
     producer.send(topic, b"warm-up").get(timeout=30)
     began = time.perf_counter()
@@ -64,12 +64,12 @@ def _raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent]) 
     return len(events) / elapsed
 
 
-def _drain_rate(url: str, bootstrap: str, topic: str, count: int) -> float:
+def _relay_rate(url: str, bootstrap: str, topic: str, count: int) -> float:
     publisher = KafkaPublisher(bootstrap, topic, SOURCE)
     publisher([])  # connect first, as a warm invocation would be
     relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
     began = time.perf_counter()
-    result = relay.drain_once()
+    result = relay.run_once()
     elapsed = time.perf_counter() - began
     publisher.close()
     assert result.published == count and not result.failures, result
@@ -78,27 +78,27 @@ def _drain_rate(url: str, bootstrap: str, topic: str, count: int) -> float:
 
 def throughput(url: str, bootstrap: str, streams: int = 200, per_stream: int = 50, rounds: int = 3) -> dict:
     count = streams * per_stream
-    drain, raw = [], []
+    relay, raw = [], []
     _clear_outbox(url)  # what earlier benchmarks left
     for round_ in range(rounds):
-        topic = f"bench-drain-{uuid.uuid4().hex[:8]}"
+        topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
         create_topic(bootstrap, topic)
         _fill_outbox(url, streams, per_stream)
         events = _unpublished(url)
         # Alternate which goes first, so neither always meets a warmer broker.
         if round_ % 2:
             raw.append(_raw_producer_rate(bootstrap, topic, events))
-            drain.append(_drain_rate(url, bootstrap, topic, count))
+            relay.append(_relay_rate(url, bootstrap, topic, count))
         else:
-            drain.append(_drain_rate(url, bootstrap, topic, count))
+            relay.append(_relay_rate(url, bootstrap, topic, count))
             raw.append(_raw_producer_rate(bootstrap, topic, events))
         _clear_outbox(url)
-    return {"events": count, "drain_per_second": statistics.median(drain),
+    return {"events": count, "relay_per_second": statistics.median(relay),
             "raw_producer_per_second": statistics.median(raw)}
 
 
 def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100) -> dict:
-    """Commit-to-consumer latency: commands at a steady rate while a drain
+    """Commit-to-consumer latency: commands at a steady rate while a relay
     invocation runs (woken by NOTIFY) and a consumer reads the topic."""
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
@@ -106,7 +106,7 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
     publisher([])
     relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
     stop = threading.Event()
-    drain = threading.Thread(target=relay.run, args=(time.monotonic() + 600, stop))
+    relay = threading.Thread(target=relay.run, args=(time.monotonic() + 600, stop))
 
     # A consumer tuned for latency: the default lets the broker hold a fetch
     # for up to 500 ms waiting for more data, which would measure the consumer.
@@ -129,7 +129,7 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
 
     give_up = float("inf")
     reader = threading.Thread(target=consume)
-    drain.start()
+    relay.start()
     reader.start()
     time.sleep(0.5)
 
@@ -147,7 +147,7 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
             time.sleep(max(0.0, next_at - time.perf_counter()))
     give_up = time.perf_counter() + 30
     with psycopg.connect(url, autocommit=True) as conn:
-        # The last commits may still be on their way: stopping the drain now
+        # The last commits may still be on their way: stopping the relay now
         # would leave them unpublished and count them as lost.
         while conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]:
             if time.perf_counter() > give_up:
@@ -155,7 +155,7 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
             time.sleep(0.01)
         stop.set()
         conn.execute("NOTIFY outbox")
-    drain.join()
+    relay.join()
     reader.join()
     consumer.close()
     publisher.close()

@@ -1,0 +1,99 @@
+"""Personal data: the right to erasure, and the sealing of personal data
+stored in clear before it was encrypted.
+
+Erasure appends the erasure event (published, so that consumers delete
+their copies) and deletes the customer's data key, which makes every stored
+copy of its personal data unreadable, backups included; in the same
+transaction it seals what was stored in clear (so that deleting the key
+reaches it too), releases the email, and drops what holds the data apart
+from the events: snapshots, stored Idempotency-Key answers, the read-model
+row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from chalicelib import idempotency
+from chalicelib.domain.customer import EMAIL_SCOPE
+from chalicelib.eventstore import postgres
+from chalicelib.eventstore.errors import ConcurrencyError, RetriesExhausted
+from chalicelib.infra import db, metrics
+from chalicelib.infra.logs import log
+from chalicelib.personal_data import PERSONAL_FIELDS, PREFIX, PersonalData, delete_key
+from chalicelib.readmodel import projection
+
+if TYPE_CHECKING:
+    from chalicelib.bootstrap import Bootstrap
+    from chalicelib.eventstore.events import CommandContext
+    from chalicelib.readmodel.rebuild import Progress
+
+
+def erase_personal_data(parts: Bootstrap, customer_id: uuid.UUID, context: CommandContext) -> bool:
+    """Erase the customer's personal data, wherever this service keeps it,
+    in one transaction. False when it was erased already."""
+    parts.settings.require_kms()
+    personal = parts.personal_data()
+    with parts.connections().connection() as conn, conn.transaction():
+        try:
+            customer, erased = parts.commands(parts.store_in(conn)).erase_personal_data(customer_id, context)
+        except (RetriesExhausted, ConcurrencyError):
+            metrics.count("CommandConflicts")
+            raise
+        _seal_stream(conn, personal, customer_id)
+        delete_key(conn, customer_id)
+        postgres.release_reservations(conn, customer_id)
+        postgres.delete_snapshots(conn, customer_id)
+        idempotency.forget_results_of(conn, customer_id)
+        projection.erase(conn, customer_id, customer.version)
+    personal.keys.forget(customer_id)
+    metrics.count("CommandsSucceeded")
+    log("customer_personal_data_erased", customer_id=str(customer_id), version=customer.version, already=not erased)
+    return erased
+
+
+def seal_stored_plaintext(parts: Bootstrap, progress: Progress = lambda done, total: None, chunk: int = 200) -> int:
+    """Encrypt the personal data of events stored before it was encrypted:
+    the one sanctioned rewrite of stored events. Customer by customer, each
+    in a transaction of its own (its key made, its events' personal fields
+    sealed, its plaintext snapshot dropped, its email reservation hashed), so
+    that it can be stopped and run again at any time; what is done already
+    is skipped. Returns how many customers it changed."""
+    parts.settings.require_kms()
+    personal = parts.personal_data()
+    fields = sorted({name for names in PERSONAL_FIELDS.values() for name in names})
+    done = 0
+    with parts.database().direct().connect(autocommit=True) as conn:
+        total = postgres.count_streams_with_plaintext(conn, fields, PREFIX)
+        progress(0, total)
+        after = None
+        while streams := postgres.streams_with_plaintext(conn, fields, PREFIX, after=after, limit=chunk):
+            for stream_id in streams:
+                with conn.transaction():
+                    _seal_stream(conn, personal, stream_id)
+                done += 1
+                progress(done, total)
+            after = streams[-1]
+    log("stored_events_encrypted", customers=done)
+    return done
+
+
+def _seal_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uuid.UUID) -> None:
+    connect = db.TransactionConnection(conn).connection
+    key = personal.keys.key_for(stream_id, connect)
+    if key is None:
+        key, wrapped = personal.keys.new_key(stream_id)
+        personal.keys.store(conn, stream_id, wrapped)
+        personal.keys.forget(stream_id)
+        key = personal.keys.key_for(stream_id, connect)  # whoever stored one first
+    for position, event_type, data in postgres.event_data_for_update(conn, stream_id, list(PERSONAL_FIELDS)):
+        sealed = personal.seal(key, stream_id, data, PERSONAL_FIELDS[event_type])
+        if sealed != data:
+            postgres.replace_event_data(conn, position, sealed)
+    postgres.delete_snapshots(conn, stream_id)
+    postgres.rekey_reservations(conn, stream_id, EMAIL_SCOPE,
+                                lambda key: None if key.startswith("hmac-sha256:") else personal.email_hash(key))
+    projection.fill_email_hash(conn, stream_id, personal.email_hash)  # findable by the hash from now on
