@@ -14,9 +14,12 @@ from collections.abc import Callable
 
 from bench.write_side import CONTEXT, ours, rate
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer
+from chalicelib.domain.customer import Customer, registry
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db
-from chalicelib.personal_data import EmailHash, EncryptedEventStore, KeyRing, PersonalData
+from chalicelib.personal.email_hash import EmailHash
+from chalicelib.personal.keyring import KeyRing
+from chalicelib.personal.sealing import Declared, PersonalData, SealedEventStore
 from chalicelib.usecases.commands import CustomerCommands
 
 
@@ -33,15 +36,16 @@ def _kms():
     return kms, kms.create_key()["KeyMetadata"]["KeyId"]
 
 
-def _encrypted_store(url: str) -> tuple[EncryptedEventStore, KeyRing]:
+def _encrypted_store(url: str) -> tuple[SealedEventStore, KeyRing]:
     import psycopg
 
     kms, key_id = _kms()
     pool = db.Database(url).connections(1)
     keys = KeyRing(lambda: psycopg.connect(url, autocommit=True), lambda: kms, key_id)
-    personal = PersonalData(keys, EmailHash(lambda: b"bench-email-hash-key-of-32-bytes!"))
+    email_hash = EmailHash(lambda: b"bench-email-hash-key-of-32-bytes!")
+    personal = PersonalData(keys, email_hash, Declared.of(registry, Customer))
     # As the application builds it for commands.
-    return EncryptedEventStore(PostgresEventStore(pool), personal, pool.connection, for_state=True), keys
+    return SealedEventStore(PostgresEventStore(pool), personal, pool.connection, for_state=True), keys
 
 
 def ours_encrypted(url: str, writers: int) -> Callable[[int], None]:

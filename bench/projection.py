@@ -18,7 +18,7 @@ from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
 from chalicelib.infra.kafka import KafkaPublisher
-from chalicelib.readmodel.projection import ProjectedEvent, evolve
+from chalicelib.readmodel.projection import ProjectedEvent, fold
 from devstack.kafka import create_topic
 from devstack.kafka_source import KafkaEventSource
 from devstack.msk_events import KafkaRecord, event_from
@@ -86,7 +86,7 @@ def throughput(url: str, customers: int = 2000, per_customer: int = 5, rounds: i
     for batch in batches:
         touched = {}
         for e in batch:
-            state[e.stream_id] = touched[e.stream_id] = evolve(state.get(e.stream_id), ProjectedEvent.from_recorded(e))
+            state[e.stream_id] = touched[e.stream_id] = fold([ProjectedEvent.from_recorded(e)], state.get(e.stream_id))
         raw_rows.append(list(touched.values()))
 
     ours, raw = [], []

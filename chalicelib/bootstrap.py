@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from chalicelib.eventstore.outbox import Publish
     from chalicelib.eventstore.store import EventStore
     from chalicelib.infra.dead_letters import DeadLetterQueue
-    from chalicelib.personal_data import PersonalData
+    from chalicelib.personal.sealing import PersonalData
     from chalicelib.usecases.commands import CustomerCommands
     from chalicelib.usecases.health import HealthCheck
 
@@ -113,10 +113,10 @@ class Bootstrap:
         return self._sealed(self.injected_store or PostgresEventStore(within), within.connection, for_state)
 
     def _sealed(self, store: EventStore, connect, for_state: bool) -> EventStore:
-        from chalicelib.personal_data import EncryptedEventStore
+        from chalicelib.personal.sealing import SealedEventStore
 
         personal = self.personal_data()
-        return store if personal is None else EncryptedEventStore(store, personal, connect, for_state=for_state)
+        return store if personal is None else SealedEventStore(store, personal, connect, for_state=for_state)
 
     def commands(self, store: EventStore | None = None) -> CustomerCommands:
         """The Customer's command handlers, on the container's store or `store`."""
@@ -147,12 +147,16 @@ class Bootstrap:
             return None
 
         def make() -> PersonalData:
-            from chalicelib.personal_data import EmailHash, KeyRing, PersonalData, email_hash_key
+            from chalicelib.domain.customer import Customer, registry
+            from chalicelib.personal.email_hash import EmailHash, email_hash_key
+            from chalicelib.personal.keyring import KeyRing
+            from chalicelib.personal.sealing import Declared, PersonalData
 
             secret = Secret(settings.email_hash_secret_arn, self.aws)
             keys = KeyRing(lambda: self.database().connect(autocommit=True), lambda: self.aws("kms"),
                            settings.kms_key_id)
-            return PersonalData(keys, EmailHash(lambda: email_hash_key(secret.value())))
+            email_hash = EmailHash(lambda: email_hash_key(secret.value()))
+            return PersonalData(keys, email_hash, Declared.of(registry, Customer))
 
         return self._once("personal-data", make)
 

@@ -5,6 +5,7 @@ AWS_ENDPOINT_URL, as they reach AWS when deployed."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -84,11 +85,14 @@ def provision(endpoint: str, region: str, database: dict[str, str | int], email_
     return {"DATABASE_SECRET_ARN": arn, "PROJECTION_DLQ_URL": queue}
 
 
+def new_hmac_key_secret() -> str:
+    """The value of a new email hash secret, as the template generates one."""
+    return json.dumps({"hmacKey": base64.b64encode(os.urandom(32)).decode()})
+
+
 def email_hash_secret(state: Path) -> str:
     """The email hash key, the same on every run: reservations made by an
     earlier run must still be found."""
-    from chalicelib.personal_data import new_hmac_key_secret
-
     path = state / "email-hash.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,7 @@ def aws(monkeypatch):
 def encryption(aws, monkeypatch):
     """Personal data encrypted under a KMS key (moto), emails hashed with a
     key from a secret: settings for the application built after it."""
-    from chalicelib.personal_data import new_hmac_key_secret
+    from devstack.aws import new_hmac_key_secret
 
     key_id = aws("kms").create_key(Description="personal data")["KeyMetadata"]["KeyId"]
     secret = aws("secretsmanager").create_secret(Name=f"email-hash-{uuid.uuid4().hex[:8]}",

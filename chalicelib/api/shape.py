@@ -59,8 +59,7 @@ def current_state(read: CustomerRead) -> Response:
 
 
 def state_then(row: CustomerRow) -> Response:
-    # A customer always has a name, unless it was erased.
-    return Response(body={**customer_row(row), "deleted": row.deleted, "erased": row.name is None},
+    return Response(body={**customer_row(row), "deleted": row.deleted, "erased": row.erased},
                     headers={"ETag": etag(row.version), "X-Read-Source": "event-store"})
 
 

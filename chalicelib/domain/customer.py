@@ -19,6 +19,7 @@ EMAIL_SCOPE = "customer-email"
 @registry.register
 @dataclass(frozen=True)
 class CustomerCreated(DomainEvent):
+    personal_data = ("name", "email")
     name: str
     email: str
 
@@ -31,6 +32,7 @@ class CustomerEmailChanged(DomainEvent):
     previous_email None: what they did not record cannot be made up."""
 
     schema_version = 2
+    personal_data = ("email", "previous_email")
     email: str
     previous_email: str | None
 
@@ -56,6 +58,8 @@ class CustomerPersonalDataErased(DomainEvent):
 class Customer(Aggregate):
     stream_type = "Customer"
     state_schema_version = 2  # 2: erased; name and email may be stored encrypted
+    personal_state = ("name", "email")
+    personal_reservations = (EMAIL_SCOPE,)
 
     def __init__(self) -> None:
         super().__init__()

@@ -19,6 +19,11 @@ class Aggregate:
     # The shape of snapshot_state(); raise it whenever that shape changes, and
     # older snapshots are ignored instead of misread.
     state_schema_version: ClassVar[int] = 1
+    # The state's fields that hold personal data (sealed in snapshots, blank
+    # once erased), and the scopes of unique values that are personal data
+    # (reserved by a keyed hash, never by the value).
+    personal_state: ClassVar[tuple[str, ...]] = ()
+    personal_reservations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.id: uuid.UUID | None = None

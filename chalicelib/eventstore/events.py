@@ -22,6 +22,9 @@ class DomainEvent:
 
     event_type: ClassVar[str] = ""
     schema_version: ClassVar[int] = 1
+    # The fields that hold personal data: stored only sealed with the
+    # stream's key, readable until that key is erased (chalicelib.personal).
+    personal_data: ClassVar[tuple[str, ...]] = ()
 
     def to_data(self) -> dict[str, Any]:
         # Shallow: fields are JSON values already, so asdict's deep copy
@@ -193,6 +196,16 @@ class EventRegistry:
     def decode(self, event_type: str, schema_version: int, data: dict[str, Any]) -> DomainEvent:
         data = self.upcast(event_type, schema_version, data)
         return self._by_name[event_type].from_data(data)
+
+    def personal_fields(self, event_type: str) -> tuple[str, ...]:
+        """The fields of this event type that hold personal data (none for a
+        type this code does not know)."""
+        cls = self._by_name.get(event_type)
+        return cls.personal_data if cls is not None else ()
+
+    def with_personal_data(self) -> dict[str, tuple[str, ...]]:
+        """Every event type that holds personal data, with its fields."""
+        return {name: cls.personal_data for name, cls in self._by_name.items() if cls.personal_data}
 
     def current_schema_version(self, event_type: str) -> int:
         try:

@@ -4,6 +4,7 @@ consistency, the time machine)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -44,17 +45,22 @@ def from_event_store(store: EventStore, customer_id: uuid.UUID) -> CustomerRow |
 def state_at(store: EventStore, customer_id: uuid.UUID, *, version: int | None = None,
              as_of: datetime | None = None) -> CustomerRow | None:
     """The customer as it was at a version, or at a moment (by the time the
-    store recorded each event); None when it did not exist yet."""
+    store recorded each event); None when it did not exist yet. `erased`
+    when its personal data is erased now, as the store says of the events it
+    could not open: the past state is shown without it."""
+    from chalicelib.eventstore.events import PERSONAL_DATA_ERASED
     from chalicelib.readmodel.projection import ProjectedEvent, fold
 
-    events = []
+    events, erased = [], False
     for recorded in store.load(customer_id):
         if version is not None and recorded.version > version:
             break
         if as_of is not None and recorded.recorded_at > as_of:
             break
         events.append(ProjectedEvent.from_recorded(recorded))
-    return fold(events)
+        erased = erased or bool(recorded.metadata.get(PERSONAL_DATA_ERASED))
+    row = fold(events)
+    return dataclasses.replace(row, erased=True) if row is not None and erased else row
 
 
 # Events are looked at from the newest back, at most this many: the check

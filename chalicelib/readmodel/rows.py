@@ -22,6 +22,7 @@ class CustomerRow:
     created_at: datetime
     updated_at: datetime
     email_hash: str | None = None  # what lookup by email compares, with personal data encrypted
+    erased: bool = False  # its personal data erased (it is deleted too)
 
 
 COLUMNS = ", ".join(field.name for field in dataclasses.fields(CustomerRow))

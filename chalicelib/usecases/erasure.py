@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from chalicelib import idempotency
-from chalicelib.domain.customer import EMAIL_SCOPE
 from chalicelib.eventstore import postgres
 from chalicelib.eventstore.errors import ConcurrencyError, RetriesExhausted
 from chalicelib.infra import db, metrics
 from chalicelib.infra.logs import log
-from chalicelib.personal_data import PERSONAL_FIELDS, PREFIX, PersonalData, delete_key
+from chalicelib.personal.cipher import PREFIX
+from chalicelib.personal.email_hash import is_hashed
+from chalicelib.personal.keyring import delete_key
+from chalicelib.personal.sealing import PersonalData
 from chalicelib.readmodel import projection
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ def seal_stored_plaintext(parts: Bootstrap, progress: Progress = lambda done, to
     is skipped. Returns how many customers it changed."""
     parts.settings.require_kms()
     personal = parts.personal_data()
-    fields = sorted({name for names in PERSONAL_FIELDS.values() for name in names})
+    fields = personal.declared.event_fields
     done = 0
     with parts.database().direct().connect(autocommit=True) as conn:
         total = postgres.count_streams_with_plaintext(conn, fields, PREFIX)
@@ -89,11 +91,13 @@ def _seal_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uu
         personal.keys.store(conn, stream_id, wrapped)
         personal.keys.forget(stream_id)
         key = personal.keys.key_for(stream_id, connect)  # whoever stored one first
-    for position, event_type, data in postgres.event_data_for_update(conn, stream_id, list(PERSONAL_FIELDS)):
-        sealed = personal.seal(key, stream_id, data, PERSONAL_FIELDS[event_type])
+    declared = personal.declared
+    for position, event_type, data in postgres.event_data_for_update(conn, stream_id, list(declared.events)):
+        sealed = personal.seal(key, stream_id, data, declared.events[event_type])
         if sealed != data:
             postgres.replace_event_data(conn, position, sealed)
     postgres.delete_snapshots(conn, stream_id)
-    postgres.rekey_reservations(conn, stream_id, EMAIL_SCOPE,
-                                lambda key: None if key.startswith("hmac-sha256:") else personal.email_hash(key))
+    for scope in declared.reservations:
+        postgres.rekey_reservations(conn, stream_id, scope,
+                                    lambda key: None if is_hashed(key) else personal.email_hash(key))
     projection.fill_email_hash(conn, stream_id, personal.email_hash)  # findable by the hash from now on
