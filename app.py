@@ -60,7 +60,9 @@ def domain_errors(view):
             raise UnprocessableEntityError(str(error)) from None
         except ReservationTaken as error:
             raise ConflictError(f"{error.reservation.key} is already the email of another customer") from None
-        except (RetriesExhausted, ConcurrencyError, CustomerAlreadyExists) as error:
+        except CustomerAlreadyExists as error:
+            raise ConflictError(str(error)) from None
+        except (RetriesExhausted, ConcurrencyError) as error:
             log("command_conflict", level="warning", error=str(error))
             raise ConflictError(
                 f"the customer was changed by others at the same time; try again ({error})"
@@ -97,13 +99,16 @@ def with_correlation_id(event, get_response):
     return response
 
 
-def requires(scope: str):
-    """The route needs a valid bearer token with this scope: checked before
-    anything is parsed, read or written, so a refused request changes nothing."""
+def data_route(path: str, method: str, scope: str):
+    """A route of customer data: a valid bearer token with `scope` is checked
+    before anything is parsed, read or written (so a refused request changes
+    nothing), then domain errors are answered with the matching 4xx."""
 
     def decorate(view):
+        answering = domain_errors(view)
+
         @functools.wraps(view)
-        def wrapper(*args, **kwargs):
+        def checked(*args, **kwargs):
             try:
                 caller = application.current().authenticate(app.current_request.headers.get("authorization"))
                 caller.require(scope)
@@ -114,11 +119,11 @@ def requires(scope: str):
                 return shape.forbidden(error)
             token = _caller.set(caller)
             try:
-                return view(*args, **kwargs)
+                return answering(*args, **kwargs)
             finally:
                 _caller.reset(token)
 
-        return wrapper
+        return app.route(path, methods=[method])(checked)
 
     return decorate
 
@@ -144,8 +149,7 @@ def health():
     return shape.health(application.current().health(), detailed=False)
 
 
-@app.route("/health/details", methods=["GET"])
-@requires(auth.OPERATE)
+@data_route("/health/details", "GET", auth.OPERATE)
 def health_details():
     """For operators: backlog, parked rows, lag and what to do; no customer data."""
     return shape.health(application.current().health_details(), detailed=True)
@@ -170,9 +174,7 @@ def docs_asset(asset):
     return Response(body=content, headers={"Content-Type": content_type, "Cache-Control": "max-age=86400"})
 
 
-@app.route("/customer", methods=["POST"])
-@requires(auth.WRITE)
-@domain_errors
+@data_route("/customer", "POST", auth.WRITE)
 def create_customer():
     body = parse.json_object(app.current_request.raw_body, {"name": str, "email": str})
     result = application.current().create_customer(body["name"], body["email"], _context(),
@@ -180,9 +182,7 @@ def create_customer():
     return shape.created(result)
 
 
-@app.route("/customer/{customer_id}", methods=["GET"])
-@requires(auth.READ)
-@domain_errors
+@data_route("/customer/{customer_id}", "GET", auth.READ)
 def get_customer(customer_id):
     cid = parse.customer_id(customer_id)
     params = app.current_request.query_params or {}
@@ -195,9 +195,7 @@ def get_customer(customer_id):
     return shape.current_state(read)
 
 
-@app.route("/customer/{customer_id}/events", methods=["GET"])
-@requires(auth.READ)
-@domain_errors
+@data_route("/customer/{customer_id}/events", "GET", auth.READ)
 def customer_history(customer_id):
     """The audit log: every event of the customer with its metadata, in pages."""
     cid = parse.customer_id(customer_id)
@@ -207,9 +205,7 @@ def customer_history(customer_id):
     return shape.history_page(cid, application.current().history(cid, after=after, limit=limit), limit)
 
 
-@app.route("/customers", methods=["GET"])
-@requires(auth.READ)
-@domain_errors
+@data_route("/customers", "GET", auth.READ)
 def find_customers():
     params = app.current_request.query_params or {}
     if not params.get("email"):
@@ -217,9 +213,7 @@ def find_customers():
     return shape.found(application.current().find_by_email(valid_email(params["email"])))
 
 
-@app.route("/customer/{customer_id}/email", methods=["POST"])
-@requires(auth.WRITE)
-@domain_errors
+@data_route("/customer/{customer_id}/email", "POST", auth.WRITE)
 def change_email(customer_id):
     request = app.current_request
     cid = parse.customer_id(customer_id)
@@ -230,9 +224,7 @@ def change_email(customer_id):
     return shape.command_result(result)
 
 
-@app.route("/customer/{customer_id}", methods=["DELETE"])
-@requires(auth.WRITE)
-@domain_errors
+@data_route("/customer/{customer_id}", "DELETE", auth.WRITE)
 def delete_customer(customer_id):
     cid = parse.customer_id(customer_id)
     expected_version = parse.if_match(app.current_request.headers.get("if-match"))
@@ -241,9 +233,7 @@ def delete_customer(customer_id):
     return shape.deleted(result)
 
 
-@app.route("/customer/{customer_id}/personal-data", methods=["DELETE"])
-@requires(auth.ERASE)
-@domain_errors
+@data_route("/customer/{customer_id}/personal-data", "DELETE", auth.ERASE)
 def erase_personal_data(customer_id):
     """The right to erasure: the customer's name and emails become unreadable
     everywhere this service keeps them; the history keeps its events."""

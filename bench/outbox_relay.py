@@ -18,7 +18,7 @@ from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
 from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
-from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
+from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
 from chalicelib.usecases.commands import CustomerCommands
 from devstack.kafka import create_topic
 

@@ -17,11 +17,11 @@ from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent
 from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
-from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.kafka_publisher import KafkaPublisher
 from chalicelib.readmodel.projection import ProjectedEvent, fold
 from devstack.kafka import create_topic
 from devstack.kafka_source import KafkaEventSource
-from devstack.msk_events import KafkaRecord, event_from
+from devstack.kafka_source_events import KafkaRecord, event_from
 
 BATCH = 100  # the default BatchSize of an event source mapping
 

@@ -34,7 +34,11 @@ OPERATE = "customers:operate"  # the detailed health report
 ALGORITHMS = list(jws.ALGORITHMS)
 
 
-class Unauthenticated(Exception):
+class AuthError(Exception):
+    """Base of who-may-call's refusals."""
+
+
+class Unauthenticated(AuthError):
     """No token, or one that is not valid: 401."""
 
     def __init__(self, message: str, error: str | None = "invalid_token") -> None:
@@ -42,7 +46,7 @@ class Unauthenticated(Exception):
         self.error = error  # None when no token was sent at all (RFC 6750, 3.1)
 
 
-class Forbidden(Exception):
+class Forbidden(AuthError):
     """A valid token without the scope the route needs: 403."""
 
     def __init__(self, scope: str) -> None:

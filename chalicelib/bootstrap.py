@@ -189,7 +189,7 @@ class Bootstrap:
             return self.injected_publish
 
         def make() -> Publish:
-            from chalicelib.infra.kafka import KafkaPublisher
+            from chalicelib.infra.kafka_publisher import KafkaPublisher
 
             settings = self.settings
             return KafkaPublisher(settings.require_kafka(), settings.kafka_topic, settings.event_source,
@@ -199,7 +199,7 @@ class Bootstrap:
 
     def kafka_security(self) -> dict[str, Any]:
         """kafka-python's TLS and SASL settings (KAFKA_SECURITY_PROTOCOL, ...)."""
-        from chalicelib.infra.kafka import security_settings
+        from chalicelib.infra.kafka_security import security_settings
 
         settings = self.settings
         secret = Secret(settings.kafka_sasl_secret_arn, self.aws) if settings.kafka_sasl_secret_arn else None

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from devstack.msk_events import KafkaRecord, event_from, failure_record
+from devstack.kafka_source_events import KafkaRecord, event_from, failure_record
 
 PROJECT = Path(__file__).resolve().parent.parent
 

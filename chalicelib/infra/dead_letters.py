@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.infra.msk import DeliveredRecord
+from chalicelib.infra.kafka_delivery import DeliveredRecord
 
 UNREADABLE_RECORD = "unreadable-record"
 # SQS takes messages up to 256 KiB; a larger value is kept in part.

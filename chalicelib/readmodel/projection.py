@@ -26,7 +26,7 @@ from psycopg import sql
 from chalicelib.domain.customer import Customer, CustomerCreated, registry
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import DomainEvent, RecordedEvent, Snapshot
-from chalicelib.infra import msk
+from chalicelib.infra import kafka_delivery
 from chalicelib.infra.logs import log
 from chalicelib.readmodel.rows import COLUMNS, TABLE, CustomerRow, customer_row
 
@@ -127,7 +127,7 @@ WHERE {table}.version < EXCLUDED.version
 
 
 # Takes the records of a batch that cannot be read, with why.
-OnUnreadable = Callable[[list[tuple[msk.DeliveredRecord, str]]], None]
+OnUnreadable = Callable[[list[tuple[kafka_delivery.DeliveredRecord, str]]], None]
 
 
 def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter,
@@ -137,7 +137,7 @@ def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadA
     Unreadable records go to `on_unreadable` first: should that fail, the
     whole batch fails and is delivered again."""
     events, records, unreadable = [], 0, []
-    for record in msk.records(event):
+    for record in kafka_delivery.records(event):
         records += 1
         try:
             events.append(from_cloudevent(record.value or b""))

@@ -52,9 +52,11 @@ class CustomerCommands:
     def create(self, command: CreateCustomer, context: CommandContext) -> Customer:
         customer = Customer()
         customer.create(command.customer_id, command.name, command.email)
-        # A fresh id cannot race; a ConcurrencyError here means the id was
-        # reused, which retrying would not cure.
-        self._customers.save(customer, context)
+        try:
+            self._customers.save(customer, context)
+        except ConcurrencyError:
+            # A fresh id cannot race: the id was used before, which retrying would not cure.
+            raise CustomerAlreadyExists(f"customer {command.customer_id} already exists") from None
         return customer
 
     def change_email(self, command: ChangeEmail, context: CommandContext) -> Customer:

@@ -112,7 +112,7 @@ def replay_dead_letters(parts: Bootstrap) -> ReplayResult:
 
 
 def _keys_named(parts: Bootstrap, letter: DeadLetter) -> tuple[list[bytes | None], bool]:
-    from chalicelib.infra.kafka import keys_at
+    from chalicelib.infra.kafka_reader import keys_at
 
     if letter.kind == "unreadable-record":
         return [letter.key()], True

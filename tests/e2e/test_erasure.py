@@ -16,7 +16,7 @@ from devstack.postgres import _bin_path
 from ops.__main__ import main as ops
 from tests.support.api import Api
 from tests.support.builders import count, stored_events
-from tests.support.msk import msk_event
+from tests.support.deliveries import delivered_batch
 
 NAME, FIRST, SECOND = "Ada Lovelace", "ada@example.com", "ada@analytical-engine.org"
 
@@ -45,7 +45,7 @@ def test_after_erasure_neither_the_name_nor_any_email_is_in_the_database_or_any_
     customer_id = client.create_id(FIRST, NAME)
     changed = client.change_email(customer_id, SECOND, headers={"Idempotency-Key": "change-1"})
     assert changed.status_code == 200
-    application.project_kafka_batch(msk_event(readable(application, db)))
+    application.project_kafka_batch(delivered_batch(readable(application, db)))
     assert client.http.get(f"/customer/{customer_id}").json_body["name"] == NAME
     assert NAME in dump(db)  # the read model and the stored answer hold it, until erasure
 
@@ -222,7 +222,7 @@ def test_commands_decide_on_the_plaintext_state_however_many_emails_came_before(
 
 def test_lookup_by_email_compares_the_keyed_hash_not_the_address(application, client, db):
     customer_id = client.create_id(FIRST, NAME)
-    application.project_kafka_batch(msk_event(readable(application, db)))
+    application.project_kafka_batch(delivered_batch(readable(application, db)))
     with psycopg.connect(db, autocommit=True) as conn:
         (stored,) = conn.execute("SELECT email_hash FROM customers_view").fetchone()
         # Only the displayed column changes: the lookup does not read it.

@@ -14,11 +14,11 @@ from chalicelib.application import CustomerApplication
 from chalicelib.auth import OPERATE
 from chalicelib.usecases.health import HealthCheck, Limits
 from tests.support.api import serving
-from tests.support.msk import msk_event, stored_events
+from tests.support.deliveries import delivered_batch, stored_events
 
 
 def project_everything(client, db):
-    client.lambda_.invoke("project_customers", msk_event(stored_events(db)))
+    client.lambda_.invoke("project_customers", delivered_batch(stored_events(db)))
 
 
 def publish_everything(db):

@@ -174,3 +174,13 @@ def test_a_command_that_keeps_losing_the_race_is_409_and_stores_nothing(client, 
     assert "try again" in response.json_body["Message"]
     stored = InMemoryEventStore.load(store, uuid.UUID(customer_id))
     assert "mine@example.com" not in [e.data.get("email") for e in stored]
+
+
+def test_a_creation_whose_id_is_taken_answers_409_saying_so(client, monkeypatch):
+    import chalicelib.application
+
+    taken = uuid.uuid4()
+    monkeypatch.setattr(chalicelib.application.uuid, "uuid4", lambda: taken)
+    client.create("Ada", "ada@example.com")
+    again = client.create("Eve", "eve@example.com", expect=409)
+    assert again.json_body["Message"] == f"customer {taken} already exists"

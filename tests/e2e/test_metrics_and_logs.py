@@ -8,8 +8,8 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from devstack.msk_events import KafkaRecord
-from tests.support.msk import msk_event, stored_events
+from devstack.kafka_source_events import KafkaRecord
+from tests.support.deliveries import delivered_batch, stored_events
 
 
 def emf(text: str) -> dict[str, list[float]]:
@@ -60,7 +60,7 @@ def test_the_relay_and_the_projection_report_backlog_latency_batch_size_lag_and_
         lambda_client.lambda_.invoke("relay_outbox", scheduled(lambda_client))
         published = emf(capfd.readouterr().out)
         poison = KafkaRecord("customer-events", 0, 9, 0, None, b"not a CloudEvent", {})
-        lambda_client.lambda_.invoke("project_customers", msk_event(stored_events(db), extra=[poison]))
+        lambda_client.lambda_.invoke("project_customers", delivered_batch(stored_events(db), extra=[poison]))
         projected = emf(capfd.readouterr().out)
     assert sum(published["EventsPublished"]) == 2 and sum(published["PublishFailures"]) == 0
     assert all(0 <= ms < 60_000 for ms in published["PublishLatency"])

@@ -14,15 +14,15 @@ from kafka import KafkaProducer
 from app import app
 from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.outbox import OutboxRelay
-from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.kafka_publisher import KafkaPublisher
 from chalicelib.infra.settings import Settings
 from devstack.kafka_source import KafkaEventSource
-from devstack.msk_events import KafkaRecord
+from devstack.kafka_source_events import KafkaRecord
 from ops.__main__ import main as ops
 from tests.support.api import serving
 from tests.support.builders import new_customer
+from tests.support.deliveries import delivered_batch, read_model, read_model_from_store, stored_events
 from tests.support.kafka import read_topic
-from tests.support.msk import msk_event, read_model, read_model_from_store, stored_events
 from tests.support.waiting import wait_for
 
 NOT_A_CLOUDEVENT = b"this is not a CloudEvent"
@@ -53,7 +53,7 @@ def test_an_unreadable_record_goes_to_the_queue_and_the_rest_of_its_batch_is_pro
     new_customer(commands, 1)
     poison = KafkaRecord("customer-events", 2, 41, 0, b"some-key", NOT_A_CLOUDEVENT, {})
     with Client(app) as client:
-        result = client.lambda_.invoke("project_customers", msk_event(stored_events(db), extra=[poison])).payload
+        result = client.lambda_.invoke("project_customers", delivered_batch(stored_events(db), extra=[poison])).payload
     assert (result["poison"], result["rows_written"]) == (1, 1)
     assert read_model(db) == read_model_from_store(db)
     [letter] = letters(aws, dlq)
@@ -73,18 +73,18 @@ def test_when_the_queue_cannot_be_reached_the_batch_fails_and_nothing_is_lost(se
     aws("sqs").delete_queue(QueueUrl=dlq)
     poison = KafkaRecord("customer-events", 2, 41, 0, None, NOT_A_CLOUDEVENT, {})
     with Client(app) as client, pytest.raises(Exception, match="cannot send to"):
-        client.lambda_.invoke("project_customers", msk_event(stored_events(db), extra=[poison]))
+        client.lambda_.invoke("project_customers", delivered_batch(stored_events(db), extra=[poison]))
     # The mapping delivers the batch again; nothing was projected meanwhile.
     assert read_model(db) == []
 
 
 def test_replay_re_projects_the_customers_named_and_deletes_the_letters(served, commands, db, aws, dlq, capsys):
     customers = [new_customer(commands, n).id for n in range(3)]
-    served.project_kafka_batch(msk_event(stored_events(db)))
+    served.project_kafka_batch(delivered_batch(stored_events(db)))
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("DELETE FROM customers_view WHERE id = ANY(%s)", (customers[:2],))
     # One letter names a customer, one a record that is no customer of ours.
-    served.project_kafka_batch(msk_event([], extra=[
+    served.project_kafka_batch(delivered_batch([], extra=[
         KafkaRecord("customer-events", 0, 5, 0, str(customers[0]).encode(), NOT_A_CLOUDEVENT, {}),
         KafkaRecord("customer-events", 0, 6, 0, None, NOT_A_CLOUDEVENT, {})]))
     assert len(letters(aws, dlq)) == 2

@@ -17,13 +17,13 @@ from chalicelib.eventstore.migrations import migrate
 from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
-from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.kafka_publisher import KafkaPublisher
 from chalicelib.usecases.commands import CustomerCommands
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import EmbeddedPostgres, free_port
 from tests.support.builders import new_customer, unpublished
+from tests.support.deliveries import read_model, read_model_from_store
 from tests.support.kafka import cloudevent, read_topic
-from tests.support.msk import read_model, read_model_from_store
 from tests.support.relay import start_relay, stop_relay
 from tests.support.waiting import wait_for
 
@@ -144,7 +144,7 @@ def test_broker_paused_then_the_backlog_drains(db, commands):
 _DIE_AFTER_PUBLISHING = """
 import os, sys, time, psycopg
 from chalicelib.eventstore.outbox import OutboxRelay
-from chalicelib.infra.kafka import KafkaPublisher
+from chalicelib.infra.kafka_publisher import KafkaPublisher
 publisher = KafkaPublisher(sys.argv[2], sys.argv[3], "/customer-service")
 def publish(events):
     publisher(events)

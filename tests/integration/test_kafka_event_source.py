@@ -9,7 +9,7 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from chalicelib.infra import msk
+from chalicelib.infra import kafka_delivery
 from devstack.kafka_source import KafkaEventSource
 from tests.support.waiting import wait_for
 
@@ -42,7 +42,7 @@ class Recorder:
         return {"ok": True}
 
     def values(self):
-        return [r.value for e in self.events for r in msk.records(e)]
+        return [r.value for e in self.events for r in kafka_delivery.records(e)]
 
 
 def start(source):

@@ -15,7 +15,7 @@ from chalicelib.eventstore.events import CommandContext, Metadata
 from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra.db import TransactionConnection
-from chalicelib.infra.kafka import PRODUCER_SETTINGS, KafkaPublisher
+from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
 from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.relay import start_relay, stop_relay

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
-from devstack.msk_events import KafkaRecord
+from devstack.kafka_source_events import KafkaRecord
 from tests.support.builders import CONTEXT, new_customer
-from tests.support.msk import msk_event, read_model, read_model_from_store, stored_events
+from tests.support.deliveries import delivered_batch, read_model, read_model_from_store, stored_events
 from tests.support.waiting import run_in_threads
 
 
@@ -37,7 +37,7 @@ expected = read_model_from_store
 
 def test_a_batch_updates_the_read_model(client, db, history):
     history(n_customers=2, changes=2)
-    result = project(client, msk_event(stored_events(db)))
+    result = project(client, delivered_batch(stored_events(db)))
     assert result["records"] == 6 and result["rows_written"] == 2 and result["poison"] == 0
     assert read_model(db) == expected(db)
     row = read_model(db)[0]
@@ -46,7 +46,7 @@ def test_a_batch_updates_the_read_model(client, db, history):
 
 def test_a_batch_delivered_twice_changes_nothing_the_second_time(client, db, history):
     history()
-    event = msk_event(stored_events(db))
+    event = delivered_batch(stored_events(db))
     project(client, event)
     before = read_model(db)
     again = project(client, event)
@@ -59,15 +59,15 @@ def test_out_of_order_across_and_within_customers(client, db, history):
     events = stored_events(db)
     random.Random(7).shuffle(events)
     for start in range(0, len(events), 5):  # small shuffled batches
-        project(client, msk_event(events[start:start + 5]))
+        project(client, delivered_batch(events[start:start + 5]))
     assert read_model(db) == expected(db)
 
 
 def test_an_older_version_after_a_newer_one_is_a_no_op(client, db, history):
     history(n_customers=1, changes=3)
     events = stored_events(db)
-    project(client, msk_event(events))
-    result = project(client, msk_event(events[:2]))
+    project(client, delivered_batch(events))
+    result = project(client, delivered_batch(events[:2]))
     assert result["rows_written"] == 0
     assert read_model(db) == expected(db)
 
@@ -79,7 +79,7 @@ def test_missing_versions_are_filled_from_the_event_store(client, db, history):
     last = {}
     for e in events:
         last[e.stream_id] = e
-    result = project(client, msk_event(list(last.values())))
+    result = project(client, delivered_batch(list(last.values())))
     assert result["gaps_filled"] == 2
     assert read_model(db) == expected(db)
 
@@ -87,9 +87,9 @@ def test_missing_versions_are_filled_from_the_event_store(client, db, history):
 def test_deleted_customer_is_a_tombstone_that_a_late_duplicate_cannot_revive(client, db, history):
     ids = history(n_customers=2, changes=1, delete_first=True)
     events = stored_events(db)
-    project(client, msk_event(events))
+    project(client, delivered_batch(events))
     created = [e for e in events if e.stream_id == ids[0] and e.version == 1]
-    project(client, msk_event(created))
+    project(client, delivered_batch(created))
     row = next(r for r in read_model(db) if r.id == ids[0])
     assert row.deleted is True and row.version == 3
 
@@ -102,8 +102,8 @@ def test_racing_batches_never_lose_an_update(db, application, pool, history):
             conn.execute("TRUNCATE customers_view")
         # One batch with everything, one with only the older half, at once:
         # whoever commits last must not take a row backwards.
-        full = msk_event(events)
-        old = msk_event([e for e in events if e.version <= 2])
+        full = delivered_batch(events)
+        old = delivered_batch([e for e in events if e.version <= 2])
         barrier = threading.Barrier(2)
 
         def deliver(event, barrier):
@@ -123,7 +123,7 @@ def test_poison_records_are_logged_with_where_they_are_and_skipped(client, db, c
                     b' "subject": "' + str(uuid.uuid4()).encode() + b'", "streamversion": 1, "data": {},'
                     b' "time": "2026-01-01T00:00:00+00:00"}', {}),
     ]
-    result = project(client, msk_event(stored_events(db), extra=poison))
+    result = project(client, delivered_batch(stored_events(db), extra=poison))
     assert result["poison"] == 3 and result["rows_written"] == 1
     assert read_model(db) == expected(db)
     logged = capfd.readouterr().err
@@ -139,7 +139,7 @@ def test_a_customer_unknown_to_the_event_store_is_logged_and_skipped(client, db,
                           b'{"specversion": "1.0", "id": "x", "type": "CustomerEmailChanged", "subject": "'
                           + str(stranger).encode() + b'", "streamversion": 2, "data": {"email": "s@example.com"},'
                           b' "time": "2026-01-01T00:00:00+00:00"}', {})
-    result = project(client, msk_event(stored_events(db), extra=[foreign]))
+    result = project(client, delivered_batch(stored_events(db), extra=[foreign]))
     assert (result["unprojectable"], result["rows_written"]) == (1, 1)
     assert read_model(db) == expected(db)
     assert str(stranger) in capfd.readouterr().err

@@ -13,7 +13,7 @@ from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra.db import Database
 from chalicelib.readmodel.rebuild import rebuild
 from ops.__main__ import main as ops
-from tests.support.msk import msk_event, read_model, stored_events
+from tests.support.deliveries import delivered_batch, read_model, stored_events
 
 CTX = CommandContext("rebuild-test")
 
@@ -32,7 +32,7 @@ def history(commands, customers=30):
 
 def project(events):
     with Client(app) as client:
-        client.lambda_.invoke("project_customers", msk_event(events))
+        client.lambda_.invoke("project_customers", delivered_batch(events))
 
 
 def index_names(db):
@@ -110,7 +110,7 @@ def test_a_projection_batch_in_flight_at_the_swap_neither_deadlocks_nor_is_lost(
     project(stored_events(db))
     commands.change_email(ChangeEmail(ids[1], "v3@example.com"), CTX)
     commands.change_email(ChangeEmail(ids[1], "v4@example.com"), CTX)
-    only_v4 = msk_event([e for e in stored_events(db) if e.stream_id == ids[1] and e.version == 4])
+    only_v4 = delivered_batch([e for e in stored_events(db) if e.stream_id == ids[1] and e.version == 4])
     in_flight, swap_starting = threading.Event(), threading.Event()
     errors = []
 

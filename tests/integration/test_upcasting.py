@@ -12,9 +12,9 @@ from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.infra.db import Database
 from chalicelib.readmodel.rebuild import rebuild
-from devstack.msk_events import KafkaRecord
+from devstack.kafka_source_events import KafkaRecord
+from tests.support.deliveries import delivered_batch, read_model
 from tests.support.kafka import cloudevent, read_topic
-from tests.support.msk import msk_event, read_model
 
 OLD_ROWS = [  # CustomerEmailChanged v1 had no previous_email
     (1, "CustomerCreated", 1, {"name": "Old Timer", "email": "first@example.com"}),
@@ -70,7 +70,7 @@ def test_the_projection_reads_old_messages_and_old_rows(db, client, old_customer
     }).encode()
     record = KafkaRecord("customer-events", 0, 1, 0, str(old_customer).encode(), old_message, {})
     # Only v2 arrives: v1 is filled from the store, in its old shape too.
-    result = client.lambda_.invoke("project_customers", msk_event([], extra=[record])).payload
+    result = client.lambda_.invoke("project_customers", delivered_batch([], extra=[record])).payload
     assert (result["poison"], result["gaps_filled"], result["rows_written"]) == (0, 1, 1)
     (row,) = read_model(db)
     assert (row.name, row.email, row.version) == ("Old Timer", "second@example.com", 2)

@@ -97,3 +97,15 @@ def test_invalid_input_stores_nothing():
     with pytest.raises(InvalidValue):
         create(commands, email="not-an-email")
     assert store.events == [] and store.outbox == []
+
+
+def test_creating_a_customer_with_an_id_in_use_says_it_exists_and_stores_nothing():
+    from chalicelib.domain.errors import CustomerAlreadyExists
+
+    store = InMemoryEventStore()
+    commands = CustomerCommands(store)
+    customer_id = uuid.uuid4()
+    commands.create(CreateCustomer(name="Ada", email="ada@example.com", customer_id=customer_id), CTX)
+    with pytest.raises(CustomerAlreadyExists, match=f"customer {customer_id} already exists"):
+        commands.create(CreateCustomer(name="Eve", email="eve@example.com", customer_id=customer_id), CTX)
+    assert len(store.events) == 1

@@ -1,6 +1,6 @@
 """The event a Kafka event source mapping (Amazon MSK or self-managed Kafka)
 hands to a Lambda function, read into records. (The local mapping builds
-such events in devstack/msk_events.py.)"""
+such events in devstack/kafka_source_events.py.)"""
 
 from __future__ import annotations
 

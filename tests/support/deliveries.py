@@ -8,13 +8,13 @@ import psycopg
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.readmodel.projection import COLUMNS, CustomerRow, ProjectedEvent, customer_row, fold
-from devstack.msk_events import KafkaRecord, event_from
+from devstack.kafka_source_events import KafkaRecord, event_from
 from tests.support.builders import stored_events
 
-__all__ = ["msk_event", "read_model", "read_model_from_store", "stored_events"]
+__all__ = ["delivered_batch", "read_model", "read_model_from_store", "stored_events"]
 
 
-def msk_event(events: list[RecordedEvent], topic: str = "customer-events", extra: list[KafkaRecord] = ()) -> dict:
+def delivered_batch(events: list[RecordedEvent], topic: str = "customer-events", extra: list[KafkaRecord] = ()) -> dict:
     records = [
         KafkaRecord(topic, hash(e.stream_id) % 3, e.global_position, 0, str(e.stream_id).encode(),
                     cloudevents.encode(e, "/customer-service"), {"event-type": e.event_type.encode()})

@@ -9,14 +9,13 @@ connection, and acks from all in-sync replicas.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.errors import PublishError, UnpublishableEvent
 from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.infra.credentials import CredentialsUnavailable, Secret, sasl_user
+from chalicelib.infra.credentials import CredentialsUnavailable
 
 # kafka-python's default max_request_size, and about the broker's default
 # message.max.bytes: a larger message would be refused on every try.
@@ -33,55 +32,6 @@ PRODUCER_SETTINGS = {
     "request_timeout_ms": 10_000,
     "delivery_timeout_ms": 30_000,
 }
-
-
-def security_settings(protocol: str = "PLAINTEXT", mechanism: str | None = None, *, cafile: str | None = None,
-                      sasl_secret: Secret | None = None) -> dict[str, Any]:
-    """kafka-python's settings for TLS and SASL. AWS_MSK_IAM signs with the
-    function's role (botocore's credentials); PLAIN and SCRAM read their
-    user from a Secrets Manager secret, anew for each new client, so that a
-    rotated password is picked up by the client made after a refusal."""
-    config: dict[str, Any] = {"security_protocol": protocol}
-    if cafile:
-        config["ssl_cafile"] = cafile
-    if protocol.startswith("SASL_"):
-        config["sasl_mechanism"] = mechanism
-        if mechanism != "AWS_MSK_IAM":
-            if sasl_secret is None:
-                raise CredentialsUnavailable(f"SASL {mechanism} needs a secret with its username and password")
-            sasl_secret.refresh(sasl_secret.reads)
-            config["sasl_plain_username"], config["sasl_plain_password"] = sasl_user(sasl_secret)
-    return config
-
-
-def keys_at(bootstrap_servers: str, ranges: Sequence[Any], security: dict[str, Any] | None = None,
-            timeout: float = 10.0) -> tuple[list[bytes | None], bool]:
-    """The keys of the records in these offset ranges (topic, partition,
-    first, last), and whether every record was still on the topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), group_id=None,
-                             enable_auto_commit=False, client_id="customer-service-dead-letters",
-                             **(security or {}))
-    try:
-        wanted = {TopicPartition(r.topic, r.partition): r for r in ranges}
-        consumer.assign(list(wanted))
-        for tp, r in wanted.items():
-            consumer.seek(tp, r.first)
-        keys, found, deadline = [], 0, time.monotonic() + timeout
-        expected = sum(r.last - r.first + 1 for r in ranges)
-        pending = set(wanted)
-        while pending and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=200).items():
-                for record in records:
-                    if record.offset <= wanted[tp].last:
-                        keys.append(record.key)
-                        found += 1
-                if consumer.position(tp) > wanted[tp].last:
-                    pending.discard(tp)
-        return keys, found == expected
-    finally:
-        consumer.close(autocommit=False)
 
 
 class KafkaPublisher:
