@@ -42,6 +42,8 @@ lint: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache
 
+# The outbox's backlog; publish sends it to Kafka now, once (or wakes the
+# running relay and waits for it).
 outbox: $(VENV)/.installed
 	$(PY) -m ops outbox
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.support.msk import msk_event, stored_events
+from tests.support.deliveries import delivered_batch, stored_events
 
 
 def create(client, email="ada@example.com"):
@@ -17,7 +17,7 @@ def change_email(client, customer_id, email):
 
 
 def project_everything(client, db):
-    client.lambda_.invoke("project_customers", msk_event(stored_events(db)))
+    client.lambda_.invoke("project_customers", delivered_batch(stored_events(db)))
 
 
 def test_get_reads_the_read_model(client, db):

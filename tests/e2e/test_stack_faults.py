@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from devstack.postgres import free_port
-from tests.support.msk import read_model, read_model_from_store
+from tests.support.deliveries import read_model, read_model_from_store
 from tests.support.stack import (
     Output,
     part_pid,
