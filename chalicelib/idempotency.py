@@ -35,11 +35,18 @@ def request_hash(request: list) -> str:
     return hashlib.sha256(json.dumps(request, default=str).encode()).hexdigest()
 
 
+def _as_stored(conn: psycopg.Connection, result: Result) -> Result:
+    return result
+
+
 def run_once(pool: Connections, key: str, fingerprint: str, ttl_seconds: float,
-             execute: Callable[[psycopg.Connection], Result]) -> tuple[Result, bool]:
+             execute: Callable[[psycopg.Connection], Result], *,
+             seal: Callable[[psycopg.Connection, Result], Result] = _as_stored,
+             open_stored: Callable[[psycopg.Connection, Result], Result] = _as_stored) -> tuple[Result, bool]:
     """(result, replayed): the stored result when the key was seen with the
     same request, else the result of `execute`, run once on the key's
-    transaction."""
+    transaction. `seal` gives what is stored of a result (its personal data
+    sealed), `open_stored` reads it back."""
     with pool.connection() as conn, conn.transaction():
         conn.execute("DELETE FROM idempotency_keys WHERE key = %s AND expires_at < clock_timestamp()", (key,))
         claimed = conn.execute(
@@ -51,9 +58,10 @@ def run_once(pool: Connections, key: str, fingerprint: str, ttl_seconds: float,
                 "SELECT request_hash, result FROM idempotency_keys WHERE key = %s", (key,)).fetchone()
             if stored_hash != fingerprint:
                 raise KeyReused(f"Idempotency-Key {key!r} was already used for a different request")
-            return result, True
+            return open_stored(conn, result), True
         result = execute(conn)
-        conn.execute("UPDATE idempotency_keys SET result = %s WHERE key = %s", (Jsonb(result), key))
+        conn.execute("UPDATE idempotency_keys SET result = %s, customer_id = %s WHERE key = %s",
+                     (Jsonb(seal(conn, result)), result.get("id"), key))
         return result, False
 
 
@@ -69,4 +77,4 @@ def prune_expired(pool: Connections, limit: int = 10_000) -> int:
 
 def forget_results_of(conn: psycopg.Connection, customer_id: uuid.UUID) -> None:
     """Stored answers about this customer (they hold its personal data)."""
-    conn.execute("DELETE FROM idempotency_keys WHERE result->>'id' = %s", (str(customer_id),))
+    conn.execute("DELETE FROM idempotency_keys WHERE customer_id = %s", (customer_id,))

@@ -121,6 +121,9 @@ def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> i
     print(file=sys.stderr)
     print(f"rebuilt customers_view: {result.rows} customers from {result.events} events"
           f" ({result.caught_up} caught up at the swap)")
+    for customer_id, why in result.unreadable.items():
+        print(f"could not read {customer_id}: {why} (its row is as it was: see python -m ops outbox --parked)",
+              file=sys.stderr)
     return 0
 
 

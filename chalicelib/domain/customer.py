@@ -57,7 +57,7 @@ class CustomerPersonalDataErased(DomainEvent):
 
 class Customer(Aggregate):
     stream_type = "Customer"
-    state_schema_version = 2  # 2: erased; name and email may be stored encrypted
+    state_schema_version = 3  # 2: erased; 3: name and email sealed as objects, bound to the snapshot
     personal_state = ("name", "email")
     personal_reservations = (EMAIL_SCOPE,)
 

@@ -88,12 +88,18 @@ WHERE o.parked_at IS NOT NULL AND o.published_at IS NULL
 ORDER BY o.id
 """
 
+# A skipped row (parked, then marked by an operator) is kept: it says which
+# event consumers never saw, and the read model's lag leaves it out.
 _PRUNE = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox
-    WHERE published_at IS NOT NULL AND published_at < clock_timestamp() - make_interval(secs => %s)
+    WHERE published_at IS NOT NULL AND parked_at IS NULL
+      AND published_at < clock_timestamp() - make_interval(secs => %s)
     LIMIT 10000)
 """
+
+# The events an operator skipped (never published, so never projected from Kafka).
+SKIPPED_EVENTS = "SELECT global_position FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NOT NULL"
 
 
 Publish = Callable[[Sequence[RecordedEvent]], None]

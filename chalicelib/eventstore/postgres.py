@@ -216,10 +216,10 @@ def rekey_reservations(conn: psycopg.Connection, owner: uuid.UUID, scope: str,
 
 
 def event_data_for_update(conn: psycopg.Connection, stream_id: uuid.UUID,
-                          event_types: Sequence[str]) -> list[tuple[int, str, dict[str, Any]]]:
-    """(global position, type, data) of the stream's events of these types,
-    locked until the transaction ends."""
-    return conn.execute("SELECT global_position, event_type, data FROM events WHERE stream_id = %s"
+                          event_types: Sequence[str]) -> list[tuple[int, int, str, dict[str, Any]]]:
+    """(global position, version, type, data) of the stream's events of
+    these types, locked until the transaction ends."""
+    return conn.execute("SELECT global_position, version, event_type, data FROM events WHERE stream_id = %s"
                         " AND event_type = ANY(%s) FOR UPDATE", (stream_id, list(event_types))).fetchall()
 
 
@@ -227,19 +227,18 @@ def replace_event_data(conn: psycopg.Connection, global_position: int, data: dic
     conn.execute("UPDATE events SET data = %s WHERE global_position = %s", (json.dumps(data), global_position))
 
 
-def streams_with_plaintext(conn: psycopg.Connection, fields: Sequence[str], sealed_prefix: str, *,
-                           after: uuid.UUID | None = None, limit: int | None = None) -> list[uuid.UUID]:
-    """Streams with an event whose `fields` hold text not sealed (not
-    starting with `sealed_prefix`), in id order, after `after`."""
+# Events with one of these fields holding a JSON string (not a sealed object).
+_WITH_TEXT = """FROM events WHERE EXISTS (
+    SELECT 1 FROM unnest(%s::text[]) AS f(name) WHERE jsonb_typeof(data -> f.name) = 'string')"""
+
+
+def streams_with_text_in(conn: psycopg.Connection, fields: Sequence[str], *, after: uuid.UUID | None = None,
+                         limit: int | None = None) -> list[uuid.UUID]:
+    """Streams with an event whose `fields` hold text, in id order, after `after`."""
     return [row[0] for row in conn.execute(
-        "SELECT DISTINCT stream_id FROM events WHERE stream_id > %s AND EXISTS ("
-        " SELECT 1 FROM jsonb_each_text(data) AS f(name, value)"
-        " WHERE f.name = ANY(%s) AND NOT starts_with(f.value, %s)) ORDER BY stream_id LIMIT %s",
-        (after or uuid.UUID(int=0), list(fields), sealed_prefix, limit))]
+        "SELECT DISTINCT stream_id " + _WITH_TEXT + " AND stream_id > %s ORDER BY stream_id LIMIT %s",
+        (list(fields), after or uuid.UUID(int=0), limit))]
 
 
-def count_streams_with_plaintext(conn: psycopg.Connection, fields: Sequence[str], sealed_prefix: str) -> int:
-    return conn.execute("SELECT count(DISTINCT stream_id) FROM events WHERE EXISTS ("
-                        " SELECT 1 FROM jsonb_each_text(data) AS f(name, value)"
-                        " WHERE f.name = ANY(%s) AND NOT starts_with(f.value, %s))",
-                        (list(fields), sealed_prefix)).fetchone()[0]
+def count_streams_with_text_in(conn: psycopg.Connection, fields: Sequence[str]) -> int:
+    return conn.execute("SELECT count(DISTINCT stream_id) " + _WITH_TEXT, (list(fields),)).fetchone()[0]

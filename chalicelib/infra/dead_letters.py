@@ -13,6 +13,7 @@ Two kinds arrive there:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +23,7 @@ from typing import Any
 from chalicelib.infra.kafka_delivery import DeliveredRecord
 
 UNREADABLE_RECORD = "unreadable-record"
-# SQS takes messages up to 256 KiB; a larger value is kept in part.
-MAX_VALUE_BYTES = 128 * 1024
+MAX_ERROR_CHARACTERS = 500
 
 
 class DeadLetterQueueUnavailable(RuntimeError):
@@ -31,6 +31,10 @@ class DeadLetterQueueUnavailable(RuntimeError):
 
 
 def unreadable_record(record: DeliveredRecord, error: str, function: str) -> dict:
+    """A letter for a record the projection cannot read: where it is on the
+    topic, its key, its size and digest, and why; not its value, which may
+    hold personal data (the letter outlives an erasure). The record is read
+    back from the topic by its offset when needed."""
     value = record.value or b""
     return {
         "deadLetter": UNREADABLE_RECORD,
@@ -40,9 +44,9 @@ def unreadable_record(record: DeliveredRecord, error: str, function: str) -> dic
         "partition": record.partition,
         "offset": record.offset,
         "key": record.raw.get("key"),
-        "value": base64.b64encode(value[:MAX_VALUE_BYTES]).decode(),
         "valueBytes": len(value),
-        "error": error,
+        "valueSha256": hashlib.sha256(value).hexdigest(),
+        "error": error[:MAX_ERROR_CHARACTERS],
     }
 
 

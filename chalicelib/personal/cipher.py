@@ -1,29 +1,39 @@
-"""One personal value sealed with AES-256-GCM under its stream's data key,
-with the stream id and the field's name as associated data, so that a
-sealed value cannot be moved to another customer or field. A sealed value
-reads `pd1:<base64 of nonce and ciphertext>`."""
+"""One personal value sealed with AES-256-GCM under its stream's data key.
+
+A sealed value is stored as a JSON object, `{"sealed": "<base64 of nonce
+and ciphertext>"}`, where the plain value would be a string: whether a value
+is sealed follows from how it is stored, never from its text, so no name or
+email a caller types can be taken for sealed. The associated data names
+what the value belongs to (the kind of record, the stream, the event's
+version, the field): a sealed value copied to another customer, event or
+field does not open.
+
+Values sealed by the first release are strings `pd1:<base64>`, bound to the
+stream and field only. Such a string is taken for sealed only if it opens
+under the stream's key; one that does not is what a caller typed, stored in
+clear. `python -m ops encrypt-events` seals both anew.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import os
 import uuid
 from typing import Any
 
-PREFIX = "pd1:"
 NONCE_BYTES = 12
+LEGACY_PREFIX = "pd1:"
 
 
 def is_sealed(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
+    return value.__class__ is dict and value.keys() == {"sealed"}
 
 
-@functools.lru_cache(maxsize=4096)
-def _aad(stream_id: uuid.UUID, field: str) -> bytes:
-    # Cached: a load opens the same stream's fields hundreds of times.
-    return f"{stream_id}:{field}".encode()
+def aad(kind: str, stream_id: uuid.UUID, version: int | None, field: str) -> bytes:
+    """What a value is bound to: `kind` of record (event, snapshot,
+    read-model, answer), its stream, its version (None: any) and field."""
+    return f"{kind}/{stream_id}/{'' if version is None else version}/{field}".encode()
 
 
 _AESGCM = None
@@ -40,13 +50,27 @@ def cipher(key: bytes):
     return _AESGCM(key)
 
 
-def seal(key, stream_id: uuid.UUID, field: str, value: str) -> str:
+def seal(key, associated: bytes, value: str) -> dict[str, str]:
     """`key`: a cipher from `cipher()`."""
     nonce = os.urandom(NONCE_BYTES)
-    sealed = key.encrypt(nonce, value.encode(), _aad(stream_id, field))
-    return PREFIX + base64.b64encode(nonce + sealed).decode()
+    return {"sealed": base64.b64encode(nonce + key.encrypt(nonce, value.encode(), associated)).decode()}
 
 
-def open_sealed(key, stream_id: uuid.UUID, field: str, value: str) -> str:
-    raw = binascii.a2b_base64(value[len(PREFIX):])
-    return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(stream_id, field)).decode()
+def open_sealed(key, associated: bytes, sealed: dict[str, str]) -> str:
+    raw = binascii.a2b_base64(sealed["sealed"])
+    return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated).decode()
+
+
+def open_legacy(key, stream_id: uuid.UUID, field: str, value: str) -> str | None:
+    """A first-release sealed string opened, or None: not one (plaintext)."""
+    from cryptography.exceptions import InvalidTag
+
+    if not value.startswith(LEGACY_PREFIX):
+        return None
+    try:
+        raw = binascii.a2b_base64(value[len(LEGACY_PREFIX):])
+        if len(raw) <= NONCE_BYTES:
+            return None
+        return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], f"{stream_id}:{field}".encode()).decode()
+    except (binascii.Error, ValueError, InvalidTag):
+        return None

@@ -19,7 +19,7 @@ from chalicelib.eventstore.aggregate import Aggregate
 from chalicelib.eventstore.errors import ReservationTaken
 from chalicelib.eventstore.events import PERSONAL_DATA_ERASED, EventRegistry, NewEvent, RecordedEvent, Reservation
 from chalicelib.eventstore.store import EventStore
-from chalicelib.personal.cipher import is_sealed, open_sealed, seal
+from chalicelib.personal.cipher import LEGACY_PREFIX, aad, is_sealed, open_legacy, open_sealed, seal
 from chalicelib.personal.email_hash import EmailHash
 from chalicelib.personal.keyring import KeyRing
 
@@ -53,30 +53,34 @@ class Declared:
 
 
 class PersonalData:
-    """Seals and opens the declared personal fields of events and snapshots."""
+    """Seals and opens the declared personal fields of events, snapshots,
+    read-model rows and stored answers."""
 
     def __init__(self, keys: KeyRing, email_hash: EmailHash, declared: Declared) -> None:
         self.keys = keys
         self.email_hash = email_hash
         self.declared = declared
 
-    def seal(self, key, stream_id: uuid.UUID, data: dict, fields: Sequence[str]) -> dict:
+    def seal(self, key, kind: str, stream_id: uuid.UUID, version: int | None, data: dict,
+             fields: Sequence[str]) -> dict:
+        """`data` with its `fields` that hold text sealed (whatever the text)."""
         sealed = dict(data)
         for field in fields:
             value = sealed.get(field)
-            if isinstance(value, str) and not is_sealed(value):
-                sealed[field] = seal(key, stream_id, field, value)
+            if value.__class__ is str:
+                sealed[field] = seal(key, aad(kind, stream_id, version, field), value)
         return sealed
 
-    def open(self, stream_id: uuid.UUID, data: dict, fields: Sequence[str], connect: Connect,
-             key: Any = _UNKNOWN) -> tuple[dict, bool]:
+    def open(self, kind: str, stream_id: uuid.UUID, version: int | None, data: dict, fields: Sequence[str],
+             connect: Connect, key: Any = _UNKNOWN) -> tuple[dict, bool]:
         """The data with its fields readable; True when some could not be
         (erased). `key`: the stream's key when the caller has it already."""
         opened = None
         erased = False
         for field in fields:
             value = data.get(field)
-            if not is_sealed(value):
+            sealed = is_sealed(value)
+            if not sealed and not (value.__class__ is str and value.startswith(LEGACY_PREFIX)):
                 continue
             if opened is None:
                 opened = dict(data)
@@ -84,19 +88,36 @@ class PersonalData:
                     key = self.keys.key_for(stream_id, connect)
             if key is None:
                 opened[field], erased = None, True
-            else:
-                opened[field] = open_sealed(key, stream_id, field, value)
+            elif sealed:
+                opened[field] = open_sealed(key, aad(kind, stream_id, version, field), value)
+            else:  # sealed by the first release, or a caller's text that only looks so
+                legacy = open_legacy(key, stream_id, field, value)
+                opened[field] = value if legacy is None else legacy
         return (data, False) if opened is None else (opened, erased)
 
     def open_recorded(self, recorded: RecordedEvent, connect: Connect, key: Any = _UNKNOWN) -> RecordedEvent:
         fields = self.declared.events.get(recorded.event_type)
         if not fields:
             return recorded
-        data, erased = self.open(recorded.stream_id, recorded.data, fields, connect, key)
+        data, erased = self.open("event", recorded.stream_id, recorded.version, recorded.data, fields, connect, key)
         if data is recorded.data:
             return recorded
         return _with(recorded, data, {**recorded.metadata, PERSONAL_DATA_ERASED: True} if erased
                      else recorded.metadata)
+
+    def seal_answer(self, answer: dict, connect: Connect) -> dict:
+        """A command's answer (a customer's state: id, version, its personal
+        state) as it may be stored: sealed, bound to that version."""
+        stream_id = uuid.UUID(answer["id"])
+        key = self.keys.key_for(stream_id, connect)
+        if key is None:
+            return answer
+        return self.seal(key, "answer", stream_id, answer["version"], answer, self.declared.state)
+
+    def open_answer(self, answer: dict, connect: Connect) -> dict:
+        opened, _ = self.open("answer", uuid.UUID(answer["id"]), answer["version"], answer, self.declared.state,
+                              connect)
+        return opened
 
     def hashed(self, reservation: Reservation) -> Reservation:
         if reservation.scope in self.declared.reservations and reservation.key is not None:
@@ -128,11 +149,13 @@ class SealedEventStore:
         else:
             key = personal.keys.key_for(stream_id, self._connect)
         if key is not None:
-            events = [dataclasses.replace(e, data=personal.seal(key, stream_id, e.data, declared.events[e.event_type]))
-                      if e.event_type in declared.events else e for e in events]
+            # Each value bound to its own event: a sealed value copied to another version does not open.
+            events = [dataclasses.replace(e, data=personal.seal(key, "event", stream_id, expected_version + n, e.data,
+                                                                declared.events[e.event_type]))
+                      if e.event_type in declared.events else e for n, e in enumerate(events, start=1)]
             if snapshot is not None:
-                snapshot = dataclasses.replace(snapshot, state=personal.seal(key, stream_id, snapshot.state,
-                                                                             declared.state))
+                snapshot = dataclasses.replace(snapshot, state=personal.seal(
+                    key, "snapshot", stream_id, snapshot.version, snapshot.state, declared.state))
         plain = {personal.hashed(r): r for r in reserve}
         try:
             return self._inner.append(stream_id, stream_type, expected_version, events, snapshot,
@@ -153,7 +176,8 @@ class SealedEventStore:
         snapshot = self._inner.load_snapshot(stream_id)
         if snapshot is None:
             return None
-        state, _ = self._personal.open(stream_id, snapshot.state, self._personal.declared.state, self._connect)
+        state, _ = self._personal.open("snapshot", stream_id, snapshot.version, snapshot.state,
+                                       self._personal.declared.state, self._connect)
         return dataclasses.replace(snapshot, state=state)
 
     def load(self, stream_id, after_version=0, limit=None):
@@ -170,7 +194,7 @@ class SealedEventStore:
             fields = [f for f in declared.state_set_by.get(r.event_type, ()) if f in pending]
             if fields:
                 pending.difference_update(fields)
-                data, _ = self._personal.open(r.stream_id, r.data, fields, self._connect, key)
+                data, _ = self._personal.open("event", r.stream_id, r.version, r.data, fields, self._connect, key)
                 r = _with(r, data, r.metadata)
             opened.append(r)
         opened.reverse()

@@ -22,6 +22,7 @@ from datetime import datetime
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from chalicelib.domain.customer import Customer, CustomerCreated, registry
 from chalicelib.eventstore import cloudevents
@@ -29,6 +30,7 @@ from chalicelib.eventstore.events import DomainEvent, RecordedEvent, Snapshot
 from chalicelib.infra import kafka_delivery
 from chalicelib.infra.logs import log
 from chalicelib.readmodel.rows import COLUMNS, TABLE, CustomerRow, customer_row
+from chalicelib.readmodel.sealed import SealRow, plain
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ _SELECT = "SELECT " + COLUMNS + " FROM {table} WHERE id = ANY(%s)"
 _UPSERT = """
 INSERT INTO {table} (""" + COLUMNS + """)
 SELECT """ + COLUMNS + """
-FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name text, email text, version int, deleted boolean,
+FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name jsonb, email jsonb, version int, deleted boolean,
                                          created_at timestamptz, updated_at timestamptz, email_hash text,
                                          erased boolean)
 ON CONFLICT (id) DO UPDATE SET
@@ -132,7 +134,7 @@ OnUnreadable = Callable[[list[tuple[kafka_delivery.DeliveredRecord, str]]], None
 
 def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter,
                         on_unreadable: OnUnreadable = lambda unreadable: None,
-                        email_hash: Callable[[str], str] | None = None) -> ProjectionResult:
+                        seal_row: SealRow = plain) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied in one transaction.
     Unreadable records go to `on_unreadable` first: should that fail, the
     whole batch fails and is delivered again."""
@@ -148,16 +150,17 @@ def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadA
                 offset=record.offset, error=str(error))
     if unreadable:
         on_unreadable(unreadable)
-    result = project(conn, events, load_after, email_hash=email_hash)
+    result = project(conn, events, load_after, seal_row=seal_row)
     result.records, result.poison = records, len(unreadable)
     result.newest_event_time = max((e.time for e in events), default=None)
     return result
 
 
 def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_after: LoadAfter,
-            table: str = TABLE, email_hash: Callable[[str], str] | None = None) -> ProjectionResult:
-    """Apply events in one transaction: one read, one write. `email_hash`
-    gives each row the keyed hash lookup by email compares."""
+            table: str = TABLE, seal_row: SealRow = plain) -> ProjectionResult:
+    """Apply events in one transaction: one read, one write. `seal_row`
+    seals each row's personal data and gives it the keyed hash lookup by
+    email compares (readmodel.sealed)."""
     result = ProjectionResult()
     by_customer: dict[uuid.UUID, dict[int, ProjectedEvent]] = defaultdict(dict)
     for projected in events:
@@ -203,10 +206,7 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
                 log("projection_unprojectable_customer", level="error", customer_id=str(customer_id),
                     versions=sorted(by_version), reason=reason)
                 continue
-            new_rows.append(new_row)
-        if new_rows and email_hash is not None:
-            new_rows = [CustomerRow(r.id, r.name, r.email, r.version, r.deleted, r.created_at, r.updated_at,
-                                    email_hash(r.email) if r.email else None, r.erased) for r in new_rows]
+            new_rows.append(seal_row(conn, new_row, row))
         if new_rows:
             # orjson writes dataclasses, UUIDs and aware datetimes as the JSON the upsert reads.
             conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))
@@ -230,10 +230,13 @@ def erase(conn: psycopg.Connection, customer_id: uuid.UUID, version: int) -> Non
     conn.execute(sql.SQL(_ERASED_ROW).format(table=sql.Identifier(TABLE)), (customer_id, version))
 
 
-def fill_email_hash(conn: psycopg.Connection, customer_id: uuid.UUID, email_hash: Callable[[str], str]) -> None:
-    """Give a row written before lookups compared hashes its email's hash."""
-    row = conn.execute(sql.SQL("SELECT email FROM {} WHERE id = %s AND email IS NOT NULL AND email_hash IS NULL")
-                       .format(sql.Identifier(TABLE)), (customer_id,)).fetchone()
-    if row is not None:
-        conn.execute(sql.SQL("UPDATE {} SET email_hash = %s WHERE id = %s").format(sql.Identifier(TABLE)),
-                     (email_hash(row[0]), customer_id))
+def seal_row_in_clear(conn: psycopg.Connection, customer_id: uuid.UUID, seal_row: SealRow) -> None:
+    """Seal a row written in clear (before encryption), giving it its email's hash."""
+    row = conn.cursor(row_factory=customer_row).execute(
+        sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s FOR UPDATE").format(sql.Identifier(TABLE)),
+        (customer_id,)).fetchone()
+    if row is None or not (isinstance(row.name, str) or isinstance(row.email, str)):
+        return
+    sealed = seal_row(conn, row, None)
+    conn.execute(sql.SQL("UPDATE {} SET name = %s, email = %s, email_hash = %s WHERE id = %s").format(
+        sql.Identifier(TABLE)), (Jsonb(sealed.name), Jsonb(sealed.email), sealed.email_hash, customer_id))

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from chalicelib.eventstore.store import EventStore
 
 _GET = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s").format(sql.Identifier(TABLE))
-_BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email = %s AND NOT deleted ORDER BY created_at").format(
+# Only where personal data is not encrypted: otherwise the keyed hash.
+_BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email = to_jsonb(%s::text) AND NOT deleted"
+                    " ORDER BY created_at").format(
     sql.Identifier(TABLE))
 _BY_EMAIL_HASH = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email_hash = %s AND NOT deleted"
                          " ORDER BY created_at").format(sql.Identifier(TABLE))
@@ -74,12 +76,17 @@ QUICK_LAG_WINDOW_EVENTS = 100
 
 def lag_sql(window: int) -> sql.Composed:
     """(events among the newest `window` the read model has not applied,
-    seconds since the oldest of them was recorded)."""
+    seconds since the oldest of them was recorded). An event an operator
+    skipped was never published: not lag."""
+    from chalicelib.eventstore.outbox import SKIPPED_EVENTS
+
     return sql.SQL("""
 SELECT count(*), extract(epoch FROM clock_timestamp() - min(r.recorded_at))
-FROM (SELECT stream_id, version, recorded_at FROM events ORDER BY global_position DESC LIMIT {window}) r
+FROM (SELECT global_position, stream_id, version, recorded_at FROM events
+      ORDER BY global_position DESC LIMIT {window}) r
 LEFT JOIN {table} v ON v.id = r.stream_id
-WHERE r.version > coalesce(v.version, 0)""").format(window=sql.Literal(window), table=sql.Identifier(TABLE))
+WHERE r.version > coalesce(v.version, 0) AND r.global_position NOT IN ({skipped})""").format(
+        window=sql.Literal(window), table=sql.Identifier(TABLE), skipped=sql.SQL(SKIPPED_EVENTS))
 
 
 def projection_lag(conn: psycopg.Connection, window: int = LAG_WINDOW_EVENTS) -> tuple[int, float | None]:

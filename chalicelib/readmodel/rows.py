@@ -12,11 +12,16 @@ from chalicelib.eventstore.rows import dataclass_row
 TABLE = "customers_view"
 
 
+# A personal value as the table holds it: sealed (a JSON object), or text
+# where personal data is not encrypted; None once erased.
+Personal = str | dict[str, str] | None
+
+
 @dataclass(frozen=True)
 class CustomerRow:
     id: uuid.UUID
-    name: str | None  # None once erased
-    email: str | None
+    name: Personal
+    email: Personal
     version: int
     deleted: bool
     created_at: datetime

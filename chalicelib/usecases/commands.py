@@ -24,6 +24,7 @@ from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, Ret
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import EventStore, Repository, retry_on_conflict
 from chalicelib.infra import metrics
+from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.logs import log
 
 if TYPE_CHECKING:
@@ -150,6 +151,11 @@ def _once(parts: Bootstrap, run: Callable[[CustomerCommands], Customer], context
     # Keys are the caller's own: two callers using the same key do not meet.
     actor = context.actor or {}
     scoped_key = json.dumps([actor.get("subject"), actor.get("client_id"), idempotency_key])
+    personal = parts.personal_data()
+    sealing = {} if personal is None else {  # the stored answer holds the customer's personal data
+        "seal": lambda conn, answer: personal.seal_answer(answer, TransactionConnection(conn).connection),
+        "open_stored": lambda conn, answer: personal.open_answer(answer, TransactionConnection(conn).connection)}
     stored, replayed = idempotency.run_once(parts.connections(), scoped_key, idempotency.request_hash(fingerprint),
-                                            parts.settings.idempotency_ttl_hours * 3600, in_the_keys_transaction)
+                                            parts.settings.idempotency_ttl_hours * 3600, in_the_keys_transaction,
+                                            **sealing)
     return CommandResult(stored, replayed)

@@ -22,11 +22,11 @@ from chalicelib.eventstore import postgres
 from chalicelib.eventstore.errors import ConcurrencyError, RetriesExhausted
 from chalicelib.infra import db, metrics
 from chalicelib.infra.logs import log
-from chalicelib.personal.cipher import PREFIX
+from chalicelib.personal.cipher import open_legacy
 from chalicelib.personal.email_hash import is_hashed
 from chalicelib.personal.keyring import delete_key
 from chalicelib.personal.sealing import PersonalData
-from chalicelib.readmodel import projection
+from chalicelib.readmodel import projection, sealed
 
 if TYPE_CHECKING:
     from chalicelib.bootstrap import Bootstrap
@@ -58,8 +58,9 @@ def erase_personal_data(parts: Bootstrap, customer_id: uuid.UUID, context: Comma
 
 
 def seal_stored_plaintext(parts: Bootstrap, progress: Progress = lambda done, total: None, chunk: int = 200) -> int:
-    """Encrypt the personal data of events stored before it was encrypted:
-    the one sanctioned rewrite of stored events. Customer by customer, each
+    """Seal the personal data of events stored in clear (before it was
+    encrypted) or sealed by the first release (as text): the one sanctioned
+    rewrite of stored events. Customer by customer, each
     in a transaction of its own (its key made, its events' personal fields
     sealed, its plaintext snapshot dropped, its email reservation hashed), so
     that it can be stopped and run again at any time; what is done already
@@ -69,10 +70,10 @@ def seal_stored_plaintext(parts: Bootstrap, progress: Progress = lambda done, to
     fields = personal.declared.event_fields
     done = 0
     with parts.database().direct().connect(autocommit=True) as conn:
-        total = postgres.count_streams_with_plaintext(conn, fields, PREFIX)
+        total = postgres.count_streams_with_text_in(conn, fields)
         progress(0, total)
         after = None
-        while streams := postgres.streams_with_plaintext(conn, fields, PREFIX, after=after, limit=chunk):
+        while streams := postgres.streams_with_text_in(conn, fields, after=after, limit=chunk):
             for stream_id in streams:
                 with conn.transaction():
                     _seal_stream(conn, personal, stream_id)
@@ -92,12 +93,17 @@ def _seal_stream(conn: psycopg.Connection, personal: PersonalData, stream_id: uu
         personal.keys.forget(stream_id)
         key = personal.keys.key_for(stream_id, connect)  # whoever stored one first
     declared = personal.declared
-    for position, event_type, data in postgres.event_data_for_update(conn, stream_id, list(declared.events)):
-        sealed = personal.seal(key, stream_id, data, declared.events[event_type])
-        if sealed != data:
-            postgres.replace_event_data(conn, position, sealed)
+    for position, version, event_type, data in postgres.event_data_for_update(conn, stream_id, list(declared.events)):
+        fields = declared.events[event_type]
+        # Text sealed by the first release is opened (it then reads as its
+        # plaintext); any other text is what was stored in clear.
+        plain = {**data, **{field: opened for field in fields if isinstance(data.get(field), str)
+                            and (opened := open_legacy(key, stream_id, field, data[field])) is not None}}
+        resealed = personal.seal(key, "event", stream_id, version, plain, fields)
+        if resealed != data:
+            postgres.replace_event_data(conn, position, resealed)
     postgres.delete_snapshots(conn, stream_id)
     for scope in declared.reservations:
         postgres.rekey_reservations(conn, stream_id, scope,
                                     lambda key: None if is_hashed(key) else personal.email_hash(key))
-    projection.fill_email_hash(conn, stream_id, personal.email_hash)  # findable by the hash from now on
+    projection.seal_row_in_clear(conn, stream_id, sealed.sealer(personal))  # and findable by its hash

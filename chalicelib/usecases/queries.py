@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chalicelib.domain.errors import CustomerNotFound
-from chalicelib.readmodel import queries
+from chalicelib.readmodel import queries, sealed
 
 if TYPE_CHECKING:
     from chalicelib.bootstrap import Bootstrap
@@ -42,7 +42,7 @@ def customer(parts: Bootstrap, customer_id: uuid.UUID, *, min_version: int | Non
         if row is not None and row.deleted:
             raise CustomerNotFound(f"customer {customer_id} not found")
         if row is not None and row.version >= (min_version or 0):
-            return CustomerRead(row, "read-model")
+            return CustomerRead(_opened(parts, row), "read-model")
     row = queries.from_event_store(parts.store(), customer_id)
     if row is None or row.deleted:
         raise CustomerNotFound(f"customer {customer_id} not found")
@@ -73,4 +73,10 @@ def history(parts: Bootstrap, customer_id: uuid.UUID, *, after: int = 0, limit: 
 def find_by_email(parts: Bootstrap, email: str) -> list[CustomerRow]:
     email_hash = parts.email_hash()
     with parts.connections().connection() as conn:
-        return queries.find_by_email(conn, email, email_hash(email) if email_hash else None)
+        rows = queries.find_by_email(conn, email, email_hash(email) if email_hash else None)
+    return [_opened(parts, row) for row in rows]
+
+
+def _opened(parts: Bootstrap, row: CustomerRow) -> CustomerRow:
+    connections = parts.connections()
+    return sealed.opened(parts.personal_data(), row, connections.connection)

@@ -14,7 +14,9 @@ from chalicelib.infra import metrics
 from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadable_record
 from chalicelib.infra.logs import log
 from chalicelib.infra.settings import ConfigurationError
+from chalicelib.readmodel import sealed
 from chalicelib.readmodel.projection import ProjectedEvent, ProjectionResult, project, project_kafka_batch
+from chalicelib.readmodel.sealed import SealRow
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,8 +47,7 @@ def project_batch(parts: Bootstrap, event: dict) -> ProjectionResult:
         queue.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
 
     with parts.connections().connection() as conn:
-        result = project_kafka_batch(event, conn, _load_after(parts, conn), dead_letters,
-                                     email_hash=parts.email_hash())
+        result = project_kafka_batch(event, conn, _load_after(parts, conn), dead_letters, seal_row=seal_row(parts))
     log("projection_batch", **result.to_dict())
     metrics.count("ProjectionBatchSize", result.records)
     metrics.count("DeadLetters", result.poison)
@@ -54,6 +55,12 @@ def project_batch(parts: Bootstrap, event: dict) -> ProjectionResult:
         metrics.seconds("ProjectionLag", (datetime.now(result.newest_event_time.tzinfo)
                                           - result.newest_event_time).total_seconds())
     return result
+
+
+def seal_row(parts: Bootstrap) -> SealRow:
+    """How rows get their personal data sealed (or not, without encryption)."""
+    personal = parts.personal_data()
+    return sealed.sealer(personal) if personal is not None else sealed.plain
 
 
 def _load_after(parts: Bootstrap, conn: psycopg.Connection) -> Callable[[uuid.UUID, int], list[ProjectedEvent]]:
@@ -68,7 +75,7 @@ def reproject(parts: Bootstrap, customer_ids: set[uuid.UUID]) -> ProjectionResul
     with parts.connections().connection() as conn:
         load_after = _load_after(parts, conn)
         events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
-        return project(conn, events, load_after, email_hash=parts.email_hash())
+        return project(conn, events, load_after, seal_row=seal_row(parts))
 
 
 def _dead_letter_queue(parts: Bootstrap) -> DeadLetterQueue:
@@ -133,4 +140,4 @@ def rebuild_read_model(parts: Bootstrap, progress: Progress = lambda done, total
     from chalicelib.readmodel.rebuild import rebuild
 
     return rebuild(parts.database().direct().connect, progress, open_event=parts.open_event(),
-                   email_hash=parts.email_hash())
+                   seal_row=seal_row(parts))

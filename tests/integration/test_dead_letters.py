@@ -59,7 +59,8 @@ def test_an_unreadable_record_goes_to_the_queue_and_the_rest_of_its_batch_is_pro
     [letter] = letters(aws, dlq)
     assert letter["deadLetter"] == "unreadable-record"
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("customer-events", 2, 41)
-    assert letter["key"] == "c29tZS1rZXk=" and letter["value"] == "dGhpcyBpcyBub3QgYSBDbG91ZEV2ZW50"
+    assert letter["key"] == "c29tZS1rZXk=" and letter["valueBytes"] == len(NOT_A_CLOUDEVENT)
+    assert "value" not in letter and NOT_A_CLOUDEVENT.decode() not in json.dumps(letter)  # it may hold personal data
     assert "not a CloudEvents" in letter["error"] or "JSON" in letter["error"]
 
     assert ops(["dlq"]) == 0

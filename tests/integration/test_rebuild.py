@@ -62,7 +62,7 @@ def test_rebuild_from_an_empty_or_wrong_read_model(db, commands):
     expected = read_model(db)
     with psycopg.connect(db) as conn:
         conn.execute("DELETE FROM customers_view WHERE id = %s", (ids[1],))
-        conn.execute("UPDATE customers_view SET email = 'corrupt@example.com' WHERE id = %s", (ids[2],))
+        conn.execute("UPDATE customers_view SET email = to_jsonb('corrupt@example.com'::text) WHERE id = %s", (ids[2],))
     rebuild(Database(db).connect)
     assert read_model(db) == expected
 
