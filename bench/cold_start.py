@@ -144,7 +144,7 @@ def run(project: Path = PROJECT, runs: int = 9, secret: bool = True) -> dict[str
             params = __import__("psycopg").conninfo.conninfo_to_dict(url)
             made = aws.provision(emulated.endpoint, "eu-west-1", {
                 "username": params["user"], "password": params.get("password", "unused"), "host": params["host"],
-                "port": params["port"], "dbname": params["dbname"]}, aws.email_hash_secret(emulated.state))
+                "port": params["port"], "dbname": params["dbname"]}, aws.key_secrets(emulated.state))
             with_url = {**base, "DATABASE_URL": url}
             code = packaged(project)
             cases = {"floor": (packaged(None), with_url), "database_url": (code, with_url)}

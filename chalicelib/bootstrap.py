@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from chalicelib.eventstore.outbox import Publish
     from chalicelib.eventstore.store import EventStore
     from chalicelib.infra.dead_letters import DeadLetterQueue
+    from chalicelib.infra.message_signing import MessageSigning
     from chalicelib.personal.sealing import PersonalData
     from chalicelib.usecases.commands import CustomerCommands
     from chalicelib.usecases.health import HealthCheck
@@ -192,10 +193,26 @@ class Bootstrap:
             from chalicelib.infra.kafka_publisher import KafkaPublisher
 
             settings = self.settings
+            signing = self.message_signing()
             return KafkaPublisher(settings.require_kafka(), settings.kafka_topic, settings.event_source,
-                                  max_message_bytes=settings.kafka_max_message_bytes, security=self.kafka_security)
+                                  max_message_bytes=settings.kafka_max_message_bytes, security=self.kafka_security,
+                                  sign=signing.sign if signing else None)
 
         return self._once("publisher", make)
+
+    def message_signing(self) -> MessageSigning | None:
+        """The key the relay signs messages with and the projection checks
+        them by (MESSAGE_SIGNING_SECRET_ARN); None when not configured."""
+        arn = self.settings.message_signing_secret_arn
+        if not arn:
+            return None
+
+        def make() -> MessageSigning:
+            from chalicelib.infra.message_signing import MessageSigning
+
+            return MessageSigning(Secret(arn, self.aws))
+
+        return self._once("message-signing", make)
 
     def kafka_security(self) -> dict[str, Any]:
         """kafka-python's TLS and SASL settings (KAFKA_SECURITY_PROTOCOL, ...)."""

@@ -296,20 +296,20 @@ def main() -> int:
         database_secret = {"engine": "postgres", **{key: given[part] for part, key in _SECRET_PARTS.items()
                                                     if given.get(part)}}
         database_options = make_conninfo(**{k: v for k, v in given.items() if k not in _SECRET_PARTS})
-        email_hash = aws.email_hash_secret(STATE)
+        keys = aws.key_secrets(STATE)
         region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "eu-west-1"
         if os.environ.get("AWS_ENDPOINT_URL"):
             endpoint = os.environ["AWS_ENDPOINT_URL"]
             say(f"AWS APIs: from AWS_ENDPOINT_URL {endpoint}")
             aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": region, **aws.CREDENTIALS}
-            made = aws.provision(endpoint, region, database_secret, email_hash)
+            made = aws.provision(endpoint, region, database_secret, keys)
         else:
             emulated = aws.EmulatedAws(port_setting("AWS_PORT", 4566), region, STATE)
             made = {}
             say("starting the emulated AWS endpoint (moto: Secrets Manager, SQS, KMS) ...")
             # It keeps everything in memory: a restarted one gets the secret and queue again.
             stack.start(Part("AWS endpoint", emulated, after_start=lambda: made.update(
-                aws.provision(emulated.endpoint, region, database_secret, email_hash))))
+                aws.provision(emulated.endpoint, region, database_secret, keys))))
             aws_env = emulated.environment()
 
         problem = login_problem(database_options, aws_env)
@@ -347,7 +347,8 @@ def main() -> int:
             "DATABASE_SECRET_ARN": aws.SECRET_NAME, **({"DATABASE_URL": database_options} if database_options else {}),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic,
             "PROJECTION_DLQ_URL": made["PROJECTION_DLQ_URL"], "KMS_KEY_ID": aws.KMS_ALIAS,
-            "EMAIL_HASH_SECRET_ARN": aws.EMAIL_HASH_SECRET_NAME, **aws_env, **auth,
+            "EMAIL_HASH_SECRET_ARN": aws.EMAIL_HASH_SECRET_NAME,
+            "MESSAGE_SIGNING_SECRET_ARN": aws.MESSAGE_SIGNING_SECRET_NAME, **aws_env, **auth,
         }
         env = {**{k: v for k, v in os.environ.items()
                   if k not in ("DATABASE_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN")}, **settings}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 SECRET_NAME = "customer-service/database"
 EMAIL_HASH_SECRET_NAME = "customer-service/email-hash"
+MESSAGE_SIGNING_SECRET_NAME = "customer-service/message-signing"
 KMS_ALIAS = "alias/customer-service"
 DLQ_NAME = "customer-service-projection-dlq"
 # moto takes any credentials; these keep a developer's real ones out of it.
@@ -68,13 +69,14 @@ def client(service: str, endpoint: str, region: str):
                         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
 
-def provision(endpoint: str, region: str, database: dict[str, str | int], email_hash: str) -> dict[str, str]:
+def provision(endpoint: str, region: str, database: dict[str, str | int], keys: dict[str, str]) -> dict[str, str]:
     """Make (or bring up to date) the secrets, the KMS key and the queue; the
     settings that name them. `database` is the database secret's value, in
-    RDS's shape; `email_hash` the email hash secret's."""
+    RDS's shape; `keys` the other secrets' values by name."""
     secrets = client("secretsmanager", endpoint, region)
     arn = _secret(secrets, SECRET_NAME, json.dumps(database))
-    _secret(secrets, EMAIL_HASH_SECRET_NAME, email_hash)
+    for name, value in keys.items():
+        _secret(secrets, name, value)
     kms = client("kms", endpoint, region)
     if not any(alias["AliasName"] == KMS_ALIAS for alias in kms.list_aliases()["Aliases"]):
         key = kms.create_key(Description="customer-service personal data")["KeyMetadata"]["KeyId"]
@@ -86,19 +88,23 @@ def provision(endpoint: str, region: str, database: dict[str, str | int], email_
 
 
 def new_hmac_key_secret() -> str:
-    """The value of a new email hash secret, as the template generates one."""
+    """The value of a new key secret (email hash, message signing), as the
+    template generates one."""
     return json.dumps({"hmacKey": base64.b64encode(os.urandom(32)).decode()})
 
 
-def email_hash_secret(state: Path) -> str:
-    """The email hash key, the same on every run: reservations made by an
-    earlier run must still be found."""
-    path = state / "email-hash.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(new_hmac_key_secret())
-        path.chmod(0o600)
-    return path.read_text()
+def key_secrets(state: Path) -> dict[str, str]:
+    """The email hash and message signing keys by secret name, the same on
+    every run: reservations made by an earlier run must still be found."""
+    keys = {}
+    for name in (EMAIL_HASH_SECRET_NAME, MESSAGE_SIGNING_SECRET_NAME):
+        path = state / f"{name.rsplit('/', 1)[1]}.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(new_hmac_key_secret())
+            path.chmod(0o600)
+        keys[name] = path.read_text()
+    return keys
 
 
 def _secret(secrets, name: str, value: str) -> str:

@@ -89,7 +89,7 @@ def application(db, issuer, request, monkeypatch):
     """The application facade on this test's database (and topic, when the
     test has one), trusting the test issuer, served to the app's functions
     for the test's duration."""
-    for first in ("topic", "encryption"):
+    for first in ("topic", "encryption", "dlq", "signed_messages"):
         if first in request.fixturenames:
             request.getfixturevalue(first)  # its settings first
     for name, value in issuer.environment().items():
@@ -132,6 +132,26 @@ def encryption(aws, monkeypatch):
     monkeypatch.setenv("KMS_KEY_ID", key_id)
     monkeypatch.setenv("EMAIL_HASH_SECRET_ARN", secret)
     return key_id
+
+
+@pytest.fixture
+def dlq(aws, monkeypatch):
+    """The projection's dead-letter queue (moto), for the application built after it."""
+    url = aws("sqs").create_queue(QueueName=f"projection-dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    monkeypatch.setenv("PROJECTION_DLQ_URL", url)
+    return url
+
+
+@pytest.fixture
+def signed_messages(aws, monkeypatch):
+    """The relay signs what it publishes, the projection refuses what it did
+    not sign: the key, in a secret (moto), for the application built after it."""
+    from devstack.aws import new_hmac_key_secret
+
+    name = f"message-signing-{uuid.uuid4().hex[:8]}"
+    aws("secretsmanager").create_secret(Name=name, SecretString=new_hmac_key_secret())
+    monkeypatch.setenv("MESSAGE_SIGNING_SECRET_ARN", name)  # a name serves as well as an ARN
+    return name
 
 
 @pytest.fixture

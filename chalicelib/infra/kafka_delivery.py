@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class DeliveredRecord:
     def offset(self) -> int:
         return int(self.raw["offset"])
 
-    @property
+    @cached_property
     def value(self) -> bytes | None:
         return _b64(self.raw.get("value"))
 
@@ -39,6 +40,13 @@ class DeliveredRecord:
     @property
     def headers(self) -> dict[str, bytes]:
         return {k: bytes(v) for header in self.raw.get("headers") or [] for k, v in header.items()}
+
+    def header(self, name: str) -> bytes | None:
+        """The first header of that name (the mapping gives each as a list of byte values)."""
+        for header in self.raw.get("headers") or ():
+            if name in header:
+                return bytes(header[name])
+        return None
 
 
 class NotAKafkaEvent(ValueError):

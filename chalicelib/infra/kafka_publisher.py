@@ -16,6 +16,7 @@ from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.errors import PublishError, UnpublishableEvent
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.infra.credentials import CredentialsUnavailable
+from chalicelib.infra.message_signing import HEADER
 
 # kafka-python's default max_request_size, and about the broker's default
 # message.max.bytes: a larger message would be refused on every try.
@@ -40,8 +41,10 @@ class KafkaPublisher:
 
     def __init__(self, bootstrap_servers: str, topic: str, source: str, flush_timeout: float = 30.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 security: Callable[[], dict[str, Any]] = dict) -> None:
+                 security: Callable[[], dict[str, Any]] = dict,
+                 sign: Callable[[bytes], bytes] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.sign = sign
         self.security = security
         self.topic = topic
         self.source = source
@@ -91,18 +94,16 @@ class KafkaPublisher:
         messages = [(event, self.encode(event)) for event in events]
         with self._lock:
             try:
+                signatures = [self.sign(value) for _, value in messages] if self.sign else [None] * len(messages)
                 producer = self._get_producer()
                 futures = [
                     producer.send(
                         self.topic,
                         key=str(event.stream_id).encode(),
                         value=value,
-                        headers=[
-                            ("content-type", cloudevents.CONTENT_TYPE.encode()),
-                            ("event-type", event.event_type.encode()),
-                        ],
+                        headers=self._headers(event, signature),
                     )
-                    for event, value in messages
+                    for (event, value), signature in zip(messages, signatures, strict=True)
                 ]
                 producer.flush(timeout=self.flush_timeout)
                 failed = [(event, f) for (event, _), f in zip(messages, futures, strict=True) if not f.succeeded()]
@@ -116,6 +117,13 @@ class KafkaPublisher:
                     raise UnpublishableEvent(event, f"the broker refused its size: {first.exception!r}")
                 reason = first.exception if first.is_done else "not acknowledged in time"
                 raise PublishError(f"{len(failed)} of {len(futures)} events not acknowledged: {reason!r}")
+
+    @staticmethod
+    def _headers(event: RecordedEvent, signature: bytes | None) -> list[tuple[str, bytes]]:
+        headers = [("content-type", cloudevents.CONTENT_TYPE.encode()), ("event-type", event.event_type.encode())]
+        if signature is not None:
+            headers.append((HEADER, signature))
+        return headers
 
     def close(self) -> None:
         with self._lock:

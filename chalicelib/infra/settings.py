@@ -52,6 +52,9 @@ class Settings:
     # stored in clear (and erasure refuses to run).
     kms_key_id: str | None = None
     email_hash_secret_arn: str | None = None
+    # The relay signs what it publishes with its key; the projection then
+    # refuses records it did not sign.
+    message_signing_secret_arn: str | None = None
 
     @staticmethod
     def from_env() -> Settings:
@@ -116,6 +119,7 @@ class Settings:
             projection_dlq_url=os.environ.get("PROJECTION_DLQ_URL", "").strip() or None,
             kms_key_id=kms_key_id,
             email_hash_secret_arn=email_hash_secret,
+            message_signing_secret_arn=os.environ.get("MESSAGE_SIGNING_SECRET_ARN", "").strip() or None,
         )
 
     def require_auth(self) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from datetime import datetime
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from chalicelib.domain.customer import Customer, CustomerCreated, registry
 from chalicelib.eventstore import cloudevents
@@ -132,16 +132,23 @@ WHERE {table}.version < EXCLUDED.version
 OnUnreadable = Callable[[list[tuple[kafka_delivery.DeliveredRecord, str]]], None]
 
 
+# Why a record must not be trusted (it is not the relay's), or None.
+Refusal = Callable[[kafka_delivery.DeliveredRecord], str | None]
+
+
 def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter,
                         on_unreadable: OnUnreadable = lambda unreadable: None,
-                        seal_row: SealRow = plain) -> ProjectionResult:
+                        seal_row: SealRow = plain, refusal: Refusal | None = None) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied in one transaction.
-    Unreadable records go to `on_unreadable` first: should that fail, the
-    whole batch fails and is delivered again."""
+    Unreadable records, and those `refusal` refuses, go to `on_unreadable`
+    first: should that fail, the whole batch fails and is delivered again."""
     events, records, unreadable = [], 0, []
     for record in kafka_delivery.records(event):
         records += 1
         try:
+            refused = refusal(record) if refusal is not None else None
+            if refused is not None:
+                raise NotACustomerEvent(refused)
             events.append(from_cloudevent(record.value or b""))
         except NotACustomerEvent as error:
             # Retrying cannot make it readable: set it aside, go on.
@@ -176,11 +183,9 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
         # finishes before the swap or waits for it and then writes to the
         # new table.
         conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(name))
-        current = {
-            row.id: row
-            for row in conn.cursor(row_factory=customer_row).execute(
-                sql.SQL(_SELECT).format(table=name), (list(by_customer),))
-        }
+        reader = conn.cursor(row_factory=customer_row)
+        set_json_loads(orjson.loads, reader)  # the sealed values: most of what the read costs
+        current = {row.id: row for row in reader.execute(sql.SQL(_SELECT).format(table=name), (list(by_customer),))}
         new_rows = []
         for customer_id, by_version in by_customer.items():
             row = current.get(customer_id)

@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 
 _GET = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s").format(sql.Identifier(TABLE))
 # Only where personal data is not encrypted: otherwise the keyed hash.
-_BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email = to_jsonb(%s::text) AND NOT deleted"
-                    " ORDER BY created_at").format(
-    sql.Identifier(TABLE))
+_BY_EMAIL = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email #>> '{{}}' = %s AND NOT deleted"
+                    " AND jsonb_typeof(email) = 'string' ORDER BY created_at").format(sql.Identifier(TABLE))
 _BY_EMAIL_HASH = sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE email_hash = %s AND NOT deleted"
                          " ORDER BY created_at").format(sql.Identifier(TABLE))
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from chalicelib.infra import metrics
 from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadable_record
+from chalicelib.infra.kafka_delivery import DeliveredRecord
 from chalicelib.infra.logs import log
+from chalicelib.infra.message_signing import HEADER
 from chalicelib.infra.settings import ConfigurationError
 from chalicelib.readmodel import sealed
 from chalicelib.readmodel.projection import ProjectedEvent, ProjectionResult, project, project_kafka_batch
@@ -36,7 +38,9 @@ class ReplayResult:
 
 def project_batch(parts: Bootstrap, event: dict) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied to the read model
-    in one transaction; gaps are filled from the event store."""
+    in one transaction; gaps are filled from the event store. With message
+    signing, a record the relay did not sign is a dead letter: the read
+    model takes no change the event store does not hold."""
     queue = parts.dead_letter_queue()
 
     def dead_letters(unreadable) -> None:
@@ -46,8 +50,15 @@ def project_batch(parts: Bootstrap, event: dict) -> ProjectionResult:
             return
         queue.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
 
+    signing = parts.message_signing()
+    refusal = None
+    if signing is not None:
+        def refusal(record: DeliveredRecord) -> str | None:
+            return signing.refusal(record.value, record.header(HEADER))
+
     with parts.connections().connection() as conn:
-        result = project_kafka_batch(event, conn, _load_after(parts, conn), dead_letters, seal_row=seal_row(parts))
+        result = project_kafka_batch(event, conn, _load_after(parts, conn), dead_letters, seal_row=seal_row(parts),
+                                     refusal=refusal)
     log("projection_batch", **result.to_dict())
     metrics.count("ProjectionBatchSize", result.records)
     metrics.count("DeadLetters", result.poison)

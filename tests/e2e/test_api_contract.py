@@ -10,7 +10,7 @@ import pytest
 
 from app import app
 from chalicelib.api import openapi
-from devstack.aws import EMAIL_HASH_SECRET_NAME, KMS_ALIAS, EmulatedAws, email_hash_secret, provision
+from devstack.aws import EMAIL_HASH_SECRET_NAME, KMS_ALIAS, EmulatedAws, key_secrets, provision
 from devstack.postgres import free_port
 from tests.support.waiting import wait_for
 
@@ -50,7 +50,7 @@ def emulated_aws(tmp_path):
     emulated = EmulatedAws(free_port(), "eu-west-1", tmp_path)
     emulated.start()
     provision(emulated.endpoint, "eu-west-1", {"username": "unused", "password": "unused"},
-              email_hash_secret(tmp_path))
+              key_secrets(tmp_path))
     yield {**emulated.environment(), "KMS_KEY_ID": KMS_ALIAS, "EMAIL_HASH_SECRET_ARN": EMAIL_HASH_SECRET_NAME}
     emulated.stop()
 

@@ -145,19 +145,11 @@ def test_a_skipped_event_is_not_lag_and_a_rebuild_reports_an_unreadable_customer
     assert {str(row.id) for row in read_model(db)} == {kept, broken}  # the broken one keeps its row
 
 
-@pytest.fixture
-def dead_letters(aws, monkeypatch):
-    """A dead-letter queue (moto) for the application built after it."""
-    queue = aws("sqs").create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    monkeypatch.setenv("PROJECTION_DLQ_URL", queue)
-    return queue
-
-
 def test_no_name_or_email_in_clear_in_any_file_of_the_database_nor_in_a_dead_letter(
-        aws, dead_letters, application, client, db):
+        aws, dlq, application, client, db):
     from devstack.kafka_source_events import KafkaRecord
 
-    queue = dead_letters
+    queue = dlq
     published = []
     application.parts.injected_publish = published.extend
     marker = f"zq{uuid.uuid4().hex[:12]}"

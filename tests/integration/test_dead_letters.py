@@ -29,13 +29,6 @@ NOT_A_CLOUDEVENT = b"this is not a CloudEvent"
 
 
 @pytest.fixture
-def dlq(aws, monkeypatch):
-    url = aws("sqs").create_queue(QueueName=f"projection-dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    monkeypatch.setenv("PROJECTION_DLQ_URL", url)
-    return url
-
-
-@pytest.fixture
 def served(db, aws, dlq, request):
     if "topic" in request.fixturenames:
         request.getfixturevalue("topic")  # its settings first
