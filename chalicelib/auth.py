@@ -5,10 +5,17 @@ tests and behind API Gateway.
 A token is accepted when its signature verifies with a key of the issuer's
 JWKS (chalicelib.jws: asymmetric algorithms only, `none` and HMAC refused,
 so the public key can never serve as a shared secret), its `exp`, `nbf` and
-`iat` hold within a small leeway, and `iss` and the audience claim are the configured ones. The
-JWKS is fetched on first use, cached, and fetched again when a token names
-a key id it does not hold (key rotation), at most once per
-`refetch_interval` seconds (so unknown ids cannot make us hammer the issuer).
+`iat` hold within a small leeway, and `iss` and the audience claim are the
+configured ones.
+
+The JWKS is fetched on first use and again once it is `refresh_seconds`
+old (AUTH_JWKS_REFRESH_SECONDS, at most 10 minutes), so a key the issuer
+withdraws (a leaked one) stops working within that time, tokens remembered
+under it included. It is fetched early when a token names a key id it does
+not hold (key rotation). The issuer is asked at most once per
+`refetch_interval` seconds whatever the outcome, so neither unknown ids nor
+an issuer that is down make us hammer it; while it cannot be reached, the
+keys fetched last keep serving.
 
 Callers send the same token with request after request: a verified token
 is remembered (at most `cache_size` of them, each until its `exp` and for
@@ -22,9 +29,11 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chalicelib import jws
+from chalicelib.infra.logs import log
 
 READ = "customers:read"
 WRITE = "customers:write"
@@ -71,24 +80,29 @@ class Caller:
 
 class TokenVerifier:
     def __init__(self, issuer: str, audience: str, jwks_url: str, *, leeway_seconds: float = 30.0,
-                 audience_claim: str = "aud", refetch_interval: float = 10.0, fetch_timeout: float = 5.0,
-                 cache_size: int = 1024, cache_seconds: float = 300.0) -> None:
+                 audience_claim: str = "aud", refresh_seconds: float = 300.0, refetch_interval: float = 10.0,
+                 fetch_timeout: float = 5.0, cache_size: int = 1024, cache_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.issuer = issuer
         self.audience = audience
         self.jwks_url = jwks_url
         self.leeway_seconds = leeway_seconds
         self.audience_claim = audience_claim
+        self.refresh_seconds = refresh_seconds
         self.refetch_interval = refetch_interval
         self.fetch_timeout = fetch_timeout
         self.cache_size = cache_size
         self.cache_seconds = cache_seconds
+        self._clock = clock
         self._keys: dict[str, jws.PublicKey] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # the keys we hold
+        self._asked_at = float("-inf")  # the issuer, whatever it answered
+        self._unavailable: str | None = None  # why the last fetch failed
         # Two locks: a slow fetch of the issuer's keys must not hold up
         # requests whose tokens are already remembered.
         self._keys_lock = threading.Lock()
         self._verified_lock = threading.Lock()
-        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[Caller, float, str]] = OrderedDict()  # caller, until, kid
 
     def verify(self, authorization: str | None) -> Caller:
         """The caller named by an `Authorization: Bearer <JWT>` header."""
@@ -98,6 +112,10 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("the Authorization header must be: Bearer <JWT>", error="invalid_request")
         token = token.strip()
+        if self._clock() - self._fetched_at >= self.refresh_seconds:
+            # One caller fetches; the others go on with the keys we hold,
+            # or wait for them when we hold none yet.
+            self._refetch(wait=not self._keys)
         remembered = self._remembered(token)
         if remembered is not None:
             return remembered
@@ -108,7 +126,8 @@ class TokenVerifier:
         alg = parsed.header.get("alg")
         if alg not in ALGORITHMS:
             raise Unauthenticated(f"tokens signed with {str(alg)[:20]!r} are not accepted")
-        key = self._key(str(parsed.header.get("kid") or "")[:200])
+        kid = str(parsed.header.get("kid") or "")[:200]
+        key = self._key(kid)
         try:
             jws.verify(parsed, key)
         except jws.InvalidToken as error:
@@ -117,7 +136,7 @@ class TokenVerifier:
         self._check_claims(claims)
         caller = Caller(subject=claims["sub"], client_id=_text(claims.get("client_id")) or _text(claims.get("azp")),
                         scopes=_scopes(claims))
-        self._remember(token, caller, claims)
+        self._remember(token, caller, claims, kid)
         return caller
 
     def _check_claims(self, claims: dict) -> None:
@@ -148,32 +167,56 @@ class TokenVerifier:
             entry = self._verified.get(token)
             if entry is None:
                 return None
-            caller, valid_until = entry
+            caller, valid_until, _ = entry
             if time.time() >= valid_until:
                 del self._verified[token]
                 return None
             self._verified.move_to_end(token)
             return caller
 
-    def _remember(self, token: str, caller: Caller, claims: dict) -> None:
+    def _remember(self, token: str, caller: Caller, claims: dict, kid: str) -> None:
         if claims.get("nbf", 0) > time.time():
             return  # valid only thanks to the leeway: check it again next time
         valid_until = min(float(claims["exp"]) + self.leeway_seconds, time.time() + self.cache_seconds)
         with self._verified_lock:
-            self._verified[token] = (caller, valid_until)
+            self._verified[token] = (caller, valid_until, kid)
             while len(self._verified) > self.cache_size:
                 self._verified.popitem(last=False)
 
     def _key(self, kid: str) -> jws.PublicKey:
-        with self._keys_lock:
+        key = self._keys.get(kid)
+        if key is None and self._refetch(wait=True):
             key = self._keys.get(kid)
-            if key is None and time.monotonic() - self._fetched_at >= self.refetch_interval:
-                self._keys = self._fetch()
-                self._fetched_at = time.monotonic()
-                key = self._keys.get(kid)
+        if key is None and not self._keys and self._unavailable:
+            raise Unauthenticated(f"the issuer's keys cannot be fetched now ({self._unavailable})")
         if key is None:
             raise Unauthenticated("the bearer token is signed with a key the issuer does not publish")
         return key
+
+    def _refetch(self, *, wait: bool) -> bool:
+        """Ask the issuer for its keys, unless it was asked less than
+        `refetch_interval` ago; True when new keys came."""
+        if not self._keys_lock.acquire(blocking=wait):
+            return False
+        try:
+            now = self._clock()
+            if now - self._asked_at < self.refetch_interval:
+                return False
+            self._asked_at = now  # before asking: a failure counts too
+            try:
+                keys = self._fetch()
+            except IssuerUnavailable as error:
+                self._unavailable = str(error)
+                log("jwks_fetch_failed", level="warning", url=self.jwks_url, error=str(error),
+                    keeping=len(self._keys))
+                return False
+            self._keys, self._fetched_at, self._unavailable = keys, now, None
+        finally:
+            self._keys_lock.release()
+        with self._verified_lock:
+            for token in [t for t, (_, _, kid) in self._verified.items() if kid not in keys]:
+                del self._verified[token]  # its key was withdrawn
+        return True
 
     def _fetch(self) -> dict[str, jws.PublicKey]:
         from http.client import HTTPException
@@ -181,14 +224,17 @@ class TokenVerifier:
         try:
             document = _get_json(self.jwks_url, self.fetch_timeout)
         except (OSError, ValueError, HTTPException) as error:
-            # Keep the keys we have: the issuer may be back by the next token.
-            raise Unauthenticated(f"the issuer's keys cannot be fetched now ({type(error).__name__})") from None
+            raise IssuerUnavailable(type(error).__name__) from None
         keys = {}
         for jwk in document.get("keys", []) if isinstance(document, dict) else []:
             key = jws.public_key(jwk) if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str) else None
             if key is not None:
                 keys[jwk["kid"]] = key
         return keys
+
+
+class IssuerUnavailable(Exception):
+    """The issuer's keys could not be fetched."""
 
 
 def _get_json(url: str, timeout: float) -> object:
@@ -228,12 +274,17 @@ def _text(value: object) -> str | None:
 
 
 def _scopes(claims: dict) -> frozenset[str]:
-    """OAuth 2.0 `scope` (space separated), or `scp` (a list or a string,
-    some issuers); anything else in them grants nothing."""
+    """OAuth 2.0 `scope` (space separated), or `scp` (a list of strings or
+    a string, some issuers). Any other shape is a token we cannot read."""
     found: list[str] = []
-    for value in (claims.get("scope"), claims.get("scp")):
+    for name in ("scope", "scp"):
+        value = claims.get(name)
+        if value is None:
+            continue
         if isinstance(value, str):
             found += value.split()
-        elif isinstance(value, list):
-            found += [item for item in value if isinstance(item, str)]
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            found += value
+        else:
+            raise Unauthenticated(f"the bearer token is not valid: {name} is neither a string nor a list of strings")
     return frozenset(found)

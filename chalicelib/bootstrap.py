@@ -175,10 +175,11 @@ class Bootstrap:
             from chalicelib.auth import TokenVerifier
 
             issuer, jwks_url = self.settings.require_auth()
-            # The issuer's keys are cached in it, for the container's lifetime.
+            # The issuer's keys are cached in it, fetched again as they age.
             return TokenVerifier(issuer, self.settings.auth_audience, jwks_url,
                                  leeway_seconds=self.settings.auth_leeway_seconds,
-                                 audience_claim=self.settings.auth_audience_claim)
+                                 audience_claim=self.settings.auth_audience_claim,
+                                 refresh_seconds=self.settings.auth_jwks_refresh_seconds)
 
         return self._once("verifier", make)
 

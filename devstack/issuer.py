@@ -41,6 +41,7 @@ class DevIssuer:
         self.kid = (folder / "kid").read_text().strip()
         self.extra_keys: list[dict] = []  # published too: rotation in tests
         self.jwks_requests = 0
+        self.down = False  # answers 503, as an issuer in an outage: tests
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -90,6 +91,9 @@ class DevIssuer:
                     return
                 if self.path.endswith("jwks.json"):
                     issuer.jwks_requests += 1
+                if issuer.down:
+                    self.send_error(503)
+                    return
                 body = json.dumps(documents[self.path]()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -55,6 +55,8 @@ class Settings:
     # The relay signs what it publishes with its key; the projection then
     # refuses records it did not sign.
     message_signing_secret_arn: str | None = None
+    # A key the issuer withdraws stops working within this time.
+    auth_jwks_refresh_seconds: float = 300.0
 
     @staticmethod
     def from_env() -> Settings:
@@ -85,6 +87,11 @@ class Settings:
             raise ConfigurationError("KMS_KEY_ID needs EMAIL_HASH_SECRET_ARN: emails are compared by a keyed hash"
                                      " whose key is in that secret")
         issuer = os.environ.get("AUTH_ISSUER", "").strip().rstrip("/") or None
+        jwks_refresh = _int("AUTH_JWKS_REFRESH_SECONDS", 300)
+        if not MIN_JWKS_REFRESH_SECONDS <= jwks_refresh <= MAX_JWKS_REFRESH_SECONDS:
+            raise ConfigurationError(f"AUTH_JWKS_REFRESH_SECONDS must be from {MIN_JWKS_REFRESH_SECONDS} to"
+                                     f" {MAX_JWKS_REFRESH_SECONDS}: a withdrawn key must stop working within"
+                                     " ten minutes, and the issuer must not be asked at every request")
         return Settings(
             database_url=url,
             # One connection per container: a Lambda container serves one
@@ -120,6 +127,7 @@ class Settings:
             kms_key_id=kms_key_id,
             email_hash_secret_arn=email_hash_secret,
             message_signing_secret_arn=os.environ.get("MESSAGE_SIGNING_SECRET_ARN", "").strip() or None,
+            auth_jwks_refresh_seconds=float(jwks_refresh),
         )
 
     def require_auth(self) -> tuple[str, str]:
@@ -150,6 +158,9 @@ def _flag(name: str) -> bool:
     if raw in ("1", "true", "yes"):
         return True
     raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+
+
+MIN_JWKS_REFRESH_SECONDS, MAX_JWKS_REFRESH_SECONDS = 10, 600
 
 
 def _int(name: str, default: int) -> int:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.application import CustomerApplication
-from chalicelib.auth import TokenVerifier
+from chalicelib.auth import TokenVerifier, Unauthenticated
 from devstack.issuer import AUDIENCE
 from tests.support.api import serving
 from tests.support.builders import count
@@ -65,6 +65,12 @@ REFUSED = {
     "payload altered": lambda issuer: f"Bearer {altered_payload(issuer)}",
     "signed by another key": lambda issuer: f"Bearer {issuer.token(key=other_key())}",
     "unknown kid": lambda issuer: f"Bearer {issuer.token(key=other_key(), kid='not-published')}",
+    "a header of 1,000 nested arrays": lambda issuer: "Bearer " + ".".join(
+        [b64(b"[" * 1000 + b"]" * 1000), *issuer.token().split(".")[1:]]),
+    "claims of 1,000 nested arrays": lambda issuer: "Bearer " + ".".join(
+        [issuer.token().split(".")[0], b64(b"[" * 1000 + b"]" * 1000), issuer.token().split(".")[2]]),
+    "signed scp of nested lists": lambda issuer: f"Bearer {issuer.token(scopes=None, scp=[['customers:write']])}",
+    "signed scope that is not text": lambda issuer: f"Bearer {issuer.token(scopes={'customers:write': True})}",
 }
 
 
@@ -204,3 +210,79 @@ def test_remembered_tokens_are_bounded(issuer):
     for n in range(10):
         verifier.verify(f"Bearer {issuer.token(subject=f'user-{n}')}")
     assert len(verifier._verified) == 3
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def publish_extra_key(issuer, kid: str):
+    key = other_key()
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    issuer.extra_keys.append({**public, "kid": kid, "alg": "RS256", "use": "sig"})
+    return key
+
+
+def test_a_withdrawn_key_stops_working_within_the_refresh_interval_remembered_tokens_too(issuer):
+    clock = Clock()
+    verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url, refresh_seconds=300, clock=clock)
+    try:
+        leaked = publish_extra_key(issuer, "leaked")
+        remembered = f"Bearer {issuer.token(key=leaked, kid='leaked')}"
+        assert verifier.verify(remembered).subject == "dev-user"
+        issuer.extra_keys.clear()  # the issuer withdraws it
+        clock.now += 299
+        assert verifier.verify(remembered).subject == "dev-user"  # not refreshed yet
+        clock.now += 1
+        with pytest.raises(Unauthenticated, match="key the issuer does not publish"):
+            verifier.verify(remembered)
+        with pytest.raises(Unauthenticated, match="key the issuer does not publish"):
+            verifier.verify(f"Bearer {issuer.token(key=leaked, kid='leaked')}")
+        assert verifier.verify(f"Bearer {issuer.token()}").subject == "dev-user"  # the other key serves on
+    finally:
+        issuer.extra_keys.clear()
+
+
+def test_an_issuer_that_is_down_is_asked_once_per_interval_and_the_keys_held_serve_on(issuer):
+    clock = Clock()
+    verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url, refresh_seconds=300, refetch_interval=10,
+                             clock=clock)
+    issuer.down = True
+    try:
+        before = issuer.jwks_requests
+        for n in range(3):  # three tokens in 9 s while it is down: asked once
+            with pytest.raises(Unauthenticated, match="cannot be fetched now"):
+                verifier.verify(f"Bearer {issuer.token(kid=f'unknown-{n}')}")
+            clock.now += 4.5
+        assert issuer.jwks_requests - before == 1
+        issuer.down = False
+        clock.now += 1
+        known = f"Bearer {issuer.token()}"
+        assert verifier.verify(known).subject == "dev-user"
+        assert issuer.jwks_requests - before == 2
+
+        issuer.down = True
+        clock.now += 300  # the keys are due for a refresh and the issuer is down: they serve on
+        assert verifier.verify(known).subject == "dev-user"
+        assert verifier.verify(f"Bearer {issuer.token(subject='another')}").subject == "another"
+        for n in range(3):
+            with pytest.raises(Unauthenticated, match="key the issuer does not publish"):
+                verifier.verify(f"Bearer {issuer.token(kid=f'unknown-again-{n}')}")
+        assert issuer.jwks_requests - before == 3
+    finally:
+        issuer.down = False
+
+
+def test_the_refresh_interval_is_at_most_ten_minutes(monkeypatch, issuer):
+    from chalicelib.infra.settings import ConfigurationError, Settings
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://localhost/unused")
+    monkeypatch.setenv("AUTH_JWKS_REFRESH_SECONDS", "601")
+    with pytest.raises(ConfigurationError, match="AUTH_JWKS_REFRESH_SECONDS"):
+        Settings.from_env()
+    monkeypatch.setenv("AUTH_JWKS_REFRESH_SECONDS", "600")
+    assert Settings.from_env().auth_jwks_refresh_seconds == 600
