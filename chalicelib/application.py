@@ -91,6 +91,11 @@ class CustomerApplication:
 
         return erasure.seal_stored_plaintext(self.parts, progress)
 
+    def rewrap_keys(self) -> list[int]:
+        from chalicelib.usecases import keys
+
+        return keys.rewrap_keys(self.parts)
+
     # Queries.
 
     def customer(self, customer_id: uuid.UUID, *, min_version: int | None = None,

@@ -102,6 +102,37 @@ def rules(cloudformation: dict) -> list[str]:
         for route in public_routes():
             if (route, "GET") not in throttled:
                 findings.append(f"{name}: the public route {route} has no throttling of its own")
+    return findings + privacy_rules(cloudformation)
+
+
+# What a key's policy must not give the account as a whole: using the key.
+_KEY_USE = ("kms:*", "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt")
+
+
+def privacy_rules(cloudformation: dict) -> list[str]:
+    """Where logs, dead letters and personal data rest: encrypted under keys
+    of ours, logs kept for a bounded time."""
+    findings = []
+    resources = cloudformation["Resources"]
+    for name, function in resources.items():
+        if function["Type"] != "AWS::Lambda::Function":
+            continue
+        group = function["Properties"].get("LoggingConfig", {}).get("LogGroup", {})
+        properties = resources.get(group.get("Ref", "") if isinstance(group, dict) else "", {}).get("Properties", {})
+        if "RetentionInDays" not in properties or "KmsKeyId" not in properties:
+            findings.append(f"{name}: its logs must go to a log group of the template's with a retention and a KMS"
+                            " key (LoggingConfig.LogGroup)")
+    for name, queue in resources.items():
+        if queue["Type"] == "AWS::SQS::Queue" and "KmsMasterKeyId" not in queue["Properties"]:
+            findings.append(f"{name}: a queue is encrypted under a customer-managed KMS key (KmsMasterKeyId)")
+    personal = resources.get("PersonalDataKey", {}).get("Properties", {}).get("KeyPolicy", {})
+    for statement in personal.get("Statement", []):
+        principal = json.dumps(statement.get("Principal", {}) if isinstance(statement, dict) else {})
+        actions = statement.get("Action", []) if isinstance(statement, dict) else []
+        actions = [actions] if isinstance(actions, str) else actions
+        if ":root" in principal and any(a.startswith(_KEY_USE) for a in actions):
+            findings.append("PersonalDataKey: the account as a whole may use the key; only the functions' roles"
+                            " (and the operator role) may, each for what it does")
     return findings
 
 

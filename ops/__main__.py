@@ -8,6 +8,7 @@ stack when those are not set.
   python -m ops outbox --parked    rows that cannot be published; --retry ID|all, --skip ID
   python -m ops rebuild            rebuild the read model from the event store, reads staying online
   python -m ops encrypt-events     encrypt personal data stored in clear before encryption (resumable)
+  python -m ops rewrap-keys        give key-encryption keys made by an older release their KMS encryption context
   python -m ops dlq                the projection's dead letters (PROJECTION_DLQ_URL)
   python -m ops dlq --replay       re-project the customers they name from the event store, delete them
 """
@@ -135,6 +136,13 @@ def cmd_encrypt_events(application: CustomerApplication, args: argparse.Namespac
     return 0
 
 
+def cmd_rewrap_keys(application: CustomerApplication, args: argparse.Namespace) -> int:
+    done = application.rewrap_keys()
+    print(f"rewrapped {len(done)} key-encryption keys with the encryption context"
+          + (f" (ids {', '.join(map(str, done))})" if done else ": none needed it"))
+    return 0
+
+
 def cmd_dlq(application: CustomerApplication, args: argparse.Namespace) -> int:
     if args.replay:
         result = application.replay_dead_letters()
@@ -167,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")
     commands.add_parser("encrypt-events", help="encrypt the personal data of events stored in clear, customer by"
                         " customer; safe to stop and run again")
+    commands.add_parser("rewrap-keys", help="re-encrypt, in KMS, the key-encryption keys made without an encryption"
+                        " context (before this release) with one; run with credentials the key policy lets re-encrypt")
     dlq = commands.add_parser("dlq", help="list the projection's dead letters; --replay re-projects and deletes them")
     dlq.add_argument("--replay", action="store_true",
                      help="re-project the customers the dead letters name from the event store, then delete them")
@@ -177,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("neither DATABASE_SECRET_ARN nor DATABASE_URL is set, and no local stack is running")
     application = CustomerApplication(Settings.from_env())
     try:
-        return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild,
-                "dlq": cmd_dlq, "encrypt-events": cmd_encrypt_events}[args.command](application, args)
+        return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild, "dlq": cmd_dlq,
+                "encrypt-events": cmd_encrypt_events, "rewrap-keys": cmd_rewrap_keys}[args.command](application, args)
     finally:
         application.close()
 

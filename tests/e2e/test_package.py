@@ -3,6 +3,7 @@ CloudFormation offline, passes cfn-lint with no finding, and holds what a
 production deployment needs."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -119,25 +120,72 @@ def actions(cfn, role):
 
 def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
     secret = {"Ref": "DatabaseSecretArn"}
-    kms_key = {"Fn::GetAtt": ["PersonalDataKey", "Arn"]}
     for role in ("ApiRole", "RelayRole", "ProjectionRole"):
         assert any(s["Resource"] == secret and s["Action"] == "secretsmanager:GetSecretValue"
                    for s in statements(cfn, role))
         assert all(s["Resource"] != "*" and "*" not in str(s["Action"]) for s in statements(cfn, role))
-        assert all(s["Resource"] == kms_key for s in statements(cfn, role) if "kms:" in str(s["Action"]))
+        assert not any("kms:" in str(s["Action"]) for s in statements(cfn, role))  # the key policies grant KMS
         managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in managed)
         assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
-    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "kms:GenerateDataKey", "kms:Decrypt",
-                                       "rds-db:connect"}
-    assert "kms:GenerateDataKey" not in actions(cfn, "RelayRole") | actions(cfn, "ProjectionRole")
-    assert "kms:Decrypt" in actions(cfn, "RelayRole") & actions(cfn, "ProjectionRole")
+    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "rds-db:connect"}
     assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "RelayRole")
     assert "sqs:SendMessage" not in actions(cfn, "RelayRole")
     assert {"kafka-cluster:ReadData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} <= actions(cfn, "ProjectionRole")
     assert "kafka-cluster:WriteData" not in actions(cfn, "ProjectionRole")
     [send] = [s for s in statements(cfn, "ProjectionRole") if s["Action"] == "sqs:SendMessage"]
     assert send["Resource"] == {"Fn::GetAtt": ["ProjectionDeadLetterQueue", "Arn"]}
+
+
+def key_grants(cfn, key):
+    """What the key policy lets each principal do: {principal: {action: condition}}."""
+    grants = {}
+    for statement in (s for st in cfn["Resources"][key]["Properties"]["KeyPolicy"]["Statement"] for s in branches(st)):
+        principals = statement["Principal"].get("AWS", statement["Principal"].get("Service"))
+        for principal in principals if isinstance(principals, list) else [principals]:
+            name = principal["Fn::GetAtt"][0] if "Fn::GetAtt" in principal else json.dumps(principal)
+            found = grants.setdefault(name, {})
+            for action in [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]:
+                found[action] = statement.get("Condition")
+    return grants
+
+
+def test_the_personal_data_key_is_used_only_by_the_roles_that_need_it_and_only_with_the_context(cfn):
+    grants = key_grants(cfn, "PersonalDataKey")
+    context = {"StringEquals": {"kms:EncryptionContext:service": "customer-service",
+                                "kms:EncryptionContext:purpose": "personal-data-keys"}}
+    assert grants["ApiRole"] == {"kms:GenerateDataKey": context, "kms:Decrypt": context}
+    assert grants["RelayRole"] == grants["ProjectionRole"] == {"kms:Decrypt": context}
+    operator = json.dumps({"Ref": "OperatorRoleArn"})
+    assert grants[operator] == {"kms:GenerateDataKey": context, "kms:Decrypt": context, "kms:ReEncryptTo": context,
+                                "kms:ReEncryptFrom": None}
+    (account,) = [name for name in grants if "root" in name]
+    assert not {"kms:*", "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"} & set(
+        grants[account])  # the account administers it, and cannot use it
+    assert all(not action.startswith(("kms:Decrypt", "kms:Encrypt", "kms:Generate", "kms:ReEncrypt"))
+               for action in grants[account])
+
+
+def test_logs_are_kept_for_a_while_encrypted_and_dead_letters_under_a_key_of_ours_behind_a_queue_policy(cfn):
+    for function, group in (("APIHandler", "ApiLogGroup"), ("RelayOutbox", "RelayLogGroup"),
+                            ("ProjectCustomers", "ProjectionLogGroup")):
+        assert cfn["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": group}
+        properties = cfn["Resources"][group]["Properties"]
+        assert properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert properties["KmsKeyId"] == {"Fn::GetAtt": ["OperationsKey", "Arn"]}
+    grants = key_grants(cfn, "OperationsKey")
+    (logs,) = [name for name in grants if "logs." in name]
+    assert all(condition and "kms:EncryptionContext:aws:logs:arn" in json.dumps(condition)
+               for condition in grants[logs].values())
+    queue = cfn["Resources"]["ProjectionDeadLetterQueue"]["Properties"]
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": ["OperationsKey", "Arn"]} and "SqsManagedSseEnabled" not in queue
+    (policy,) = [r["Properties"] for r in resources(cfn, "AWS::SQS::QueuePolicy").values()]
+    assert policy["Queues"] == [{"Ref": "ProjectionDeadLetterQueue"}]
+    statements = [s for st in policy["PolicyDocument"]["Statement"] for s in branches(st)]
+    assert any(s["Effect"] == "Allow" and s["Principal"] == {"AWS": {"Fn::GetAtt": ["ProjectionRole", "Arn"]}}
+               and "sqs:SendMessage" in s["Action"] for s in statements)
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements)
 
 
 def test_the_api_is_traced_and_the_kafka_producer_uses_msk_iam_on_tls(cfn):
@@ -176,9 +224,17 @@ def with_value(sam, name, value, *path):
                            "Properties", "MethodSettings"),
     lambda sam: with_value(sam, "DatabaseProxyTargetGroup", 100,
                            "Properties", "ConnectionPoolConfigurationInfo", "MaxConnectionsPercent"),
+    lambda sam: without(sam, "RelayOutbox", "Properties", "LoggingConfig"),
+    lambda sam: without(sam, "ProjectionLogGroup", "Properties", "KmsKeyId"),
+    lambda sam: without(sam, "ApiLogGroup", "Properties", "RetentionInDays"),
+    lambda sam: without(sam, "ProjectionDeadLetterQueue", "Properties", "KmsMasterKeyId"),
+    lambda sam: with_value(sam, "PersonalDataKey", [{"Effect": "Allow", "Principal": {"AWS": {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}, "Action": "kms:*", "Resource": "*"}],
+        "Properties", "KeyPolicy", "Statement"),
 ], ids=["relay-through-the-proxy", "api-without-reserved-concurrency", "a-pool-per-container",
-        "no-throttling", "public-routes-unthrottled", "proxy-takes-every-connection"])
-def test_a_planted_sizing_mistake_is_caught(sam, plant):
+        "no-throttling", "public-routes-unthrottled", "proxy-takes-every-connection", "logs-to-the-default-group",
+        "logs-unencrypted", "logs-kept-forever", "dead-letters-under-an-aws-key", "the-account-uses-the-key"])
+def test_a_planted_sizing_or_privacy_mistake_is_caught(sam, plant):
     assert check(plant(sam)) != []
 
 

@@ -1,0 +1,91 @@
+"""Key-encryption keys: KMS is asked with the encryption context the key
+policy requires, keys in clear live in memory for a bounded time, and keys
+made before the context was required are rewrapped by an operator command.
+KMS is moto, which binds a ciphertext to its context as KMS does."""
+
+import uuid
+
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib.personal.keyring import ENCRYPTION_CONTEXT, KEY_CACHE_SECONDS, KeyRing
+from ops.__main__ import main as ops
+
+pytestmark = pytest.mark.usefixtures("encryption")
+
+
+def kek_rows(db):
+    with psycopg.connect(db) as conn:
+        return conn.execute("SELECT id, wrapped, encryption_context FROM key_encryption_keys ORDER BY id").fetchall()
+
+
+def test_a_key_encryption_key_is_wrapped_under_the_context_and_opens_only_with_it(client, db, aws):
+    client.create_id("ctx@example.com")
+    ((_, wrapped, context),) = kek_rows(db)
+    assert context == ENCRYPTION_CONTEXT
+    assert len(aws("kms").decrypt(CiphertextBlob=bytes(wrapped), EncryptionContext=context)["Plaintext"]) == 32
+    with pytest.raises(ClientError, match="InvalidCiphertext"):
+        aws("kms").decrypt(CiphertextBlob=bytes(wrapped))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_keys_in_clear_stay_in_memory_for_five_minutes_at_most(db, aws, encryption):
+    clock = Clock()
+    keys = KeyRing(lambda: psycopg.connect(db, autocommit=True), lambda: aws("kms"), encryption, clock=clock)
+    customer = uuid.uuid4()
+    _, wrapped = keys.new_key(customer)
+    with psycopg.connect(db) as conn:
+        KeyRing.store(conn, customer, wrapped)
+    connect = lambda: psycopg.connect(db)  # noqa: E731 - a context manager per call, as a pool gives
+    assert keys.kms_calls == 1
+    clock.now = KEY_CACHE_SECONDS - 1
+    assert keys.key_for(customer, connect) is not None
+    keys.new_key(uuid.uuid4())
+    assert keys.kms_calls == 1  # all from memory
+
+    assert KEY_CACHE_SECONDS <= 300
+    clock.now = KEY_CACHE_SECONDS + 1
+    assert keys.key_for(customer, connect) is not None
+    assert keys.kms_calls == 2  # the key-encryption key unwrapped again
+    clock.now = 2 * KEY_CACHE_SECONDS + 2
+    keys.new_key(uuid.uuid4())
+    assert keys.kms_calls == 3  # the same one again, not a new one
+    assert len(kek_rows(db)) == 1
+    clock.now = 3 * KEY_CACHE_SECONDS + 3
+    assert keys.key_for(customer, connect) is not None
+    assert keys.kms_calls == 4  # KMS is asked at least every five minutes: what it stops allowing stops serving
+
+
+def test_keys_made_before_the_context_are_rewrapped_by_the_operator_command_once(application, client, db, aws,
+                                                                                 capsys):
+    customer_id = client.create_id("old@example.com", "Old Release")
+    ((kek_id, wrapped, context),) = kek_rows(db)
+    kms = aws("kms")
+    plaintext = kms.decrypt(CiphertextBlob=bytes(wrapped), EncryptionContext=context)["Plaintext"]
+    key_id = kms.describe_key(KeyId=application.settings.kms_key_id)["KeyMetadata"]["Arn"]
+    old = kms.encrypt(KeyId=key_id, Plaintext=plaintext)["CiphertextBlob"]  # as the release before wrapped it
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE key_encryption_keys SET wrapped = %s, encryption_context = NULL, kms_key_id = %s",
+                     (old, key_id))
+    application.parts.close()  # a new container: nothing in memory
+    assert client.get(f"/customer/{customer_id}?consistency=strong").json_body["name"] == "Old Release"
+
+    assert ops(["rewrap-keys"]) == 0
+    assert f"rewrapped 1 key-encryption keys with the encryption context (ids {kek_id})" in capsys.readouterr().out
+    ((_, rewrapped, context),) = kek_rows(db)
+    assert context == ENCRYPTION_CONTEXT
+    with pytest.raises(ClientError, match="InvalidCiphertext"):
+        kms.decrypt(CiphertextBlob=bytes(rewrapped))
+    application.parts.close()
+    assert client.get(f"/customer/{customer_id}?consistency=strong").json_body["name"] == "Old Release"
+    assert ops(["rewrap-keys"]) == 0
+    assert "none needed it" in capsys.readouterr().out
+    assert kek_rows(db)[0][1] == rewrapped
