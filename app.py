@@ -246,8 +246,16 @@ def delete_customer(customer_id):
 def erase_personal_data(customer_id):
     """The right to erasure: the customer's name and emails become unreadable
     everywhere this service keeps them; the history keeps its events."""
+    from chalicelib.personal.erasure_log import ErasureNotRecorded
+
     cid = parse.customer_id(customer_id)
-    application.current().erase_personal_data(cid, _context())
+    try:
+        application.current().erase_personal_data(cid, _context())
+    except ErasureNotRecorded as error:
+        log("erasure_not_recorded", level="error", customer_id=str(cid), error=str(error))
+        return Response(body={"Code": "ServiceUnavailableError",
+                              "Message": "the erasure could not be recorded, so nothing was erased; try again"},
+                        status_code=503, headers={"Retry-After": "5"})
     return Response(body="", status_code=204)
 
 

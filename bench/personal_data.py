@@ -73,6 +73,55 @@ def _load_time(service: CustomerCommands, events: int, repeats: int = 20) -> flo
     return statistics.median(timings)
 
 
+def _read_rates(url: str, key_id: str, rounds: int, customers: int = 200, requests: int = 1000) -> dict:
+    """GET /customer/{id} from the read model, in process, rows sealed (opened
+    on the way out) against rows in clear, alternating rounds."""
+    import dataclasses
+
+    import boto3
+    from chalice.test import Client
+
+    from app import app
+    from bench.http_api import LetEveryoneIn
+    from chalicelib import application as application_module
+    from chalicelib.application import CustomerApplication
+    from chalicelib.infra.settings import Settings
+    from devstack.aws import new_hmac_key_secret
+
+    os.environ["DATABASE_URL"] = url
+    secret = boto3.client("secretsmanager").create_secret(Name=f"bench-email-hash-{uuid.uuid4().hex[:8]}",
+                                                          SecretString=new_hmac_key_secret())["ARN"]
+    settings = Settings.from_env()
+    apps = {"clear": CustomerApplication(settings, verifier=LetEveryoneIn()),
+            "encrypted": CustomerApplication(dataclasses.replace(settings, kms_key_id=key_id,
+                                                                 email_hash_secret_arn=secret),
+                                             verifier=LetEveryoneIn())}
+    ids = {}
+    for name, application in apps.items():
+        made = [uuid.UUID(str(application.create_customer("Ada", f"read.{uuid.uuid4().hex}@example.com",
+                                                          CONTEXT).customer["id"])) for _ in range(customers)]
+        application.reproject(set(made))
+        ids[name] = [str(customer_id) for customer_id in made]
+    rates: dict[str, list[float]] = {"clear": [], "encrypted": []}
+    previous = application_module.current() if application_module._current else None
+    try:
+        with Client(app) as client:
+            for round_ in range(rounds):
+                for name in (("clear", "encrypted") if round_ % 2 == 0 else ("encrypted", "clear")):
+                    application_module.serve(apps[name])
+                    began = time.perf_counter()
+                    for n in range(requests):
+                        response = client.http.get(f"/customer/{ids[name][n % customers]}",
+                                                   headers={"Authorization": "Bearer bench"})
+                        assert response.status_code == 200 and response.json_body["name"] == "Ada", response.body
+                    rates[name].append(requests / (time.perf_counter() - began))
+    finally:
+        application_module.serve(previous)
+        for application in apps.values():
+            application.close()
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def run(url: str, seconds: float, rounds: int) -> dict:
     plain, sealed = [], []
     for _ in range(rounds):
@@ -90,8 +139,10 @@ def run(url: str, seconds: float, rounds: int) -> dict:
         encrypted.create(CreateCustomer(name="Ada", email=f"{customer_id.hex}@example.com",
                                         customer_id=customer_id), CONTEXT)
         encrypted.change_email(ChangeEmail(customer_id, f"{customer_id.hex}.2@example.com"), CONTEXT)
+    reads = _read_rates(url, keys.kms_key_id, max(rounds, 4))
     return {
         "creations_per_second": {"clear": statistics.median(plain), "encrypted": statistics.median(sealed)},
+        "reads_per_second": reads,
         "load_1000_events_ms": {"clear": load_clear, "encrypted": load_sealed},
         "kms_calls_per_1000_commands": keys.kms_calls - before,
     }

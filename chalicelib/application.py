@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from chalicelib.readmodel.rebuild import Progress, RebuildResult
     from chalicelib.readmodel.rows import CustomerRow
     from chalicelib.usecases.commands import CommandResult
+    from chalicelib.usecases.erasure import ReapplyResult
     from chalicelib.usecases.health import Health
     from chalicelib.usecases.queries import CustomerRead, HistoryPage
     from chalicelib.usecases.read_side import ReplayResult
@@ -85,6 +86,11 @@ class CustomerApplication:
         from chalicelib.usecases import erasure
 
         return erasure.erase_personal_data(self.parts, customer_id, context)
+
+    def reapply_erasures(self) -> ReapplyResult:
+        from chalicelib.usecases import erasure
+
+        return erasure.reapply_erasures(self.parts)
 
     def encrypt_stored_events(self, progress: Progress = lambda done, total: None) -> int:
         from chalicelib.usecases import erasure

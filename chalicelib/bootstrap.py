@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from chalicelib.eventstore.store import EventStore
     from chalicelib.infra.dead_letters import DeadLetterQueue
     from chalicelib.infra.message_signing import MessageSigning
+    from chalicelib.personal.erasure_log import ErasureLog
     from chalicelib.personal.sealing import PersonalData
     from chalicelib.usecases.commands import CustomerCommands
     from chalicelib.usecases.health import HealthCheck
@@ -160,6 +161,12 @@ class Bootstrap:
             return PersonalData(keys, email_hash, Declared.of(registry, Customer))
 
         return self._once("personal-data", make)
+
+    def erasure_log(self) -> ErasureLog:
+        """Where erasures are recorded before they are made (ERASURE_LOG_BUCKET)."""
+        from chalicelib.personal.erasure_log import ErasureLog
+
+        return ErasureLog(self.settings.require_erasure_log(), self.aws)
 
     def email_hash(self) -> Callable[[str], str] | None:
         personal = self.personal_data()

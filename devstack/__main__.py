@@ -306,7 +306,7 @@ def main() -> int:
         else:
             emulated = aws.EmulatedAws(port_setting("AWS_PORT", 4566), region, STATE)
             made = {}
-            say("starting the emulated AWS endpoint (moto: Secrets Manager, SQS, KMS) ...")
+            say("starting the emulated AWS endpoint (moto: Secrets Manager, SQS, KMS, S3) ...")
             # It keeps everything in memory: a restarted one gets the secret and queue again.
             stack.start(Part("AWS endpoint", emulated, after_start=lambda: made.update(
                 aws.provision(emulated.endpoint, region, database_secret, keys))))
@@ -347,6 +347,7 @@ def main() -> int:
             "DATABASE_SECRET_ARN": aws.SECRET_NAME, **({"DATABASE_URL": database_options} if database_options else {}),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic,
             "PROJECTION_DLQ_URL": made["PROJECTION_DLQ_URL"], "KMS_KEY_ID": aws.KMS_ALIAS,
+            "ERASURE_LOG_BUCKET": made["ERASURE_LOG_BUCKET"],
             "EMAIL_HASH_SECRET_ARN": aws.EMAIL_HASH_SECRET_NAME,
             "MESSAGE_SIGNING_SECRET_ARN": aws.MESSAGE_SIGNING_SECRET_NAME, **aws_env, **auth,
         }

@@ -1,6 +1,6 @@
 """The AWS parts of the service, emulated on loopback by moto in server mode,
-and what the template creates on AWS made there: the database secret and the
-projection's dead-letter queue. The functions reach it through the standard
+and what the template creates on AWS made there: the secrets, the KMS key,
+the projection's dead-letter queue and the erasure log's bucket. The functions reach it through the standard
 AWS_ENDPOINT_URL, as they reach AWS when deployed."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ EMAIL_HASH_SECRET_NAME = "customer-service/email-hash"
 MESSAGE_SIGNING_SECRET_NAME = "customer-service/message-signing"
 KMS_ALIAS = "alias/customer-service"
 DLQ_NAME = "customer-service-projection-dlq"
+ERASURE_LOG_BUCKET = "customer-service-erasure-log"
 # moto takes any credentials; these keep a developer's real ones out of it.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -84,7 +85,13 @@ def provision(endpoint: str, region: str, database: dict[str, str | int], keys: 
     # As the template's queue: kept 14 days, the longest SQS keeps a message.
     queue = client("sqs", endpoint, region).create_queue(
         QueueName=DLQ_NAME, Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
-    return {"DATABASE_SECRET_ARN": arn, "PROJECTION_DLQ_URL": queue}
+    s3 = client("s3", endpoint, region)
+    try:
+        s3.create_bucket(Bucket=ERASURE_LOG_BUCKET, CreateBucketConfiguration={"LocationConstraint": region})
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    s3.put_bucket_versioning(Bucket=ERASURE_LOG_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return {"DATABASE_SECRET_ARN": arn, "PROJECTION_DLQ_URL": queue, "ERASURE_LOG_BUCKET": ERASURE_LOG_BUCKET}
 
 
 def new_hmac_key_secret() -> str:

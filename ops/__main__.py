@@ -8,6 +8,7 @@ stack when those are not set.
   python -m ops outbox --parked    rows that cannot be published; --retry ID|all, --skip ID
   python -m ops rebuild            rebuild the read model from the event store, reads staying online
   python -m ops encrypt-events     encrypt personal data stored in clear before encryption (resumable)
+  python -m ops reapply-erasures   after a restore: erase again the customers the erasure log names
   python -m ops rewrap-keys        give key-encryption keys made by an older release their KMS encryption context
   python -m ops dlq                the projection's dead letters (PROJECTION_DLQ_URL)
   python -m ops dlq --replay       re-project the customers they name from the event store, delete them
@@ -136,6 +137,19 @@ def cmd_encrypt_events(application: CustomerApplication, args: argparse.Namespac
     return 0
 
 
+def cmd_reapply_erasures(application: CustomerApplication, args: argparse.Namespace) -> int:
+    result = application.reapply_erasures()
+    for customer_id in result.erased:
+        print(f"erased again: {customer_id}")
+    for customer_id in result.missing:
+        print(f"not in this database: {customer_id} (created after the backup; nothing to erase)")
+    for key in result.not_customers:
+        print(f"not a customer id: {key} (left in the log)", file=sys.stderr)
+    print(f"{len(result.erased)} erasures made again, {result.already} in place already,"
+          f" {len(result.missing)} customers not in this database")
+    return 0
+
+
 def cmd_rewrap_keys(application: CustomerApplication, args: argparse.Namespace) -> int:
     done = application.rewrap_keys()
     print(f"rewrapped {len(done)} key-encryption keys with the encryption context"
@@ -175,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rebuild", help="rebuild the read model from the event store (build aside, then swap)")
     commands.add_parser("encrypt-events", help="encrypt the personal data of events stored in clear, customer by"
                         " customer; safe to stop and run again")
+    commands.add_parser("reapply-erasures", help="after a restore from a backup: erase again every customer the"
+                        " erasure log (ERASURE_LOG_BUCKET) names; safe to run at any time")
     commands.add_parser("rewrap-keys", help="re-encrypt, in KMS, the key-encryption keys made without an encryption"
                         " context (before this release) with one; run with credentials the key policy lets re-encrypt")
     dlq = commands.add_parser("dlq", help="list the projection's dead letters; --replay re-projects and deletes them")
@@ -188,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     application = CustomerApplication(Settings.from_env())
     try:
         return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild, "dlq": cmd_dlq,
-                "encrypt-events": cmd_encrypt_events, "rewrap-keys": cmd_rewrap_keys}[args.command](application, args)
+                "encrypt-events": cmd_encrypt_events, "rewrap-keys": cmd_rewrap_keys,
+                "reapply-erasures": cmd_reapply_erasures}[args.command](application, args)
     finally:
         application.close()
 

@@ -123,14 +123,18 @@ def aws(monkeypatch):
 @pytest.fixture
 def encryption(aws, monkeypatch):
     """Personal data encrypted under a KMS key (moto), emails hashed with a
-    key from a secret: settings for the application built after it."""
+    key from a secret, erasures recorded in a bucket: settings for the
+    application built after it."""
     from devstack.aws import new_hmac_key_secret
 
     key_id = aws("kms").create_key(Description="personal data")["KeyMetadata"]["KeyId"]
     secret = aws("secretsmanager").create_secret(Name=f"email-hash-{uuid.uuid4().hex[:8]}",
                                                  SecretString=new_hmac_key_secret())["ARN"]
+    bucket = f"erasure-log-{uuid.uuid4().hex[:8]}"
+    aws("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     monkeypatch.setenv("KMS_KEY_ID", key_id)
     monkeypatch.setenv("EMAIL_HASH_SECRET_ARN", secret)
+    monkeypatch.setenv("ERASURE_LOG_BUCKET", bucket)
     return key_id
 
 

@@ -23,6 +23,7 @@ _HEADER_SCHEMAS = {
     "X-Read-Source": ("Where the answer came from.", {"type": "string", "enum": ["read-model", "event-store"]}),
     "Idempotent-Replayed": ("Present when this is the stored answer to an earlier request with the same "
                             "Idempotency-Key.", {"type": "string", "enum": ["true"]}),
+    "Retry-After": ("Seconds to wait before trying again.", {"type": "string", "pattern": "^[0-9]+$"}),
 }
 
 
@@ -154,6 +155,9 @@ def document() -> dict[str, Any]:
                                            " history lists its events with personal fields null.",
                             "headers": _headers()},
                     "400": _BAD_REQUEST, "404": _NOT_FOUND, "409": _CONFLICT,
+                    "503": {**_error("The erasure could not be recorded in the erasure log, so nothing was"
+                                     " erased; try again after Retry-After seconds."),
+                            "headers": _headers("Retry-After", required=("Retry-After",))},
                 },
             }, ERASE)},
             "/customer/{customer_id}/email": {"post": _secured({

@@ -14,22 +14,32 @@ statements are turned off there (every statement is planned anew, which
 costs the command path about 40%), and no code on those connections uses
 SET, LISTEN or session advisory locks. The outbox relay needs LISTEN and a
 session lock, so it always connects directly (`Database.direct()`).
+
+On AWS the server's certificate is verified (sslmode=verify-full) against
+the RDS and RDS Proxy certificate authorities shipped in the package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.infra.credentials import Secret, database_parameters
+
+# A relative sslrootcert names a file of the package: the RDS certificate
+# authorities (chalicelib/certs/rds-ca-bundle.pem) that verify-full checks
+# the server against.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 # A connection not handed out for longer than this is pinged before use; one
 # in steady use is not, which saves a round trip on every request.
@@ -91,6 +101,10 @@ class Database:
 
     def conninfo(self) -> str:
         params = database_parameters(self.secret) if self.secret is not None else {}
+        root_cert = conninfo_to_dict(self.url).get("sslrootcert")
+        if root_cert and root_cert != "system" and not os.path.isabs(root_cert):
+            # The package's own file (chalicelib/certs), wherever the process runs.
+            params["sslrootcert"] = str(PACKAGE_ROOT / root_cert)
         if self.proxy_endpoint:
             host, _, port = self.proxy_endpoint.partition(":")
             params.update(host=host, **({"port": port} if port else {}))

@@ -55,6 +55,9 @@ class Settings:
     # The relay signs what it publishes with its key; the projection then
     # refuses records it did not sign.
     message_signing_secret_arn: str | None = None
+    # Where erasures are recorded before they are made, out of the database's
+    # reach: a restored database has them re-applied from there.
+    erasure_log_bucket: str | None = None
     # A key the issuer withdraws stops working within this time.
     auth_jwks_refresh_seconds: float = 300.0
 
@@ -128,6 +131,7 @@ class Settings:
             email_hash_secret_arn=email_hash_secret,
             message_signing_secret_arn=os.environ.get("MESSAGE_SIGNING_SECRET_ARN", "").strip() or None,
             auth_jwks_refresh_seconds=float(jwks_refresh),
+            erasure_log_bucket=os.environ.get("ERASURE_LOG_BUCKET", "").strip() or None,
         )
 
     def require_auth(self) -> tuple[str, str]:
@@ -142,6 +146,13 @@ class Settings:
             raise ConfigurationError("KMS_KEY_ID is not set: personal data is stored in clear, so it cannot be"
                                      " erased; `make run` and the template set it")
         return self.kms_key_id
+
+    def require_erasure_log(self) -> str:
+        if not self.erasure_log_bucket:
+            raise ConfigurationError("ERASURE_LOG_BUCKET is not set: an erasure is recorded outside the database"
+                                     " before it is made, so that a restored database can have it made again;"
+                                     " `make run` and the template set it")
+        return self.erasure_log_bucket
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:

@@ -1,23 +1,27 @@
-"""Personal data: the right to erasure, and the sealing of personal data
-stored in clear before it was encrypted.
+"""Personal data: the right to erasure, its re-application after a restore,
+and the sealing of personal data stored in clear before it was encrypted.
 
-Erasure appends the erasure event (published, so that consumers delete
-their copies) and deletes the customer's data key, which makes every stored
-copy of its personal data unreadable, backups included; in the same
-transaction it seals what was stored in clear (so that deleting the key
-reaches it too), releases the email, and drops what holds the data apart
-from the events: snapshots, stored Idempotency-Key answers, the read-model
-row.
+Erasure is first recorded in the erasure log, outside the database
+(chalicelib.personal.erasure_log); then, in one transaction, it appends the
+erasure event (published, so that consumers delete their copies) and
+deletes the customer's data key, which makes every stored copy of its
+personal data unreadable; it seals what was stored in clear (so that
+deleting the key reaches it too), releases the email, and drops what holds
+the data apart from the events: snapshots, stored Idempotency-Key answers,
+the read-model row. A backup taken before holds the key; restored, the
+erasures the log holds are made again (`reapply_erasures`).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
 
 from chalicelib import idempotency
+from chalicelib.domain.errors import CustomerNotFound
 from chalicelib.eventstore import postgres
 from chalicelib.eventstore.errors import ConcurrencyError, RetriesExhausted
 from chalicelib.infra import db, metrics
@@ -34,11 +38,19 @@ if TYPE_CHECKING:
     from chalicelib.readmodel.rebuild import Progress
 
 
-def erase_personal_data(parts: Bootstrap, customer_id: uuid.UUID, context: CommandContext) -> bool:
+def erase_personal_data(parts: Bootstrap, customer_id: uuid.UUID, context: CommandContext, *,
+                        record: bool = True) -> bool:
     """Erase the customer's personal data, wherever this service keeps it,
-    in one transaction. False when it was erased already."""
+    in one transaction, once the erasure log holds it (ErasureNotRecorded
+    when it cannot: nothing is erased then). False when it was erased
+    already."""
     parts.settings.require_kms()
+    erasure_log = parts.erasure_log()
     personal = parts.personal_data()
+    if record:
+        if not parts.store().load(customer_id, limit=1):
+            raise CustomerNotFound(f"customer {customer_id} not found")  # nothing to record
+        erasure_log.record(customer_id, context.correlation_id)
     with parts.connections().connection() as conn, conn.transaction():
         try:
             customer, erased = parts.commands(parts.store_in(conn)).erase_personal_data(customer_id, context)
@@ -55,6 +67,40 @@ def erase_personal_data(parts: Bootstrap, customer_id: uuid.UUID, context: Comma
     metrics.count("CommandsSucceeded")
     log("customer_personal_data_erased", customer_id=str(customer_id), version=customer.version, already=not erased)
     return erased
+
+
+@dataclass
+class ReapplyResult:
+    erased: list[uuid.UUID] = field(default_factory=list)  # their erasure was undone by a restore: made again
+    already: int = 0  # erased in this database as it is
+    missing: list[uuid.UUID] = field(default_factory=list)  # not in this database (created after the backup)
+    not_customers: list[str] = field(default_factory=list)  # objects of the log that name no customer
+
+
+def reapply_erasures(parts: Bootstrap) -> ReapplyResult:
+    """Make again every erasure the erasure log holds that this database does
+    not (restored from a backup taken before them). Idempotent: an erasure
+    in place is left as it is."""
+    from chalicelib.eventstore.events import CommandContext
+
+    result = ReapplyResult()
+    for customer_id in parts.erasure_log().customers():
+        if not isinstance(customer_id, uuid.UUID):
+            result.not_customers.append(customer_id)
+            continue
+        context = CommandContext(correlation_id=str(uuid.uuid4()), causation_id="reapply-erasures",
+                                 actor={"subject": "python -m ops reapply-erasures", "client_id": None})
+        try:
+            erased = erase_personal_data(parts, customer_id, context, record=False)
+        except CustomerNotFound:
+            result.missing.append(customer_id)
+            continue
+        if erased:
+            result.erased.append(customer_id)
+        else:
+            result.already += 1
+    log("erasures_reapplied", erased=len(result.erased), already=result.already, missing=len(result.missing))
+    return result
 
 
 def seal_stored_plaintext(parts: Bootstrap, progress: Progress = lambda done, total: None, chunk: int = 200) -> int:

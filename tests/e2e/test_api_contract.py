@@ -49,9 +49,10 @@ def emulated_aws(tmp_path):
     """The AWS endpoint `make run` starts, with the KMS key and secrets it makes."""
     emulated = EmulatedAws(free_port(), "eu-west-1", tmp_path)
     emulated.start()
-    provision(emulated.endpoint, "eu-west-1", {"username": "unused", "password": "unused"},
-              key_secrets(tmp_path))
-    yield {**emulated.environment(), "KMS_KEY_ID": KMS_ALIAS, "EMAIL_HASH_SECRET_ARN": EMAIL_HASH_SECRET_NAME}
+    made = provision(emulated.endpoint, "eu-west-1", {"username": "unused", "password": "unused"},
+                     key_secrets(tmp_path))
+    yield {**emulated.environment(), "KMS_KEY_ID": KMS_ALIAS, "EMAIL_HASH_SECRET_ARN": EMAIL_HASH_SECRET_NAME,
+           "ERASURE_LOG_BUCKET": made["ERASURE_LOG_BUCKET"]}
     emulated.stop()
 
 

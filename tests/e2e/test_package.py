@@ -128,7 +128,10 @@ def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
         managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in managed)
         assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
-    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "rds-db:connect"}
+    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "rds-db:connect", "s3:PutObject"}
+    [put] = [s for s in statements(cfn, "ApiRole") if s["Action"] == "s3:PutObject"]
+    assert put["Resource"] == {"Fn::Sub": "${ErasureLogBucket.Arn}/erasures/*"}
+    assert "s3:PutObject" not in actions(cfn, "RelayRole") | actions(cfn, "ProjectionRole")
     assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "RelayRole")
     assert "sqs:SendMessage" not in actions(cfn, "RelayRole")
     assert {"kafka-cluster:ReadData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} <= actions(cfn, "ProjectionRole")
@@ -186,6 +189,16 @@ def test_logs_are_kept_for_a_while_encrypted_and_dead_letters_under_a_key_of_our
                and "sqs:SendMessage" in s["Action"] for s in statements)
     assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
                for s in statements)
+
+
+def test_the_erasure_log_outlives_the_stack_keeps_every_version_and_is_never_public(cfn):
+    bucket = cfn["Resources"]["ErasureLogBucket"]
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    properties = bucket["Properties"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    assert cfn["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]["ERASURE_LOG_BUCKET"] == {
+        "Ref": "ErasureLogBucket"}
 
 
 def test_the_api_is_traced_and_the_kafka_producer_uses_msk_iam_on_tls(cfn):
@@ -297,3 +310,12 @@ def test_the_zip_carries_compiled_bytecode_for_every_module_a_function_imports(d
     assert len(modules) > 500 and [m for m in modules if bytecode(m) not in names] == []
     assert {"app.py", bytecode("app.py"), bytecode("chalicelib/application.py")} <= names
     assert not any(name.startswith(("devstack/", "tests/", "bench/", "ops/", "deploy/")) for name in names)
+
+
+def test_the_zip_carries_the_certificate_authorities_the_database_is_verified_against(dist):
+    import zipfile
+
+    with zipfile.ZipFile(dist / "deployment.zip") as package:
+        bundle = package.read("chalicelib/certs/rds-ca-bundle.pem").decode()
+    assert bundle == (PROJECT / "chalicelib/certs/rds-ca-bundle.pem").read_text()
+    assert "Amazon RDS Root CA RSA2048 G1" in bundle or bundle.count("BEGIN CERTIFICATE") >= 90

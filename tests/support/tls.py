@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import struct
 import threading
 from pathlib import Path
 
@@ -45,10 +46,17 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-class TlsProxy:
-    """Accepts TLS on `port` and forwards each connection, in plain, to `target_port`."""
+# What a PostgreSQL client sends first to ask for TLS (the protocol's SSLRequest).
+POSTGRES_SSL_REQUEST = struct.pack("!II", 8, 80877103)
 
-    def __init__(self, port: int, target_port: int, certificate: Path, key: Path) -> None:
+
+class TlsProxy:
+    """Accepts TLS on `port` and forwards each connection, in plain, to
+    `target_port`. `postgres`: TLS as PostgreSQL begins it, after the
+    client's SSLRequest (for a server built without TLS)."""
+
+    def __init__(self, port: int, target_port: int, certificate: Path, key: Path, *, postgres: bool = False) -> None:
+        self.postgres = postgres
         self.port = port
         self.target_port = target_port
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -67,6 +75,11 @@ class TlsProxy:
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
+        if self.postgres:
+            if _read(raw, len(POSTGRES_SSL_REQUEST)) != POSTGRES_SSL_REQUEST:
+                raw.close()  # only TLS gets through
+                return
+            raw.sendall(b"S")
         try:
             client = self.context.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError):
@@ -80,6 +93,13 @@ class TlsProxy:
     def close(self) -> None:
         self.stopped.set()
         self.listener.close()
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := sock.recv(size - len(data))):
+        data += chunk
+    return data
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
