@@ -266,14 +266,18 @@ _DRAIN_SAFETY_MARGIN_SECONDS = 5.0
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="relay_outbox")
 def relay_outbox(event):
-    """Publish the outbox to Kafka. Each invocation keeps publishing, woken by
-    PostgreSQL notifications, until close to its timeout; the schedule only
-    makes sure one is always running."""
+    """Publish a shard of the outbox to Kafka (RELAY_SHARDS of them). Each
+    invocation keeps publishing, woken by PostgreSQL notifications, until
+    close to its timeout; the schedule only makes sure one is always
+    running per shard."""
     time_left = None
     if event.context is not None and hasattr(event.context, "get_remaining_time_in_millis"):
         time_left = event.context.get_remaining_time_in_millis() / 1000 - _DRAIN_SAFETY_MARGIN_SECONDS
-    result = application.current().relay_outbox(time_left)
-    return {"published": result.published, "failures": result.failures, "locked_out": result.locked_out}
+    # One schedule per shard, its shard in the event's detail (deploy/template.yaml).
+    shard = (event.detail or {}).get("shard", 0)
+    result = application.current().relay_outbox(time_left, shard)
+    return {"shard": shard, "published": result.published, "failures": result.failures,
+            "locked_out": result.locked_out}
 
 
 @app.lambda_function(name="project_customers")

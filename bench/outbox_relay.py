@@ -1,5 +1,6 @@
-"""Outbox relay throughput against a raw kafka-python producer sending the
-same messages to the same broker, and commit-to-Kafka latency."""
+"""Outbox relay throughput at 1, 2 and 4 shards against as many raw
+kafka-python producers sending the same messages to the same broker, each a
+process of its own; commit-to-Kafka latency at 1 and 4 shards."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent, recorded_event_columns
-from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.outbox import BUCKETS, OutboxRelay, wake_relay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
@@ -48,65 +49,113 @@ def _clear_outbox(url: str) -> None:
         conn.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
 
 
-def _raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent]) -> float:
-    """What a hand-written producer does with the same messages: send them
-    all, flush once. Encoding is counted, as the relay must encode too."""
+def _raw_producer_part(bootstrap: str, topic: str, events: list[RecordedEvent], ready, go, out) -> None:
+    """One producing process: what a hand-written producer does with its
+    share of the messages: send them all, flush once. Encoding is counted, as
+    the relay must encode too."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
     producer.send(topic, b"warm-up").get(timeout=30)
-    began = time.perf_counter()
+    ready.release()
+    go.wait()
+    began = time.monotonic()
     for event in events:
         producer.send(topic, key=str(event.stream_id).encode(), value=cloudevents.encode(event, SOURCE),
                       headers=[("content-type", cloudevents.CONTENT_TYPE.encode()),
                                ("event-type", event.event_type.encode())])
     producer.flush(timeout=120)
-    elapsed = time.perf_counter() - began
+    out.put((began, time.monotonic(), len(events)))
     producer.close()
-    return len(events) / elapsed
 
 
-def _relay_rate(url: str, bootstrap: str, topic: str, count: int) -> float:
+def _relay_part(url: str, bootstrap: str, topic: str, shard: int, shards: int, ready, go, out) -> None:
+    """One relay process, as one Lambda container of its shard."""
     publisher = KafkaPublisher(bootstrap, topic, SOURCE)
-    publisher([])  # connect first, as a warm invocation would be
-    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
-    began = time.perf_counter()
+    publisher([])  # connected first, as a warm invocation would be
+    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher, shard=shard, shards=shards)
+    ready.release()
+    go.wait()
+    began = time.monotonic()
     result = relay.run_once()
-    elapsed = time.perf_counter() - began
+    out.put((began, time.monotonic(), result.published, result.failures, result.missing))
     publisher.close()
-    assert result.published == count and not result.failures, result
-    return count / elapsed
 
 
-def throughput(url: str, bootstrap: str, streams: int = 200, per_stream: int = 50, rounds: int = 3) -> dict:
+def _in_processes(target, arguments: list[tuple]) -> list[tuple]:
+    """Run target(*arguments[i], ready, go, out) in a process each, all set up
+    before any starts; what each put in `out`."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready, go, out = context.Semaphore(0), context.Event(), context.Queue()
+    processes = [context.Process(target=target, args=(*args, ready, go, out)) for args in arguments]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        if not ready.acquire(timeout=120):
+            raise TimeoutError("a benchmark process did not get ready")
+    go.set()
+    results = [out.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    return results
+
+
+def _rate(parts: list[tuple]) -> float:
+    """Events per second, from the first start to the last end."""
+    return sum(p[2] for p in parts) / (max(p[1] for p in parts) - min(p[0] for p in parts))
+
+
+def _raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent], processes: int) -> float:
+    shares = [[e for e in events if e.stream_id.bytes[15] % BUCKETS % processes == n] for n in range(processes)]
+    return _rate(_in_processes(_raw_producer_part, [(bootstrap, topic, share) for share in shares]))
+
+
+def _relay_rate(url: str, bootstrap: str, topic: str, count: int, shards: int) -> float:
+    parts = _in_processes(_relay_part, [(url, bootstrap, topic, shard, shards) for shard in range(shards)])
+    assert sum(p[2] for p in parts) == count and not any(p[3] or p[4] for p in parts), parts
+    return _rate(parts)
+
+
+def throughput(url: str, bootstrap: str, streams: int = 200, per_stream: int = 50, rounds: int = 3,
+               shard_counts: tuple[int, ...] = (1, 2, 4)) -> dict:
+    """Relays at each shard count against as many raw producing processes,
+    each a process of its own (as Lambda containers are), same messages."""
     count = streams * per_stream
-    relay, raw = [], []
+    figures: dict[str, dict] = {}
     _clear_outbox(url)  # what earlier benchmarks left
-    for round_ in range(rounds):
-        topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
-        create_topic(bootstrap, topic)
-        _fill_outbox(url, streams, per_stream)
-        events = _unpublished(url)
-        # Alternate which goes first, so neither always meets a warmer broker.
-        if round_ % 2:
-            raw.append(_raw_producer_rate(bootstrap, topic, events))
-            relay.append(_relay_rate(url, bootstrap, topic, count))
-        else:
-            relay.append(_relay_rate(url, bootstrap, topic, count))
-            raw.append(_raw_producer_rate(bootstrap, topic, events))
-        _clear_outbox(url)
-    return {"events": count, "relay_per_second": statistics.median(relay),
-            "raw_producer_per_second": statistics.median(raw)}
+    for shards in shard_counts:
+        relay, raw = [], []
+        for round_ in range(rounds):
+            topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
+            create_topic(bootstrap, topic)
+            _fill_outbox(url, streams, per_stream)
+            events = _unpublished(url)
+            # Alternate which goes first, so neither always meets a warmer broker.
+            if round_ % 2:
+                raw.append(_raw_producer_rate(bootstrap, topic, events, shards))
+                relay.append(_relay_rate(url, bootstrap, topic, count, shards))
+            else:
+                relay.append(_relay_rate(url, bootstrap, topic, count, shards))
+                raw.append(_raw_producer_rate(bootstrap, topic, events, shards))
+            _clear_outbox(url)
+        figures[str(shards)] = {"relay_per_second": statistics.median(relay),
+                                "raw_producer_per_second": statistics.median(raw)}
+    return {"events": count, "shards": figures, **figures[str(shard_counts[0])]}
 
 
-def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100) -> dict:
+def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100, shards: int = 1) -> dict:
     """Commit-to-consumer latency: commands at a steady rate while a relay
-    invocation runs (woken by NOTIFY) and a consumer reads the topic."""
+    invocation per shard runs (woken by NOTIFY) and a consumer reads the topic."""
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
-    publisher = KafkaPublisher(bootstrap, topic, SOURCE)
-    publisher([])
-    relay = OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher)
+    publishers = [KafkaPublisher(bootstrap, topic, SOURCE) for _ in range(shards)]
+    for publisher in publishers:
+        publisher([])
     stop = threading.Event()
-    relay = threading.Thread(target=relay.run, args=(time.monotonic() + 600, stop))
+    relays = [threading.Thread(target=OutboxRelay(lambda: psycopg.connect(url, autocommit=True), publisher,
+                                                  shard=shard, shards=shards).run,
+                               args=(time.monotonic() + 600, stop))
+              for shard, publisher in enumerate(publishers)]
 
     # A consumer tuned for latency: the default lets the broker hold a fetch
     # for up to 500 ms waiting for more data, which would measure the consumer.
@@ -129,7 +178,8 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
 
     give_up = float("inf")
     reader = threading.Thread(target=consume)
-    relay.start()
+    for relay in relays:
+        relay.start()
     reader.start()
     time.sleep(0.5)
 
@@ -154,11 +204,13 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
                 break
             time.sleep(0.01)
         stop.set()
-        conn.execute("NOTIFY outbox")
-    relay.join()
+        wake_relay(conn)
+    for relay in relays:
+        relay.join()
     reader.join()
     consumer.close()
-    publisher.close()
+    for publisher in publishers:
+        publisher.close()
     samples = sorted((received[k] - t) * 1000 for k, t in committed.items() if k in received)
     assert len(samples) == events, f"only {len(samples)} of {events} events arrived"
     with psycopg.connect(url) as conn:
@@ -166,6 +218,6 @@ def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY o.published_at - e.recorded_at)"
             " FROM outbox o JOIN events e USING (global_position) WHERE e.stream_id = ANY(%s)",
             ([uuid.UUID(k) for k in committed],)).fetchone()
-    return {"events": events, "p50_ms": statistics.median(samples),
+    return {"events": events, "shards": shards, "p50_ms": statistics.median(samples),
             "commit_to_acked_p50_ms": to_broker_p50.total_seconds() * 1000,
             "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}

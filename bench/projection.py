@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent, recorded_event_columns
-from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.outbox import OutboxRelay, wake_relay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
 from chalicelib.infra import db
 from chalicelib.infra.kafka_publisher import KafkaPublisher
@@ -195,7 +195,7 @@ def latency(url: str, bootstrap: str, commands: int = 300, per_second: float = 5
             "SELECT extract(epoch FROM v.projected_at - e.recorded_at) * 1000 FROM customers_view v"
             " JOIN events e ON e.stream_id = v.id AND e.version = 1 WHERE v.id = ANY(%s)", (ids,)))
         stop.set()
-        conn.execute("NOTIFY outbox")
+        wake_relay(conn)
     for t in threads:
         t.join(timeout=30)
     publisher.close()

@@ -133,10 +133,10 @@ class CustomerApplication:
 
         return publishing.relay(self.parts)
 
-    def relay_outbox(self, time_left: float | None = None) -> RelayResult:
+    def relay_outbox(self, time_left: float | None = None, shard: int = 0) -> RelayResult:
         from chalicelib.usecases import publishing
 
-        return publishing.relay_outbox(self.parts, time_left)
+        return publishing.relay_outbox(self.parts, time_left, shard)
 
     def publish_outbox_now(self, wait_seconds: float = 30.0) -> tuple[RelayResult, Backlog]:
         from chalicelib.usecases import publishing
@@ -147,6 +147,11 @@ class CustomerApplication:
         from chalicelib.usecases import publishing
 
         return publishing.backlog(self.parts)
+
+    def outbox_backlog_by_shard(self) -> list[Backlog]:
+        from chalicelib.usecases import publishing
+
+        return publishing.backlog_by_shard(self.parts)
 
     def parked_outbox_rows(self) -> list[ParkedRow]:
         from chalicelib.usecases import publishing

@@ -350,6 +350,8 @@ def main() -> int:
             "ERASURE_LOG_BUCKET": made["ERASURE_LOG_BUCKET"],
             "EMAIL_HASH_SECRET_ARN": aws.EMAIL_HASH_SECRET_NAME,
             "MESSAGE_SIGNING_SECRET_ARN": aws.MESSAGE_SIGNING_SECRET_NAME, **aws_env, **auth,
+            # The schedule runs a relay per shard; `make outbox` shows each one's backlog.
+            "RELAY_SHARDS": os.environ.get("RELAY_SHARDS") or "1",
         }
         env = {**{k: v for k, v in os.environ.items()
                   if k not in ("DATABASE_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN")}, **settings}

@@ -2,7 +2,8 @@
 would, which `chalice local` does not: every rate period, a scheduled event
 and a Lambda context with the function's configured timeout are handed to the
 real handler, each invocation in its own thread (so they may overlap, as on
-AWS).
+AWS). The relay is invoked once per shard (RELAY_SHARDS), its shard in the
+event's detail, as the template's schedules do.
 
     python -m devstack.schedule      (started by `make run`)
 """
@@ -57,7 +58,7 @@ def lambda_settings(function_name: str, stage: str = "dev") -> tuple[int, int]:
     return function.get("lambda_timeout", timeout), function.get("lambda_memory_size", memory)
 
 
-def scheduled_event(rule_name: str) -> dict:
+def scheduled_event(rule_name: str, detail: dict | None = None) -> dict:
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -67,16 +68,16 @@ def scheduled_event(rule_name: str) -> dict:
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": "local",
         "resources": [f"arn:aws:events:local:000000000000:rule/{rule_name}"],
-        "detail": {},
+        "detail": detail or {},
     }
 
 
-def invoke(handler, name: str, timeout: int, memory: int) -> None:
+def invoke(handler, name: str, timeout: int, memory: int, detail: dict | None = None) -> None:
     from chalice.local import LambdaContext
 
     context = LambdaContext(name, memory_size=memory, max_runtime_ms=timeout * 1000)
     try:
-        handler(scheduled_event(name), context)
+        handler(scheduled_event(name, detail), context)
     except Exception:  # noqa: BLE001 - a failed invocation is logged, the schedule goes on
         print(json.dumps({"event": "scheduled_invocation_failed", "level": "error", "function": name,
                           "error": traceback.format_exc()}), file=sys.stderr, flush=True)
@@ -110,9 +111,14 @@ def main() -> int:
         handler = getattr(app_module, config.handler_string.rsplit(".", 1)[-1])
         period = rate_seconds(config.schedule_expression)
         timeout, memory = lambda_settings(config.name)
-        print(f"[schedule] {config.name}: every {period:.0f} s, timeout {timeout} s", flush=True)
+        shards = int(os.environ.get("RELAY_SHARDS") or 1) if config.name == "relay_outbox" else 1
+        print(f"[schedule] {config.name}: every {period:.0f} s, timeout {timeout} s"
+              + (f", {shards} shards" if shards > 1 else ""), flush=True)
         while not stop.is_set():
-            threading.Thread(target=invoke, args=(handler, config.name, timeout, memory), daemon=True).start()
+            for shard in range(shards):
+                detail = {"shard": shard} if shards > 1 else None
+                threading.Thread(target=invoke, args=(handler, config.name, timeout, memory, detail),
+                                 daemon=True).start()
             stop.wait(period)
 
     threads = [threading.Thread(target=run_schedule, args=(s,), daemon=True) for s in schedules]

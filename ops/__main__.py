@@ -83,12 +83,20 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
         return 0
     before = application.outbox_backlog()
     _print_backlog(before)
+    shards = application.outbox_backlog_by_shard()
+    if len(shards) > 1:
+        for shard, waiting in enumerate(shards):
+            print(f"  shard {shard}: {waiting.unpublished} unpublished, oldest {_age(waiting.oldest_age_seconds)}"
+                  + (f", {waiting.parked} parked" if waiting.parked else ""))
     if not args.publish:
         return 0
     result, after = application.publish_outbox_now()
     if result.locked_out:
         print("a relay is running (it holds the relay lock): woke it and waited for it;"
               f" {max(0, before.unpublished - after.unpublished)} of the events waiting went out")
+    elif result.missing:
+        print(f"published {result.published} events; relays running drain {result.missing} of the outbox's"
+              f" buckets: woke them and waited; {after.unpublished} still unpublished")
     else:
         print(f"published {result.published} events in {result.batches} batches"
               + (f"; parked {result.parked}" if result.parked else ""))
@@ -96,7 +104,7 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
     if result.failures:
         print(f"failed: {result.last_error}", file=sys.stderr)
         return 1
-    if result.locked_out and after.ready:
+    if (result.locked_out or result.missing) and after.ready:
         print("the running relay did not publish everything in time: see its logs (outbox_publish_failed)",
               file=sys.stderr)
         return 1

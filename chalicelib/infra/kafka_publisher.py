@@ -9,6 +9,7 @@ connection, and acks from all in-sync replicas.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,6 +52,7 @@ class KafkaPublisher:
         self.flush_timeout = flush_timeout
         self.max_message_bytes = max_message_bytes
         self._producer = None
+        self._batches_sent = 0
         self._lock = threading.Lock()
 
     def _get_producer(self):
@@ -65,10 +67,11 @@ class KafkaPublisher:
             )
         return self._producer
 
-    def _discard_producer(self) -> None:
+    def _discard_producer(self, producer=None) -> None:
         # A producer that failed may hold a poisoned idempotence state or
-        # dead connections; the next batch starts from a fresh one.
-        if self._producer is not None:
+        # dead connections; the next batch starts from a fresh one. (Unless
+        # the failed one was replaced already.)
+        if self._producer is not None and (producer is None or producer is self._producer):
             try:
                 self._producer.close(timeout=1)
             except Exception:  # noqa: BLE001 - closing a broken producer
@@ -87,7 +90,13 @@ class KafkaPublisher:
         return value
 
     def __call__(self, events: Sequence[RecordedEvent]) -> None:
-        from kafka.errors import KafkaError, MessageSizeTooLargeError
+        self.send(events)()
+
+    def send(self, events: Sequence[RecordedEvent]) -> Callable[[], None]:
+        """Send a batch without waiting; returns what waits until every
+        message was acked (PublishError otherwise). The relay sends the next
+        batch while this one is acknowledged."""
+        from kafka.errors import KafkaError
 
         # Every message is made before any is sent: a bad one is named
         # before the batch is half on the topic.
@@ -97,21 +106,41 @@ class KafkaPublisher:
                 signatures = [self.sign(value) for _, value in messages] if self.sign else [None] * len(messages)
                 producer = self._get_producer()
                 futures = [
-                    producer.send(
-                        self.topic,
-                        key=str(event.stream_id).encode(),
-                        value=value,
-                        headers=self._headers(event, signature),
-                    )
+                    producer.send(self.topic, key=str(event.stream_id).encode(), value=value,
+                                  headers=self._headers(event, signature))
                     for (event, value), signature in zip(messages, signatures, strict=True)
                 ]
-                producer.flush(timeout=self.flush_timeout)
-                failed = [(event, f) for (event, _), f in zip(messages, futures, strict=True) if not f.succeeded()]
             except (KafkaError, CredentialsUnavailable) as error:
                 self._discard_producer()
                 raise PublishError(f"Kafka at {self.bootstrap_servers}: {error!r}") from error
+            self._batches_sent += 1
+            batch = self._batches_sent
+        return lambda: self._wait(producer, batch, messages, futures)
+
+    def _wait(self, producer, batch: int, messages: list[tuple[RecordedEvent, bytes]], futures: list) -> None:
+        from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+        if batch == self._batches_sent:
+            # The last batch sent: flushing sends it now rather than after
+            # linger_ms, and waits for nothing else.
+            try:
+                producer.flush(timeout=self.flush_timeout)
+            except KafkaError:
+                pass  # counted below, as every message that was not acknowledged
+        else:
+            # A batch sent after it is on its way: a flush would wait for that
+            # one too, so wait for this batch's acknowledgements only.
+            deadline = time.monotonic() + self.flush_timeout
+            for future in futures:
+                if not future.is_done:
+                    try:
+                        future.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except KafkaError:
+                        pass  # counted below
+        with self._lock:
+            failed = [(event, f) for (event, _), f in zip(messages, futures, strict=True) if not f.succeeded()]
             if failed:
-                self._discard_producer()
+                self._discard_producer(producer)
                 event, first = failed[0]
                 if first.is_done and isinstance(first.exception, MessageSizeTooLargeError):
                     raise UnpublishableEvent(event, f"the broker refused its size: {first.exception!r}")

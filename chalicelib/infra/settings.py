@@ -58,6 +58,8 @@ class Settings:
     # Where erasures are recorded before they are made, out of the database's
     # reach: a restored database has them re-applied from there.
     erasure_log_bucket: str | None = None
+    # Relays side by side, each draining its share of the outbox.
+    relay_shards: int = 1
     # A key the issuer withdraws stops working within this time.
     auth_jwks_refresh_seconds: float = 300.0
 
@@ -90,6 +92,10 @@ class Settings:
             raise ConfigurationError("KMS_KEY_ID needs EMAIL_HASH_SECRET_ARN: emails are compared by a keyed hash"
                                      " whose key is in that secret")
         issuer = os.environ.get("AUTH_ISSUER", "").strip().rstrip("/") or None
+        relay_shards = _int("RELAY_SHARDS", 1)
+        if not 1 <= relay_shards <= MAX_RELAY_SHARDS:
+            raise ConfigurationError(f"RELAY_SHARDS must be from 1 to {MAX_RELAY_SHARDS} (the outbox's buckets),"
+                                     f" not {relay_shards}")
         jwks_refresh = _int("AUTH_JWKS_REFRESH_SECONDS", 300)
         if not MIN_JWKS_REFRESH_SECONDS <= jwks_refresh <= MAX_JWKS_REFRESH_SECONDS:
             raise ConfigurationError(f"AUTH_JWKS_REFRESH_SECONDS must be from {MIN_JWKS_REFRESH_SECONDS} to"
@@ -131,6 +137,7 @@ class Settings:
             email_hash_secret_arn=email_hash_secret,
             message_signing_secret_arn=os.environ.get("MESSAGE_SIGNING_SECRET_ARN", "").strip() or None,
             auth_jwks_refresh_seconds=float(jwks_refresh),
+            relay_shards=relay_shards,
             erasure_log_bucket=os.environ.get("ERASURE_LOG_BUCKET", "").strip() or None,
         )
 
@@ -172,6 +179,7 @@ def _flag(name: str) -> bool:
 
 
 MIN_JWKS_REFRESH_SECONDS, MAX_JWKS_REFRESH_SECONDS = 10, 600
+MAX_RELAY_SHARDS = 32  # the outbox's buckets (migration 016)
 
 
 def _int(name: str, default: int) -> int:

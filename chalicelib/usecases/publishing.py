@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 RELAY_APPLICATION_NAME = "customer-service-outbox-relay"
 
 
-def relay(parts: Bootstrap) -> outbox.OutboxRelay:
+def relay(parts: Bootstrap, shard: int = 0, shards: int | None = None) -> outbox.OutboxRelay:
+    """The relay of one shard of RELAY_SHARDS (or of `shards`; 1: the whole outbox)."""
     settings = parts.settings
     database = parts.database().direct()
     return outbox.OutboxRelay(
@@ -43,6 +44,8 @@ def relay(parts: Bootstrap) -> outbox.OutboxRelay:
         batch_size=settings.relay_batch_size,
         retention_seconds=settings.outbox_retention_hours * 3600,
         upcast=_readable(parts),
+        shard=shard,
+        shards=settings.relay_shards if shards is None else shards,
         on_error=lambda error: log("outbox_publish_failed", level="error", error=str(error),
                                    brokers=settings.kafka_bootstrap_servers, topic=settings.kafka_topic),
         on_parked=lambda outbox_id, event, error: log(
@@ -84,9 +87,9 @@ def _measured(publish: outbox.Publish) -> outbox.Publish:
     return measured
 
 
-def relay_outbox(parts: Bootstrap, time_left: float | None = None) -> outbox.RelayResult:
-    """Publish the outbox until `time_left` seconds (at most
-    RELAY_MAX_SECONDS) have passed, woken by each commit."""
+def relay_outbox(parts: Bootstrap, time_left: float | None = None, shard: int = 0) -> outbox.RelayResult:
+    """Publish the shard's part of the outbox until `time_left` seconds (at
+    most RELAY_MAX_SECONDS) have passed, woken by each commit to it."""
     try:
         idempotency.prune_expired(parts.connections())
     except psycopg.Error as error:
@@ -95,12 +98,13 @@ def relay_outbox(parts: Bootstrap, time_left: float | None = None) -> outbox.Rel
         log("idempotency_prune_failed", level="warning", error=str(error))
     limit = parts.settings.relay_max_seconds
     seconds = limit if time_left is None else min(limit, time_left)
-    result = relay(parts).run(deadline=time.monotonic() + max(0.0, seconds))
+    result = relay(parts, shard).run(deadline=time.monotonic() + max(0.0, seconds))
     if result.locked_out:
-        log("outbox_relay_skipped", reason="another relay is running")
+        log("outbox_relay_skipped", shard=shard, reason="other relays are draining this shard's buckets")
     else:
-        log("outbox_relayed", published=result.published, batches=result.batches, failures=result.failures,
-            parked=result.parked, last_error=result.last_error)
+        log("outbox_relayed", shard=shard, shards=parts.settings.relay_shards, published=result.published,
+            batches=result.batches, failures=result.failures, parked=result.parked,
+            buckets_held_elsewhere=result.missing, last_error=result.last_error)
         metrics.count("PublishFailures", result.failures)
         metrics.count("OutboxRowsParked", result.parked)
     try:
@@ -114,11 +118,11 @@ def relay_outbox(parts: Bootstrap, time_left: float | None = None) -> outbox.Rel
 
 
 def publish_now(parts: Bootstrap, wait_seconds: float = 30.0) -> tuple[outbox.RelayResult, outbox.Backlog]:
-    """Publish what is unpublished now (operators). When a relay is already
-    running, wake it and wait up to `wait_seconds` for it to publish what
-    was waiting. Returns the result and the backlog after."""
-    result = relay(parts).run_once()
-    if result.locked_out:
+    """Publish what is unpublished now (operators), every shard's. Where
+    relays are running, wake them and wait up to `wait_seconds` for them to
+    publish what was waiting. Returns the result and the backlog after."""
+    result = relay(parts, shard=0, shards=1).run_once()
+    if result.locked_out or result.missing:
         with parts.connections().connection() as conn:
             outbox.wake_relay(conn)
         deadline = time.monotonic() + wait_seconds
@@ -130,6 +134,11 @@ def publish_now(parts: Bootstrap, wait_seconds: float = 30.0) -> tuple[outbox.Re
 def backlog(parts: Bootstrap) -> outbox.Backlog:
     with parts.connections().connection() as conn:
         return outbox.backlog(conn)
+
+
+def backlog_by_shard(parts: Bootstrap) -> list[outbox.Backlog]:
+    with parts.connections().connection() as conn:
+        return outbox.backlog_by_shard(conn, parts.settings.relay_shards)
 
 
 def parked_rows(parts: Bootstrap) -> list[outbox.ParkedRow]:

@@ -45,6 +45,9 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
             source = read_source(state, api_port, customer_id)
             time.sleep(0.1)
         assert source == "read-model"
+        # Two relay shards run (start_stack): `make outbox` shows each one's backlog.
+        shown = ops(state, "outbox").stdout
+        assert "unpublished events: 0" in shown and "shard 0: 0 unpublished" in shown and "shard 1:" in shown
 
         refused = urllib.request.Request(f"http://127.0.0.1:{api_port}/customer/{customer_id}")
         with pytest.raises(urllib.error.HTTPError) as no_token:

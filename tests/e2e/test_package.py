@@ -279,14 +279,17 @@ def test_the_api_and_projection_can_reach_the_database_through_rds_proxy_and_the
 
 
 def test_each_function_has_reserved_concurrency_one_connection_and_the_stage_is_throttled(cfn):
-    reserved = {"APIHandler": "ApiReservedConcurrency", "RelayOutbox": "RelayReservedConcurrency",
-                "ProjectCustomers": "ProjectionReservedConcurrency"}
+    reserved = {"APIHandler": "ApiReservedConcurrency", "ProjectCustomers": "ProjectionReservedConcurrency"}
     for function, parameter in reserved.items():
         p = cfn["Resources"][function]["Properties"]
         assert p["ReservedConcurrentExecutions"] == {"Ref": parameter}
         assert p["Environment"]["Variables"]["DB_POOL_MAX_SIZE"] == "1"
         assert cfn["Parameters"][parameter]["Default"] >= 1
-    assert cfn["Parameters"]["RelayReservedConcurrency"]["MinValue"] >= 2
+    relay = cfn["Resources"]["RelayOutbox"]["Properties"]
+    assert relay["Environment"]["Variables"]["DB_POOL_MAX_SIZE"] == "1"
+    # Two containers per shard: a relay, and the next tick's overlapping it.
+    assert relay["ReservedConcurrentExecutions"] == {"Fn::If": ["RelayShards8", 16, {"Fn::If": [
+        "RelayShards4Plus", 8, {"Fn::If": ["RelayShards2Plus", 4, 2]}]}]}
     [stage] = resources(cfn, "AWS::ApiGateway::Stage").values()
     settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in stage["Properties"]["MethodSettings"]}
     assert settings["/*", "*"]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
@@ -319,3 +322,29 @@ def test_the_zip_carries_the_certificate_authorities_the_database_is_verified_ag
         bundle = package.read("chalicelib/certs/rds-ca-bundle.pem").decode()
     assert bundle == (PROJECT / "chalicelib/certs/rds-ca-bundle.pem").read_text()
     assert "Amazon RDS Root CA RSA2048 G1" in bundle or bundle.count("BEGIN CERTIFICATE") >= 90
+
+
+def test_one_relay_schedule_per_shard_each_naming_its_shard(sam, cfn):
+    import itertools
+
+    relay = cfn["Resources"]["RelayOutbox"]["Properties"]
+    assert relay["Environment"]["Variables"]["RELAY_SHARDS"] == {"Ref": "RelayShards"}
+    assert cfn["Parameters"]["RelayShards"]["AllowedValues"] == [1, 2, 4, 8]
+    [base] = [r for r in resources(cfn, "AWS::Events::Rule").values() if "Condition" not in r]  # Chalice's: shard 0
+    assert base["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    conditions = {"RelayShardSchedule": "RelayShards2Plus", "RelayMoreShardsSchedule": "RelayShards8"}
+    shards = {}
+    for name, condition in conditions.items():
+        rule = cfn["Resources"][name]
+        assert rule["Condition"] == condition and rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+        for target in rule["Properties"]["Targets"]:
+            when, target = (target["Fn::If"][0], target["Fn::If"][1]) if "Fn::If" in target else (condition, target)
+            assert target["Arn"] == {"Fn::GetAtt": ["RelayOutbox", "Arn"]}
+            event = json.loads(target["InputTransformer"]["InputTemplate"].replace("<resources>", "[]"))
+            assert event["detail-type"] == "Scheduled Event"  # what Chalice's schedule handler reads
+            shards[event["detail"]["shard"]] = when
+        permission = cfn["Resources"][f"{name}Permission"]
+        assert permission["Condition"] == condition
+        assert permission["Properties"]["SourceArn"] == {"Fn::GetAtt": [name, "Arn"]}
+    needed = {1: "RelayShards2Plus", 2: "RelayShards4Plus", 3: "RelayShards4Plus"}
+    assert shards == {**needed, **dict(zip(range(4, 8), itertools.repeat("RelayShards8")))}

@@ -1,6 +1,7 @@
 """The scheduled relay function, invoked the way the schedule invokes it."""
 
 import dataclasses
+import uuid
 
 import pytest
 
@@ -11,16 +12,16 @@ from tests.support.kafka import cloudevent, read_topic
 pytestmark = pytest.mark.usefixtures("topic")
 
 
-def scheduled_event(client):
+def scheduled_event(client, detail=None):
     return client.client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={},
+        source="aws.events", detail_type="Scheduled Event", detail=detail or {},
         resources=["arn:aws:events:eu-west-1:123456789012:rule/customer-service-dev-relay_outbox"])
 
 
 def test_schedule_publishes_what_the_api_wrote(client, kafka_bootstrap, topic):
     customer_id = client.create(headers={"X-Correlation-Id": "relay-e2e"}).json_body["id"]
     response = client.lambda_.invoke("relay_outbox", scheduled_event(client))
-    assert response.payload == {"published": 1, "failures": 0, "locked_out": False}
+    assert response.payload == {"shard": 0, "published": 1, "failures": 0, "locked_out": False}
 
     (record,) = read_topic(kafka_bootstrap, topic, expected=1)
     event = cloudevent(record)
@@ -35,3 +36,15 @@ def test_relay_without_kafka_configured_fails_loudly(client, application):
     unconfigured = CustomerApplication(dataclasses.replace(application.settings, kafka_bootstrap_servers=None))
     with serving(unconfigured), pytest.raises(Exception, match="KAFKA_BOOTSTRAP_SERVERS is not set"):
         client.lambda_.invoke("relay_outbox", scheduled_event(client))
+
+
+def test_each_shards_schedule_publishes_that_shards_customers(client, application, kafka_bootstrap, topic):
+    two = CustomerApplication(dataclasses.replace(application.settings, relay_shards=2))
+    with serving(two):
+        customers = [client.create("Shard", f"shard{n}@example.com").json_body["id"] for n in range(8)]
+        by_shard = {shard: {c for c in customers if uuid.UUID(c).bytes[15] % 32 % 2 == shard} for shard in (0, 1)}
+        first = client.lambda_.invoke("relay_outbox", scheduled_event(client, {"shard": 1}))
+        assert first.payload["shard"] == 1 and first.payload["published"] == len(by_shard[1])
+        assert {r.key.decode() for r in read_topic(kafka_bootstrap, topic, expected=len(by_shard[1]))} == by_shard[1]
+        second = client.lambda_.invoke("relay_outbox", scheduled_event(client))  # Chalice's own schedule: shard 0
+        assert second.payload["shard"] == 0 and second.payload["published"] == len(by_shard[0])

@@ -38,13 +38,13 @@ def test_relay_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, com
 
 def test_relay_by_hand_while_a_relay_runs_wakes_it_and_reports(db, topic, application, commands, capsys):
 
-    from chalicelib.eventstore.outbox import RELAY_LOCK_KEY
+    from chalicelib.eventstore.outbox import RELAY_LOCK_BASE
 
     stop, running = start_relay(application.outbox_relay())
     try:
         with psycopg.connect(db, autocommit=True) as conn:
             assert wait_for(lambda: conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                                 " AND objid = %s", (RELAY_LOCK_KEY % 2**32,)).fetchone()[0] == 1)
+                                                 " AND objid = %s", (RELAY_LOCK_BASE % 2**32,)).fetchone()[0] == 1)
         for n in range(3):
             new_customer(commands, n)
         assert main(["outbox", "--publish"]) == 0

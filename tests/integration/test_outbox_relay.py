@@ -12,7 +12,7 @@ from chalicelib.application import CustomerApplication
 from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
 from chalicelib.domain.customer import CustomerCreated, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
-from chalicelib.eventstore.outbox import RELAY_LOCK_KEY, OutboxRelay
+from chalicelib.eventstore.outbox import BUCKETS, RELAY_LOCK_BASE, OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
@@ -150,7 +150,8 @@ def test_producer_cannot_reorder_on_retry():
 def test_only_one_relay_runs_at_a_time(db, service, publisher):
     create(service)
     with psycopg.connect(db, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+        holder.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k",
+                       ([RELAY_LOCK_BASE + b for b in range(BUCKETS)],))
         began = time.monotonic()
         result = relay(db, publisher).run(deadline=time.monotonic() + 30)
         assert result.locked_out and result.published == 0
@@ -221,17 +222,37 @@ def test_broker_down_commands_succeed_and_the_relay_resumes_by_itself(db, applic
 def test_writers_notify_only_while_the_relay_sleeps(db, service):
     """Notifying makes concurrent commits queue; it is only needed to wake a
     sleeping relay, which holds the sleep lock while it sleeps."""
-    from chalicelib.eventstore.outbox import SLEEP_LOCK_KEY
+    from chalicelib.eventstore.outbox import SLEEP_LOCK_BASE
 
+    every_bucket = [SLEEP_LOCK_BASE + b for b in range(BUCKETS)]
     with psycopg.connect(db, autocommit=True) as listener:
-        listener.execute("LISTEN outbox")
+        listener.execute("; ".join(f"LISTEN outbox_{b}" for b in range(BUCKETS)))
         create(service, 1)  # nobody asleep: no notification
         assert list(listener.notifies(timeout=0.3)) == []
 
-        listener.execute("SELECT pg_advisory_lock(%s)", (SLEEP_LOCK_KEY,))  # as a sleeping relay
-        create(service, 2)
-        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == ["outbox"]
-        listener.execute("SELECT pg_advisory_unlock(%s)", (SLEEP_LOCK_KEY,))
+        listener.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k", (every_bucket,))  # asleep
+        customer = create(service, 2)
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [f"outbox_{bucket(customer.id)}"]
+        listener.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (every_bucket,))
+
+
+def bucket(stream_id: uuid.UUID) -> int:
+    return stream_id.bytes[15] % BUCKETS
+
+
+def test_writers_wake_only_the_shard_they_wrote_to(db, service):
+    from chalicelib.eventstore.outbox import SLEEP_LOCK_BASE, buckets_of
+
+    shard_0 = buckets_of(0, 2)
+    with psycopg.connect(db, autocommit=True) as sleeping_shard_0:
+        sleeping_shard_0.execute("; ".join(f"LISTEN outbox_{b}" for b in shard_0))
+        sleeping_shard_0.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k",
+                                 ([SLEEP_LOCK_BASE + b for b in shard_0],))
+        customers = [create(service, n) for n in range(12)]
+        expected = sorted({f"outbox_{bucket(c.id)}" for c in customers if bucket(c.id) in shard_0})
+        assert expected and len(expected) < len(customers)  # some wrote to shard 1
+        got = sorted({n.channel for n in sleeping_shard_0.notifies(timeout=1)})
+        assert got == expected
 
 
 def test_a_relay_going_to_sleep_waits_for_a_writer_that_saw_it_awake(db, service, publisher, kafka_bootstrap, topic):
@@ -340,11 +361,11 @@ def test_a_row_committed_just_before_the_relay_sleeps_is_published_without_waiti
     written = []
 
     class CommitInTheWindow(OutboxRelay):
-        def publish_batch(self, conn):
-            published = super().publish_batch(conn)
-            if published == 0 and not written:
-                written.append(create(service, 7))  # commits now, after the empty read
-            return published
+        def _send_next(self, conn, buckets, in_flight):
+            sent = super()._send_next(conn, buckets, in_flight)
+            if sent is None and in_flight is None and not written:
+                written.append(create(service, 7))  # commits now, after the last empty read
+            return sent
 
     stop, thread = start_relay(CommitInTheWindow(lambda: psycopg.connect(db, autocommit=True), publisher,
                                                  idle_wait=600))

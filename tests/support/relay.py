@@ -7,7 +7,7 @@ import time
 
 import psycopg
 
-from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.outbox import OutboxRelay, wake_relay
 
 
 def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:
@@ -22,5 +22,5 @@ def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[thread
 def stop_relay(database_url: str, stop: threading.Event, thread: threading.Thread) -> None:
     stop.set()
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("NOTIFY outbox")  # wakes it if asleep
+        wake_relay(conn)  # if asleep
     thread.join(timeout=30)

@@ -34,7 +34,10 @@ def authorized(state: Path) -> dict:
 
 
 def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int, **settings: str) -> subprocess.Popen:
-    """`make run` in a folder of the test's own; `settings` add to its environment."""
+    """`make run` in a folder of the test's own, with two relay shards (what
+    one relay promises must hold for each of several); `settings` add to its
+    environment."""
+    settings = {"RELAY_SHARDS": "2", **settings}
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC",
                         "PROJECTION_DLQ_URL") and not k.startswith(("AUTH_", "AWS_"))}
