@@ -160,6 +160,14 @@ def openapi_document():
     return Response(body=openapi.document(), headers={"Cache-Control": "max-age=300"})
 
 
+@app.route("/asyncapi.json", methods=["GET"])
+def asyncapi_document():
+    """The contract of the events published on Kafka (AsyncAPI 3.0)."""
+    from chalicelib.api import asyncapi
+
+    return Response(body=asyncapi.document(), headers={"Cache-Control": "max-age=300"})
+
+
 @app.route("/docs", methods=["GET"])
 def docs():
     return Response(body=docs_page.PAGE, headers={"Content-Type": "text/html; charset=utf-8"})

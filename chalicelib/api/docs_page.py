@@ -1,6 +1,7 @@
 """GET /docs: Swagger UI over /openapi.json, with its script and style sheet
 served by the API itself (from the openapi-ui-bundles package), so the page
-works offline and with no CDN."""
+works offline and with no CDN; and a link to /asyncapi.json, the contract
+of the events on Kafka."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ PAGE = """<!doctype html>
   <link rel="stylesheet" href="docs/swagger-ui.css">
 </head>
 <body>
+  <p style="font-family: sans-serif; margin: 1em 2em">Events published on Kafka (topic customer-events):
+    <a href="asyncapi.json">asyncapi.json</a>, their AsyncAPI 3.0 contract.</p>
   <div id="swagger-ui"></div>
   <script src="docs/swagger-ui-bundle.js"></script>
   <script>

@@ -244,6 +244,15 @@ def document() -> dict[str, Any]:
                                       "content": {"application/json": {"schema": {"type": "object"}}}},
                               "400": _BAD_CORRELATION_ID},
             })},
+            "/asyncapi.json": {"get": _public({
+                "operationId": "asyncapi",
+                "summary": "The contract of the events published on Kafka: one message per event type and"
+                           " schema version",
+                "parameters": [_CORRELATION],
+                "responses": {"200": {"description": "AsyncAPI 3.0.", "headers": _headers(),
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "400": _BAD_CORRELATION_ID},
+            })},
             "/docs": {"get": _public({
                 "operationId": "docs",
                 "summary": "This document, rendered (works offline)",

@@ -19,6 +19,8 @@ EMAIL_SCOPE = "customer-email"
 @registry.register
 @dataclass(frozen=True)
 class CustomerCreated(DomainEvent):
+    """A customer was created (POST /customer): its first event."""
+
     personal_data = ("name", "email")
     name: str
     email: str
@@ -27,7 +29,9 @@ class CustomerCreated(DomainEvent):
 @registry.register
 @dataclass(frozen=True)
 class CustomerEmailChanged(DomainEvent):
-    """v2 also says which email was replaced, so the audit log and consumers
+    """The customer's email changed (POST /customer/{id}/email).
+
+    v2 also says which email was replaced, so the audit log and consumers
     see the change whole. v1 events (before the change) read as v2 with
     previous_email None: what they did not record cannot be made up."""
 
@@ -45,7 +49,7 @@ def _email_changed_v1_to_v2(data: dict) -> dict:
 @registry.register
 @dataclass(frozen=True)
 class CustomerDeleted(DomainEvent):
-    pass
+    """The customer was deleted (DELETE /customer/{id}); its email is free again."""
 
 
 @registry.register

@@ -207,6 +207,10 @@ class EventRegistry:
         """Every event type that holds personal data, with its fields."""
         return {name: cls.personal_data for name, cls in self._by_name.items() if cls.personal_data}
 
+    def event_classes(self) -> list[type[DomainEvent]]:
+        """Every registered event class, in the order they were registered."""
+        return list(self._by_name.values())
+
     def current_schema_version(self, event_type: str) -> int:
         try:
             return self._by_name[event_type].schema_version

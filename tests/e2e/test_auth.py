@@ -125,7 +125,7 @@ def test_a_valid_token_without_the_scope_is_403_and_changes_nothing(client, db, 
 
 def test_public_routes_need_no_token_and_show_no_data(client, db):
     customer_id = client.create_id(email="stored.person@example.org")
-    for path in ("/health", "/openapi.json", "/docs", "/docs/swagger-ui.css"):
+    for path in ("/health", "/openapi.json", "/asyncapi.json", "/docs", "/docs/swagger-ui.css"):
         response = client.get(path, {"Authorization": None})
         assert response.status_code == 200, path
         assert b"stored.person" not in response.body and customer_id.encode() not in response.body

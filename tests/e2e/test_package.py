@@ -294,7 +294,7 @@ def test_each_function_has_reserved_concurrency_one_connection_and_the_stage_is_
     settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in stage["Properties"]["MethodSettings"]}
     assert settings["/*", "*"]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
     assert settings["/*", "*"]["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
-    for route in ("/~1health", "/~1openapi.json", "/~1docs", "/~1docs~1{asset}"):
+    for route in ("/~1health", "/~1openapi.json", "/~1asyncapi.json", "/~1docs", "/~1docs~1{asset}"):
         assert settings[route, "GET"]["ThrottlingRateLimit"] == {"Ref": "PublicThrottlingRateLimit"}
 
 
