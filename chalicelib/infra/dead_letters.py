@@ -112,20 +112,27 @@ class DeadLetterQueue:
     def _sqs(self):
         return self._client("sqs")
 
-    def send(self, bodies: list[dict]) -> None:
-        """Every body, or DeadLetterQueueUnavailable: the caller's batch then
-        fails and is delivered again, so no dead letter is lost."""
+    def send(self, bodies: list[dict], attempts: int = 3) -> None:
+        """Every body, ten to a request (SQS's limit); entries SQS refuses
+        are sent again, `attempts` times in all. Otherwise
+        DeadLetterQueueUnavailable: the caller's batch then fails and is
+        delivered again, so no dead letter is lost."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         for start in range(0, len(bodies), 10):
             entries = [{"Id": str(i), "MessageBody": json.dumps(body)}
                        for i, body in enumerate(bodies[start:start + 10])]
-            try:
-                answer = self._sqs().send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            except (BotoCoreError, ClientError) as error:
-                raise DeadLetterQueueUnavailable(f"cannot send to {self.queue_url}: {error}") from error
-            if answer.get("Failed"):
-                raise DeadLetterQueueUnavailable(f"{self.queue_url} refused {answer['Failed']}")
+            for attempt in range(1, attempts + 1):
+                try:
+                    answer = self._sqs().send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                except (BotoCoreError, ClientError) as error:
+                    raise DeadLetterQueueUnavailable(f"cannot send to {self.queue_url}: {error}") from error
+                refused = {failure["Id"] for failure in answer.get("Failed", [])}
+                if not refused:
+                    break
+                if attempt == attempts:
+                    raise DeadLetterQueueUnavailable(f"{self.queue_url} refused {answer['Failed']}")
+                entries = [entry for entry in entries if entry["Id"] in refused]
 
     def receive(self, hold_seconds: int) -> Iterator[DeadLetter]:
         """Every letter in the queue, each hidden from other readers for

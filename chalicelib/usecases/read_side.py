@@ -120,8 +120,13 @@ def replay_dead_letters(parts: Bootstrap) -> ReplayResult:
                                         " brings every customer up to date"))
             queue.release([letter])
             continue
+        try:
+            written = reproject(parts, customers).rows_written
+        except Exception:
+            queue.release([letter])  # kept, and visible to the next replay at once
+            raise
         result.customers += len(customers)
-        result.rows_written += reproject(parts, customers).rows_written
+        result.rows_written += written
         queue.delete(letter)
         result.deleted += 1
         log("dead_letter_replayed", message_id=letter.message_id, kind=letter.kind,

@@ -286,3 +286,35 @@ def test_the_refresh_interval_is_at_most_ten_minutes(monkeypatch, issuer):
         Settings.from_env()
     monkeypatch.setenv("AUTH_JWKS_REFRESH_SECONDS", "600")
     assert Settings.from_env().auth_jwks_refresh_seconds == 600
+
+
+def test_with_the_audience_in_client_id_a_token_of_another_app_client_is_refused(issuer):
+    verifier = TokenVerifier(issuer.url, "app-client-a", issuer.jwks_url, audience_claim="client_id")
+    assert verifier.verify(f"Bearer {issuer.token(client_id='app-client-a', aud=None)}").client_id == "app-client-a"
+    for other in ("app-client-b", None):
+        with pytest.raises(Unauthenticated, match="another audience"):
+            verifier.verify(f"Bearer {issuer.token(client_id=other, aud='app-client-a')}")
+
+
+def test_clocks_a_little_apart_are_forgiven_and_no_more(issuer):
+    verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url, leeway_seconds=30)
+    now = int(time.time())
+    ahead = issuer.token(subject="ahead", iat=now + 10, nbf=now + 10)  # the issuer's clock runs ahead of ours
+    assert verifier.verify(f"Bearer {ahead}").subject == "ahead"
+    just_expired = issuer.token(subject="just", iat=now - 600, nbf=now - 600, exp=now - 10)
+    assert verifier.verify(f"Bearer {just_expired}").subject == "just"
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.verify(f"Bearer {issuer.token(iat=now - 600, nbf=now - 600, exp=now - 60)}")
+    with pytest.raises(Unauthenticated, match="not valid yet"):
+        verifier.verify(f"Bearer {issuer.token(iat=now, nbf=now + 60)}")
+
+
+def test_a_remembered_tokens_header_and_payload_with_another_signature_is_refused(issuer):
+    verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url)
+    token = issuer.token(subject="alice")
+    assert verifier.verify(f"Bearer {token}").subject == "alice"  # verified, remembered
+    header, payload, signature = token.split(".")
+    forged = b64(bytes(reversed(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))))
+    for garbage in (forged, "AAAA", ""):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(f"Bearer {header}.{payload}.{garbage}")

@@ -245,3 +245,44 @@ def test_a_rebuild_reads_the_encrypted_events_and_leaves_erased_customers_erased
     assert [c["id"] for c in client.http.get(f"/customers?email={FIRST}").json_body["customers"]] == [kept]
     assert client.http.get(f"/customer/{erased}").status_code == 404
     assert "Charles" not in dump(db) and SECOND not in dump(db)
+
+
+def test_erasing_a_customer_stored_in_clear_before_encryption_leaves_nothing_readable(
+        application, commands, eraser, db):
+    from chalicelib.domain.commands import ChangeEmail, CreateCustomer
+
+    customer_id = uuid.uuid4()  # stored before encryption existed: its events hold the data in clear
+    commands.create(CreateCustomer(name="Plain Olden", email="olden@example.com", customer_id=customer_id),
+                    CommandContext("old", "old"))
+    commands.change_email(ChangeEmail(customer_id, "olden@example.org"), CommandContext("old", "old"))
+    assert "Plain Olden" in json.dumps([e.data for e in stored_events(db)])
+
+    assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
+    text = json.dumps([e.data for e in stored_events(db)])
+    assert "Olden" not in text and "olden@" not in text
+    assert "Plain Olden" not in dump(db)
+    history = eraser.http.get(f"/customer/{customer_id}/events").json_body["events"]
+    assert [e["data"].get("name") for e in history][:1] == [None] and history[1]["data"]["email"] is None
+
+
+def test_a_sealed_value_copied_into_another_customers_event_does_not_open_as_theirs(application, client, db):
+    from chalicelib.personal.cipher import aad, open_sealed, seal
+
+    first = client.create_id("first@example.com", "First Person")
+    second = client.create_id("second@example.com", "Second Person")
+    with psycopg.connect(db) as conn:
+        (sealed_name,) = conn.execute("SELECT data->'name' FROM events WHERE stream_id = %s AND version = 1",
+                                      (first,)).fetchone()
+        conn.execute("UPDATE events SET data = jsonb_set(data, '{name}', %s) WHERE stream_id = %s AND version = 1",
+                     (json.dumps(sealed_name), second))
+    application.parts.close()
+    answer = client.http.get(f"/customer/{second}?consistency=strong")
+    assert b"First Person" not in answer.body
+    # Bound to its customer even under one key: what the associated data is for.
+    key = application.parts.personal_data().keys.key_for(uuid.UUID(first), application.parts.connections().connection)
+    value = seal(key, aad("event", uuid.UUID(first), 1, "name"), "First Person")
+    assert open_sealed(key, aad("event", uuid.UUID(first), 1, "name"), value) == "First Person"
+    from cryptography.exceptions import InvalidTag
+
+    with pytest.raises(InvalidTag):
+        open_sealed(key, aad("event", uuid.UUID(second), 1, "name"), value)

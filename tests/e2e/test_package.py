@@ -348,3 +348,28 @@ def test_one_relay_schedule_per_shard_each_naming_its_shard(sam, cfn):
         assert permission["Properties"]["SourceArn"] == {"Fn::GetAtt": [name, "Arn"]}
     needed = {1: "RelayShards2Plus", 2: "RelayShards4Plus", 3: "RelayShards4Plus"}
     assert shards == {**needed, **dict(zip(range(4, 8), itertools.repeat("RelayShards8")))}
+
+
+def test_each_role_has_exactly_its_managed_policies_and_actions(cfn):
+    managed = [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"},
+               {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"}]
+    exactly = {
+        "ApiRole": {"secretsmanager:GetSecretValue", "rds-db:connect", "s3:PutObject"},
+        "RelayRole": {"secretsmanager:GetSecretValue", "kafka-cluster:Connect", "kafka-cluster:DescribeCluster",
+                      "kafka-cluster:DescribeTopic", "kafka-cluster:WriteData",
+                      "kafka-cluster:WriteDataIdempotently"},
+        "ProjectionRole": {"secretsmanager:GetSecretValue", "rds-db:connect", "sqs:SendMessage",
+                           "kafka:DescribeClusterV2", "kafka:GetBootstrapBrokers", "kafka-cluster:Connect",
+                           "kafka-cluster:DescribeClusterDynamicConfiguration", "kafka-cluster:DescribeTopic",
+                           "kafka-cluster:ReadData", "kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"},
+    }
+    for role, expected in exactly.items():
+        properties = cfn["Resources"][role]["Properties"]
+        assert properties["ManagedPolicyArns"] == managed, role
+        assert actions(cfn, role) == expected, role
+        assert all(s["Effect"] == "Allow" and "NotAction" not in s and "NotResource" not in s
+                   for s in statements(cfn, role)), role
+    roles = {name for name, r in cfn["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    assert roles == {"ApiRole", "RelayRole", "ProjectionRole", "DatabaseProxyRole"}
+    proxy = cfn["Resources"]["DatabaseProxyRole"]["Properties"]
+    assert "ManagedPolicyArns" not in proxy and actions(cfn, "DatabaseProxyRole") == {"secretsmanager:GetSecretValue"}

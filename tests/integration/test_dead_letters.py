@@ -153,3 +153,83 @@ def test_without_a_destination_a_failing_batch_is_retried_until_it_succeeds(kafk
         stop.set()
         thread.join(timeout=30)
     assert len(calls) == 6
+
+
+def stubbed_sqs(answers):
+    """A real boto3 SQS client whose send_message_batch answers are given (botocore's Stubber)."""
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    client = boto3.client("sqs", region_name="eu-west-1")
+    stubber = Stubber(client)
+    for answer in answers:
+        stubber.add_response("send_message_batch", answer, {"QueueUrl": ANY, "Entries": ANY})
+    stubber.activate()
+    return client, stubber
+
+
+def test_letters_sqs_refuses_are_sent_again_and_never_dropped():
+    from chalicelib.infra.dead_letters import DeadLetterQueue, DeadLetterQueueUnavailable
+
+    refused_then_taken = [
+        {"Successful": [{"Id": "0", "MessageId": "m0", "MD5OfMessageBody": "x"}],
+         "Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"}]},
+        {"Successful": [{"Id": "1", "MessageId": "m1", "MD5OfMessageBody": "x"}], "Failed": []},
+    ]
+    client, stubber = stubbed_sqs(refused_then_taken)
+    DeadLetterQueue("https://sqs.eu-west-1.amazonaws.com/1/q", lambda service: client).send([{"n": 0}, {"n": 1}])
+    stubber.assert_no_pending_responses()  # the refused one was sent again
+
+    always_refused = [{"Successful": [], "Failed": [{"Id": "0", "SenderFault": True, "Code": "Invalid"}]}] * 3
+    client, stubber = stubbed_sqs(always_refused)
+    with pytest.raises(DeadLetterQueueUnavailable, match="refused"):  # the batch fails: delivered again
+        DeadLetterQueue("https://sqs.eu-west-1.amazonaws.com/1/q", lambda service: client).send([{"n": 0}])
+
+
+def test_eleven_unreadable_records_in_one_batch_become_eleven_letters(served, commands, db, aws, dlq):
+    new_customer(commands, 1)
+    poison = [KafkaRecord("customer-events", 1, offset, 0, f"k{offset}".encode(), NOT_A_CLOUDEVENT, {})
+              for offset in range(100, 111)]
+    result = served.project_kafka_batch(delivered_batch(stored_events(db), extra=poison))
+    assert (result.poison, result.rows_written) == (11, 1)
+    received = []
+    while batch := aws("sqs").receive_message(QueueUrl=dlq, MaxNumberOfMessages=10,
+                                              VisibilityTimeout=60).get("Messages", []):
+        received += [json.loads(message["Body"]) for message in batch]  # hidden once received
+    offsets = sorted(letter["offset"] for letter in received)
+    assert offsets == list(range(100, 111))  # each exactly once
+
+
+def test_a_replay_whose_projection_fails_keeps_the_letter(served, commands, db, aws, dlq, monkeypatch, capsys):
+    from chalicelib.usecases import read_side
+
+    customer = new_customer(commands, 1).id
+    served.project_kafka_batch(delivered_batch([], extra=[
+        KafkaRecord("customer-events", 0, 5, 0, str(customer).encode(), NOT_A_CLOUDEVENT, {})]))
+
+    def fails(parts, customers):
+        raise psycopg.OperationalError("the database went away")
+
+    monkeypatch.setattr(read_side, "reproject", fails)
+    with pytest.raises(psycopg.OperationalError):
+        served.replay_dead_letters()
+    assert len(letters(aws, dlq)) == 1  # still there, and visible for the next replay
+    monkeypatch.undo()
+    assert served.replay_dead_letters().deleted == 1
+    assert [row.id for row in read_model(db)] == [customer]
+
+
+@pytest.mark.usefixtures("encryption")
+def test_after_a_replay_the_customer_is_found_by_email(db, aws, dlq, issuer, monkeypatch):
+    for name, value in issuer.environment().items():
+        monkeypatch.setenv(name, value)
+    with serving(CustomerApplication(Settings.from_env())) as application, Client(app) as http:
+        from tests.support.api import Api
+
+        client = Api(http, token=issuer.token(subject="test-user"))
+        customer = client.create_id("replayed@example.com", "Replayed Person")
+        application.project_kafka_batch(delivered_batch([], extra=[
+            KafkaRecord("customer-events", 0, 7, 0, customer.encode(), NOT_A_CLOUDEVENT, {})]))
+        assert application.replay_dead_letters().deleted == 1
+        found = client.post("/customers/search", {"email": "replayed@example.com"}).json_body["customers"]
+        assert [c["id"] for c in found] == [customer]

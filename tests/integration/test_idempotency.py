@@ -132,3 +132,13 @@ def test_the_same_key_with_the_same_body_and_another_if_match_is_422(client, db)
     unconditional = client.change_email(customer_id, "new@example.com", {"Idempotency-Key": "key-m"})
     assert unconditional.status_code == 422
     assert count(db) == 2
+
+
+def test_a_key_used_to_delete_one_customer_does_not_delete_another(client, db):
+    first = create(client, "create-a", "a@example.com").json_body["id"]
+    second = create(client, "create-b", "b@example.com").json_body["id"]
+    assert client.http.delete(f"/customer/{first}", headers={"Idempotency-Key": "delete-1"}).status_code == 204
+    again = client.http.delete(f"/customer/{second}", headers={"Idempotency-Key": "delete-1"})
+    assert again.status_code == 422 and "Idempotent-Replayed" not in again.headers
+    assert client.http.get(f"/customer/{second}?consistency=strong").status_code == 200  # not deleted
+    assert count(db) == 3

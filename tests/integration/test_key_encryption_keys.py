@@ -89,3 +89,23 @@ def test_keys_made_before_the_context_are_rewrapped_by_the_operator_command_once
     assert ops(["rewrap-keys"]) == 0
     assert "none needed it" in capsys.readouterr().out
     assert kek_rows(db)[0][1] == rewrapped
+
+
+def test_a_key_another_container_erased_stops_serving_within_five_minutes(db, aws, encryption):
+    from chalicelib.personal.keyring import delete_key
+
+    clock = Clock()
+    container = KeyRing(lambda: psycopg.connect(db, autocommit=True), lambda: aws("kms"), encryption, clock=clock)
+    customer = uuid.uuid4()
+    _, wrapped = container.new_key(customer)
+    with psycopg.connect(db) as conn:
+        KeyRing.store(conn, customer, wrapped)
+    connect = lambda: psycopg.connect(db)  # noqa: E731
+    assert container.key_for(customer, connect) is not None  # cached here
+    with psycopg.connect(db) as conn:
+        assert delete_key(conn, customer)  # erased by another container
+    clock.now = KEY_CACHE_SECONDS - 1
+    assert container.key_for(customer, connect) is not None  # still cached: at most five minutes
+    clock.now = KEY_CACHE_SECONDS + 1
+    assert container.key_for(customer, connect) is None
+    assert KEY_CACHE_SECONDS <= 300  # what the documentation promises

@@ -53,3 +53,15 @@ def test_relay_by_hand_while_a_relay_runs_wakes_it_and_reports(db, topic, applic
         assert "of the events waiting went out" in out
     finally:
         stop_relay(db, stop, running)
+
+
+def test_skip_refuses_a_row_that_is_not_parked_and_changes_nothing(db, commands, capsys):
+    new_customer(commands, 1)
+    with psycopg.connect(db) as conn:
+        (outbox_id,) = conn.execute("SELECT id FROM outbox").fetchone()
+    assert main(["outbox", "--skip", str(outbox_id)]) == 1  # healthy, waiting to be published: a mistyped id
+    assert f"outbox row {outbox_id} is not parked" in capsys.readouterr().err
+    assert main(["outbox", "--skip", str(outbox_id + 1000)]) == 1  # no such row
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT published_at, parked_at, parked_error FROM outbox").fetchall() == [
+            (None, None, None)]

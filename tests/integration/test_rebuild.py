@@ -13,7 +13,7 @@ from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra.db import Database
 from chalicelib.readmodel.rebuild import rebuild
 from ops.__main__ import main as ops
-from tests.support.deliveries import delivered_batch, read_model, stored_events
+from tests.support.deliveries import delivered_batch, read_model, read_model_from_store, stored_events
 
 CTX = CommandContext("rebuild-test")
 
@@ -139,3 +139,22 @@ def test_a_projection_batch_in_flight_at_the_swap_neither_deadlocks_nor_is_lost(
     assert errors == []
     row = next(r for r in read_model(db) if r.id == ids[1])
     assert (row.email, row.version) == ("v4@example.com", 4)
+
+
+def test_customers_created_while_the_rebuild_copies_are_in_the_read_model_after_the_swap(db, commands):
+    history(commands, customers=3)
+    project(stored_events(db))
+    created = []
+
+    def during(done, total):
+        if done == total and not created:
+            # After the copy read its snapshot, before the swap: a creation
+            # commits and reaches the live read model only.
+            created.append(commands.create(CreateCustomer("Late Comer", "late.comer@example.com", uuid.uuid4()),
+                                           CTX).id)
+            project([e for e in stored_events(db) if e.stream_id == created[0]])
+
+    result = rebuild(Database(db).connect, progress=during)
+    assert result.caught_up == 1
+    assert created[0] in {row.id for row in read_model(db)}
+    assert read_model(db) == read_model_from_store(db)
