@@ -37,14 +37,24 @@ class Clock:
         return self.now
 
 
-def test_keys_in_clear_stay_in_memory_for_five_minutes_at_most(db, aws, encryption):
+def container_with_a_customer(db, aws, key_id):
+    """A container's key ring on a clock of the test's, and a customer whose key it made and stored."""
     clock = Clock()
-    keys = KeyRing(lambda: psycopg.connect(db, autocommit=True), lambda: aws("kms"), encryption, clock=clock)
+    keys = KeyRing(lambda: psycopg.connect(db, autocommit=True), lambda: aws("kms"), key_id, clock=clock)
     customer = uuid.uuid4()
     _, wrapped = keys.new_key(customer)
     with psycopg.connect(db) as conn:
         KeyRing.store(conn, customer, wrapped)
-    connect = lambda: psycopg.connect(db)  # noqa: E731 - a context manager per call, as a pool gives
+    return keys, clock, customer
+
+
+def connect_to(db):
+    return lambda: psycopg.connect(db)  # a context manager per call, as a pool gives
+
+
+def test_keys_in_clear_stay_in_memory_for_five_minutes_at_most(db, aws, encryption):
+    keys, clock, customer = container_with_a_customer(db, aws, encryption)
+    connect = connect_to(db)
     assert keys.kms_calls == 1
     clock.now = KEY_CACHE_SECONDS - 1
     assert keys.key_for(customer, connect) is not None
@@ -94,13 +104,8 @@ def test_keys_made_before_the_context_are_rewrapped_by_the_operator_command_once
 def test_a_key_another_container_erased_stops_serving_within_five_minutes(db, aws, encryption):
     from chalicelib.personal.keyring import delete_key
 
-    clock = Clock()
-    container = KeyRing(lambda: psycopg.connect(db, autocommit=True), lambda: aws("kms"), encryption, clock=clock)
-    customer = uuid.uuid4()
-    _, wrapped = container.new_key(customer)
-    with psycopg.connect(db) as conn:
-        KeyRing.store(conn, customer, wrapped)
-    connect = lambda: psycopg.connect(db)  # noqa: E731
+    container, clock, customer = container_with_a_customer(db, aws, encryption)
+    connect = connect_to(db)
     assert container.key_for(customer, connect) is not None  # cached here
     with psycopg.connect(db) as conn:
         assert delete_key(conn, customer)  # erased by another container
