@@ -146,6 +146,7 @@ def throughput(url: str, bootstrap: str, streams: int = 200, per_stream: int = 5
 def latency(url: str, bootstrap: str, events: int = 400, per_second: float = 100, shards: int = 1) -> dict:
     """Commit-to-consumer latency: commands at a steady rate while a relay
     invocation per shard runs (woken by NOTIFY) and a consumer reads the topic."""
+    _clear_outbox(url)  # what earlier benchmarks left
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
     publishers = [KafkaPublisher(bootstrap, topic, SOURCE) for _ in range(shards)]
