@@ -16,8 +16,9 @@ from chalicelib.domain.commands import CreateCustomer
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent, recorded_event_columns
-from chalicelib.eventstore.outbox import BUCKETS, OutboxRelay, wake_relay
+from chalicelib.eventstore.outbox import BUCKETS, wake_relay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
+from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra import db
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
 from chalicelib.usecases.commands import CustomerCommands

@@ -17,8 +17,9 @@ from psycopg.types.json import Jsonb
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import CommandContext, Metadata, RecordedEvent, recorded_event_columns
-from chalicelib.eventstore.outbox import OutboxRelay, wake_relay
+from chalicelib.eventstore.outbox import wake_relay
 from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
+from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra import db
 from chalicelib.infra.kafka_publisher import KafkaPublisher
 from chalicelib.infra.message_signing import HEADER

@@ -23,7 +23,8 @@ from chalicelib.infra.settings import Settings
 if TYPE_CHECKING:
     from chalicelib.auth import Caller
     from chalicelib.eventstore.events import CommandContext
-    from chalicelib.eventstore.outbox import Backlog, OutboxRelay, ParkedRow, RelayResult
+    from chalicelib.eventstore.outbox import Backlog, ParkedRow
+    from chalicelib.eventstore.relay import OutboxRelay, RelayResult
     from chalicelib.infra.dead_letters import DeadLetter
     from chalicelib.readmodel.projection import ProjectionResult
     from chalicelib.readmodel.rebuild import Progress, RebuildResult

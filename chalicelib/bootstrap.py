@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from chalicelib.auth import Caller
     from chalicelib.eventstore.events import RecordedEvent
-    from chalicelib.eventstore.outbox import Publish
+    from chalicelib.eventstore.relay import Publish
     from chalicelib.eventstore.store import EventStore
     from chalicelib.infra.dead_letters import DeadLetterQueue
     from chalicelib.infra.message_signing import MessageSigning

@@ -21,6 +21,7 @@ from chalicelib import idempotency
 from chalicelib.domain.customer import registry
 from chalicelib.eventstore import outbox
 from chalicelib.eventstore.errors import PublishError
+from chalicelib.eventstore.relay import OutboxRelay, Publish, RelayResult
 from chalicelib.infra import metrics
 from chalicelib.infra.logs import log
 
@@ -32,11 +33,11 @@ if TYPE_CHECKING:
 RELAY_APPLICATION_NAME = "customer-service-outbox-relay"
 
 
-def relay(parts: Bootstrap, shard: int = 0, shards: int | None = None) -> outbox.OutboxRelay:
+def relay(parts: Bootstrap, shard: int = 0, shards: int | None = None) -> OutboxRelay:
     """The relay of one shard of RELAY_SHARDS (or of `shards`; 1: the whole outbox)."""
     settings = parts.settings
     database = parts.database().direct()
-    return outbox.OutboxRelay(
+    return OutboxRelay(
         # Its own connection, not the container's: it holds the relay lock
         # and LISTENs for the whole invocation.
         connect=lambda: database.connect(autocommit=True, connect_timeout=5, application_name=RELAY_APPLICATION_NAME),
@@ -75,7 +76,7 @@ def _readable(parts: Bootstrap) -> Callable[[RecordedEvent], RecordedEvent]:
     return readable
 
 
-def _measured(publish: outbox.Publish) -> outbox.Publish:
+def _measured(publish: Publish) -> Publish:
     def measured(events):
         publish(events)
         if events:
@@ -87,7 +88,7 @@ def _measured(publish: outbox.Publish) -> outbox.Publish:
     return measured
 
 
-def relay_outbox(parts: Bootstrap, time_left: float | None = None, shard: int = 0) -> outbox.RelayResult:
+def relay_outbox(parts: Bootstrap, time_left: float | None = None, shard: int = 0) -> RelayResult:
     """Publish the shard's part of the outbox until `time_left` seconds (at
     most RELAY_MAX_SECONDS) have passed, woken by each commit to it."""
     try:
@@ -117,7 +118,7 @@ def relay_outbox(parts: Bootstrap, time_left: float | None = None, shard: int = 
     return result
 
 
-def publish_now(parts: Bootstrap, wait_seconds: float = 30.0) -> tuple[outbox.RelayResult, outbox.Backlog]:
+def publish_now(parts: Bootstrap, wait_seconds: float = 30.0) -> tuple[RelayResult, outbox.Backlog]:
     """Publish what is unpublished now (operators), every shard's. Where
     relays are running, wake them and wait up to `wait_seconds` for them to
     publish what was waiting. Returns the result and the backlog after."""

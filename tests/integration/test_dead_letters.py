@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 
 from app import app
 from chalicelib.application import CustomerApplication
-from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra.kafka_publisher import KafkaPublisher
 from chalicelib.infra.settings import Settings
 from devstack.kafka_source import KafkaEventSource

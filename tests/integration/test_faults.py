@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from chalicelib.eventstore.migrations import migrate
-from chalicelib.eventstore.outbox import OutboxRelay
 from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.kafka_publisher import KafkaPublisher
 from chalicelib.usecases.commands import CustomerCommands
@@ -145,7 +145,7 @@ def test_broker_paused_then_the_backlog_drains(db, commands):
 
 _DIE_AFTER_PUBLISHING = """
 import os, sys, time, psycopg
-from chalicelib.eventstore.outbox import OutboxRelay
+from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra.kafka_publisher import KafkaPublisher
 publisher = KafkaPublisher(sys.argv[2], sys.argv[3], "/customer-service")
 def publish(events):

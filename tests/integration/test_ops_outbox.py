@@ -38,7 +38,7 @@ def test_relay_by_hand_with_the_broker_down_says_so(db, monkeypatch, capsys, com
 
 def test_relay_by_hand_while_a_relay_runs_wakes_it_and_reports(db, topic, application, commands, capsys):
 
-    from chalicelib.eventstore.outbox import RELAY_LOCK_BASE
+    from chalicelib.eventstore.relay import RELAY_LOCK_BASE
 
     stop, running = start_relay(application.outbox_relay())
     try:

@@ -12,8 +12,9 @@ from chalicelib.application import CustomerApplication
 from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
 from chalicelib.domain.customer import CustomerCreated, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
-from chalicelib.eventstore.outbox import BUCKETS, RELAY_LOCK_BASE, OutboxRelay
+from chalicelib.eventstore.outbox import BUCKETS
 from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.eventstore.relay import RELAY_LOCK_BASE, OutboxRelay
 from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
 from tests.support.builders import new_customer, unpublished
@@ -222,7 +223,7 @@ def test_broker_down_commands_succeed_and_the_relay_resumes_by_itself(db, applic
 def test_writers_notify_only_while_the_relay_sleeps(db, service):
     """Notifying makes concurrent commits queue; it is only needed to wake a
     sleeping relay, which holds the sleep lock while it sleeps."""
-    from chalicelib.eventstore.outbox import SLEEP_LOCK_BASE
+    from chalicelib.eventstore.relay import SLEEP_LOCK_BASE
 
     every_bucket = [SLEEP_LOCK_BASE + b for b in range(BUCKETS)]
     with psycopg.connect(db, autocommit=True) as listener:
@@ -241,7 +242,7 @@ def bucket(stream_id: uuid.UUID) -> int:
 
 
 def test_writers_wake_only_the_shard_they_wrote_to(db, service):
-    from chalicelib.eventstore.outbox import SLEEP_LOCK_BASE, buckets_of
+    from chalicelib.eventstore.relay import SLEEP_LOCK_BASE, buckets_of
 
     shard_0 = buckets_of(0, 2)
     with psycopg.connect(db, autocommit=True) as sleeping_shard_0:

@@ -13,7 +13,8 @@ import pytest
 
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.eventstore.outbox import BUCKETS, OutboxRelay, buckets_of
+from chalicelib.eventstore.outbox import BUCKETS
+from chalicelib.eventstore.relay import OutboxRelay, buckets_of
 from chalicelib.infra.kafka_publisher import KafkaPublisher
 from tests.integration.test_outbox_relay import append_uncommitted
 from tests.support.builders import new_customer, unpublished

@@ -7,7 +7,8 @@ import time
 
 import psycopg
 
-from chalicelib.eventstore.outbox import OutboxRelay, wake_relay
+from chalicelib.eventstore.outbox import wake_relay
+from chalicelib.eventstore.relay import OutboxRelay
 
 
 def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:

@@ -30,7 +30,8 @@ def test_importing_the_app_does_no_network_io():
 # Loaded by the functions that need them, when they need them: each is
 # milliseconds of every new container's cold start.
 NOT_AT_IMPORT = [
-    "chalicelib.eventstore.outbox", "chalicelib.infra.kafka_publisher", "chalicelib.infra.kafka_delivery",
+    "chalicelib.eventstore.outbox", "chalicelib.eventstore.relay", "chalicelib.infra.kafka_publisher",
+    "chalicelib.infra.kafka_delivery",
     "chalicelib.infra.dead_letters", "chalicelib.readmodel.projection", "chalicelib.readmodel.rebuild",
     "chalicelib.usecases.commands", "chalicelib.usecases.publishing", "chalicelib.usecases.read_side",
     "chalicelib.usecases.erasure", "chalicelib.personal.sealing", "chalicelib.domain.customer",
