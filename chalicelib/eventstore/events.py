@@ -197,12 +197,6 @@ class EventRegistry:
         data = self.upcast(event_type, schema_version, data)
         return self._by_name[event_type].from_data(data)
 
-    def personal_fields(self, event_type: str) -> tuple[str, ...]:
-        """The fields of this event type that hold personal data (none for a
-        type this code does not know)."""
-        cls = self._by_name.get(event_type)
-        return cls.personal_data if cls is not None else ()
-
     def with_personal_data(self) -> dict[str, tuple[str, ...]]:
         """Every event type that holds personal data, with its fields."""
         return {name: cls.personal_data for name, cls in self._by_name.items() if cls.personal_data}

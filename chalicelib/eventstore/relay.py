@@ -284,16 +284,6 @@ class OutboxRelay:
             if got:
                 conn.execute(_UNLOCK, (got,))
 
-    def publish_batch(self, conn: psycopg.Connection, buckets: Sequence[int] | None = None) -> int:
-        """Publish the next batch of these buckets (the shard's) and mark it;
-        0 when there was nothing to publish. Raises RowParked when a row was
-        parked instead: the next claim leaves out its stream's later rows."""
-        sent = self._send_next(conn, self._buckets if buckets is None else buckets, None)
-        if sent is None:
-            return 0
-        self._finish(conn, sent)
-        return len(sent.rows)
-
     def _send_next(self, conn: psycopg.Connection, buckets: Sequence[int], in_flight: _Sent | None) -> _Sent | None:
         """Claim the next batch (none of the streams in flight) and send it;
         None when there is nothing to send."""
