@@ -12,6 +12,7 @@ import contextvars
 import functools
 import time
 import uuid
+from collections.abc import Mapping
 
 from chalice import (
     BadRequestError,
@@ -23,12 +24,13 @@ from chalice import (
     Response,
     UnprocessableEntityError,
 )
+from chalice.app import Request
 
 from chalicelib import application, auth
 from chalicelib.api import docs_page, openapi, parse, shape
 from chalicelib.domain.errors import CustomerAlreadyExists, CustomerNotFound, InvalidValue, StaleVersion
 from chalicelib.domain.values import valid_email
-from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
+from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted, Unavailable
 from chalicelib.idempotency import KeyReused
 from chalicelib.infra.logs import correlation_id, invocation, log
 
@@ -67,6 +69,11 @@ def domain_errors(view):
             raise ConflictError(
                 f"the customer was changed by others at the same time; try again ({error})"
             ) from None
+        except Unavailable as error:
+            log("dependency_unavailable", level="error", error=str(error))
+            return Response(body={"Code": "ServiceUnavailableError",
+                                  "Message": "a service this needs cannot be reached just now; try again"},
+                            status_code=503, headers={"Retry-After": "5"})
 
     return wrapper
 
@@ -110,7 +117,7 @@ def data_route(path: str, method: str, scope: str):
         @functools.wraps(view)
         def checked(*args, **kwargs):
             try:
-                caller = application.current().authenticate(app.current_request.headers.get("authorization"))
+                caller = application.current().authenticate(_request().headers.get("authorization"))
                 caller.require(scope)
             except auth.Unauthenticated as error:
                 return shape.unauthenticated(error)
@@ -128,17 +135,29 @@ def data_route(path: str, method: str, scope: str):
     return decorate
 
 
+def _request() -> Request:
+    """The request being answered (a view runs only while there is one)."""
+    request = app.current_request
+    if request is None:
+        raise RuntimeError("no request is being answered")
+    return request
+
+
+def _query() -> Mapping[str, str]:
+    return _request().query_params or {}
+
+
 def _context():
     from chalicelib.eventstore.events import CommandContext  # the write routes' only
 
-    request_id = (app.current_request.context or {}).get("requestId") or str(uuid.uuid4())
+    request_id = (_request().context or {}).get("requestId") or str(uuid.uuid4())
     caller = _caller.get()
     return CommandContext(correlation_id=correlation_id.get() or str(uuid.uuid4()), causation_id=request_id,
                           actor=caller.to_metadata() if caller else None)
 
 
 def _idempotency_key() -> str | None:
-    raw = app.current_request.headers.get("idempotency-key")
+    raw = _request().headers.get("idempotency-key")
     return None if raw is None else parse.idempotency_key(raw)
 
 
@@ -184,7 +203,7 @@ def docs_asset(asset):
 
 @data_route("/customer", "POST", auth.WRITE)
 def create_customer():
-    body = parse.json_object(app.current_request.raw_body, {"name": str, "email": str})
+    body = parse.json_object(_request().raw_body, {"name": str, "email": str})
     result = application.current().create_customer(body["name"], body["email"], _context(),
                                                     idempotency_key=_idempotency_key())
     return shape.created(result)
@@ -193,7 +212,7 @@ def create_customer():
 @data_route("/customer/{customer_id}", "GET", auth.READ)
 def get_customer(customer_id):
     cid = parse.customer_id(customer_id)
-    params = app.current_request.query_params or {}
+    params = _query()
     version = parse.version(params.get("version"))
     as_of = parse.as_of(params.get("as_of"))
     if version is not None or as_of is not None:
@@ -207,7 +226,7 @@ def get_customer(customer_id):
 def customer_history(customer_id):
     """The audit log: every event of the customer with its metadata, in pages."""
     cid = parse.customer_id(customer_id)
-    params = app.current_request.query_params or {}
+    params = _query()
     limit = parse.whole_number(params.get("limit"), "limit", minimum=1, maximum=500) or 50
     after = parse.whole_number(params.get("after"), "after", minimum=0) or 0
     return shape.history_page(cid, application.current().history(cid, after=after, limit=limit), limit)
@@ -215,24 +234,27 @@ def customer_history(customer_id):
 
 @data_route("/customers", "GET", auth.READ)
 def find_customers():
-    """Kept for callers of the first release; the email travels in the URL,
-    which access logs keep: prefer POST /customers/search."""
-    params = app.current_request.query_params or {}
+    """The email travels in the URL, which access logs keep: prefer POST
+    /customers/search."""
+    params = _query()
     if not params.get("email"):
         raise parse.BadRequest("give the email to look for: POST /customers/search {\"email\": ...}")
-    return shape.found(application.current().find_by_email(valid_email(params["email"])))
+    strong = parse.consistency(params.get("consistency")) == "strong"
+    return shape.found(application.current().find_by_email(valid_email(params["email"]), strong=strong), strong)
 
 
 @data_route("/customers/search", "POST", auth.READ)
 def search_customers():
-    """Find customers by email, the email in the body (never in a URL)."""
-    email = parse.json_object(app.current_request.raw_body, {"email": str})["email"]
-    return shape.found(application.current().find_by_email(valid_email(email)))
+    """Find customers by email, the email in the body (never in a URL);
+    "consistency": "strong" sees the caller's own write at once."""
+    body = parse.json_object(_request().raw_body, {"email": str}, optional={"consistency": str})
+    strong = parse.consistency(body.get("consistency")) == "strong"
+    return shape.found(application.current().find_by_email(valid_email(body["email"]), strong=strong), strong)
 
 
 @data_route("/customer/{customer_id}/email", "POST", auth.WRITE)
 def change_email(customer_id):
-    request = app.current_request
+    request = _request()
     cid = parse.customer_id(customer_id)
     expected_version = parse.if_match(request.headers.get("if-match"))
     email = parse.json_object(request.raw_body, {"email": str})["email"]
@@ -244,7 +266,7 @@ def change_email(customer_id):
 @data_route("/customer/{customer_id}", "DELETE", auth.WRITE)
 def delete_customer(customer_id):
     cid = parse.customer_id(customer_id)
-    expected_version = parse.if_match(app.current_request.headers.get("if-match"))
+    expected_version = parse.if_match(_request().headers.get("if-match"))
     result = application.current().delete_customer(cid, _context(), expected_version=expected_version,
                                                    idempotency_key=_idempotency_key())
     return shape.deleted(result)

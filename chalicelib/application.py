@@ -1,13 +1,15 @@
-"""The application facade: everything the outside world (the HTTP views, the
-scheduled outbox relay, the projection function, the operator commands)
-asks of the service, each a use case (chalicelib.usecases) run on this
-container's parts (chalicelib.bootstrap).
+"""The application facade: everything the outside world (the HTTP views,
+the scheduled outbox relay, the projection function, the operator commands)
+asks of the service, each a use case (chalicelib.usecases) handed the parts
+it names, made once per container by the composition root
+(chalicelib.bootstrap).
 
 A use case's module is imported when it is first asked for: each Lambda
 function's cold start pays for its own work only (the API never loads the
 relay, the projection never loads the command handlers). Warm invocations
-keep the facade, and so its parts, through `current()`. Tests build one with
-fakes through the constructor and hand it to the app with `serve()`.
+keep the facade, and so its parts, through `current()`. Tests build one
+with parts of their own through the constructor and hand it to the app with
+`serve()`.
 """
 
 from __future__ import annotations
@@ -15,31 +17,37 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from chalicelib.bootstrap import Bootstrap
+from chalicelib.bootstrap import AwsClient, Bootstrap, Verifier
 from chalicelib.infra.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.auth import Caller
     from chalicelib.eventstore.events import CommandContext
     from chalicelib.eventstore.outbox import Backlog, ParkedRow
-    from chalicelib.eventstore.relay import OutboxRelay, RelayResult
+    from chalicelib.eventstore.relay import OutboxRelay, RelayResult, Sender
     from chalicelib.infra.dead_letters import DeadLetter
     from chalicelib.readmodel.projection import ProjectionResult
     from chalicelib.readmodel.rebuild import Progress, RebuildResult
     from chalicelib.readmodel.rows import CustomerRow
-    from chalicelib.usecases.commands import CommandResult
+    from chalicelib.usecases.commands import Command, CommandResult
     from chalicelib.usecases.erasure import ReapplyResult
     from chalicelib.usecases.health import Health
     from chalicelib.usecases.queries import CustomerRead, HistoryPage
     from chalicelib.usecases.read_side import ReplayResult
+    from chalicelib.usecases.unit_of_work import UnitsOfWork
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
 
 
 class CustomerApplication:
-    def __init__(self, settings: Settings, **parts: Any) -> None:
-        """`parts`: fakes for the Bootstrap (store, publish, verifier, aws)."""
-        self.parts = Bootstrap(settings, **parts)
+    def __init__(self, settings: Settings, *, sender: Sender | None = None, verifier: Verifier | None = None,
+                 aws: AwsClient | None = None, command_units: UnitsOfWork | None = None) -> None:
+        """The parts given replace the container's own (tests, benchmarks)."""
+        self.parts = Bootstrap(settings, sender=sender, verifier=verifier, aws=aws, command_units=command_units)
 
     @property
     def settings(self) -> Settings:
@@ -62,46 +70,59 @@ class CustomerApplication:
     def create_customer(self, name: str, email: str, context: CommandContext,
                         idempotency_key: str | None = None) -> CommandResult:
         from chalicelib.domain.commands import CreateCustomer
-        from chalicelib.usecases import commands
 
-        command = CreateCustomer(name=name, email=email, customer_id=uuid.uuid4())
-        return commands.execute(self.parts, command, context, idempotency_key)
+        return self._execute(CreateCustomer(name=name, email=email, customer_id=uuid.uuid4()), context,
+                             idempotency_key)
 
     def change_email(self, customer_id: uuid.UUID, email: str, context: CommandContext, *,
                      expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
         from chalicelib.domain.commands import ChangeEmail
-        from chalicelib.usecases import commands
 
-        command = ChangeEmail(customer_id=customer_id, email=email, expected_version=expected_version)
-        return commands.execute(self.parts, command, context, idempotency_key)
+        return self._execute(ChangeEmail(customer_id=customer_id, email=email, expected_version=expected_version),
+                             context, idempotency_key)
 
     def delete_customer(self, customer_id: uuid.UUID, context: CommandContext, *,
                         expected_version: int | None = None, idempotency_key: str | None = None) -> CommandResult:
         from chalicelib.domain.commands import DeleteCustomer
+
+        return self._execute(DeleteCustomer(customer_id=customer_id, expected_version=expected_version), context,
+                             idempotency_key)
+
+    def _execute(self, command: Command, context: CommandContext, idempotency_key: str | None) -> CommandResult:
         from chalicelib.usecases import commands
 
-        command = DeleteCustomer(customer_id=customer_id, expected_version=expected_version)
-        return commands.execute(self.parts, command, context, idempotency_key)
+        return commands.execute(command, context, idempotency_key, units=self.parts.command_units(),
+                                max_retries=self.settings.command_max_retries)
 
     def erase_personal_data(self, customer_id: uuid.UUID, context: CommandContext) -> bool:
         from chalicelib.usecases import erasure
 
-        return erasure.erase_personal_data(self.parts, customer_id, context)
+        return erasure.erase_personal_data(customer_id, context, units=self.parts.units(),
+                                           erasure_log=self.parts.erasure_log(),
+                                           max_retries=self.settings.command_max_retries)
 
     def reapply_erasures(self) -> ReapplyResult:
         from chalicelib.usecases import erasure
 
-        return erasure.reapply_erasures(self.parts)
+        return erasure.reapply_erasures(units=self.parts.units(), erasure_log=self.parts.erasure_log(),
+                                        max_retries=self.settings.command_max_retries)
 
-    def encrypt_stored_events(self, progress: Progress = lambda done, total: None) -> int:
-        from chalicelib.usecases import erasure
+    def encrypt_stored_events(self, progress: Progress = _no_progress) -> int:
+        from chalicelib.usecases import plaintext
 
-        return erasure.seal_stored_plaintext(self.parts, progress)
+        return plaintext.seal_stored_plaintext(progress, database=self.parts.database().direct(),
+                                               personal=self.parts.required_personal_data())
 
     def rewrap_keys(self) -> list[int]:
         from chalicelib.usecases import keys
 
-        return keys.rewrap_keys(self.parts)
+        self.settings.require_kms()
+        return keys.rewrap_keys(database=self.parts.database().direct(), kms=self.parts.aws("kms"))
+
+    def migrate(self) -> list[str]:
+        from chalicelib.usecases import schema
+
+        return schema.migrate(database=self.parts.database().direct())
 
     # Queries.
 
@@ -109,92 +130,95 @@ class CustomerApplication:
                  strong: bool = False) -> CustomerRead:
         from chalicelib.usecases import queries
 
-        return queries.customer(self.parts, customer_id, min_version=min_version, strong=strong)
+        return queries.customer(customer_id, min_version=min_version, strong=strong, units=self.parts.units())
 
     def customer_at(self, customer_id: uuid.UUID, *, version: int | None = None,
                     as_of: datetime | None = None) -> CustomerRow:
         from chalicelib.usecases import queries
 
-        return queries.customer_at(self.parts, customer_id, version=version, as_of=as_of)
+        return queries.customer_at(customer_id, version=version, as_of=as_of, units=self.parts.units())
 
     def history(self, customer_id: uuid.UUID, *, after: int = 0, limit: int = 50) -> HistoryPage:
         from chalicelib.usecases import queries
 
-        return queries.history(self.parts, customer_id, after=after, limit=limit)
+        return queries.history(customer_id, after=after, limit=limit, units=self.parts.units())
 
-    def find_by_email(self, email: str) -> list[CustomerRow]:
+    def find_by_email(self, email: str, *, strong: bool = False) -> list[CustomerRow]:
         from chalicelib.usecases import queries
 
-        return queries.find_by_email(self.parts, email)
+        return queries.find_by_email(email, strong=strong, units=self.parts.units())
 
     # Publishing: the outbox relay.
 
-    def outbox_relay(self) -> OutboxRelay:
-        from chalicelib.usecases import publishing
-
-        return publishing.relay(self.parts)
+    def outbox_relay(self, shard: int = 0, shards: int | None = None) -> OutboxRelay:
+        """The relay of a shard, as the scheduled function makes it."""
+        return self.parts.relays().relay(shard, shards)
 
     def relay_outbox(self, time_left: float | None = None, shard: int = 0) -> RelayResult:
         from chalicelib.usecases import publishing
 
-        return publishing.relay_outbox(self.parts, time_left, shard)
+        return publishing.relay_outbox(time_left, shard, relays=self.parts.relays(),
+                                       connections=self.parts.connections())
 
     def publish_outbox_now(self, wait_seconds: float = 30.0) -> tuple[RelayResult, Backlog]:
         from chalicelib.usecases import publishing
 
-        return publishing.publish_now(self.parts, wait_seconds)
+        return publishing.publish_now(wait_seconds, relays=self.parts.relays(), connections=self.parts.connections())
 
     def outbox_backlog(self) -> Backlog:
         from chalicelib.usecases import publishing
 
-        return publishing.backlog(self.parts)
+        return publishing.backlog(connections=self.parts.connections())
 
     def outbox_backlog_by_shard(self) -> list[Backlog]:
         from chalicelib.usecases import publishing
 
-        return publishing.backlog_by_shard(self.parts)
+        return publishing.backlog_by_shard(self.settings.relay_shards, connections=self.parts.connections())
 
     def parked_outbox_rows(self) -> list[ParkedRow]:
         from chalicelib.usecases import publishing
 
-        return publishing.parked_rows(self.parts)
+        return publishing.parked_rows(connections=self.parts.connections())
 
     def retry_parked_outbox_rows(self, outbox_ids: list[int] | None) -> int:
         from chalicelib.usecases import publishing
 
-        return publishing.retry_parked(self.parts, outbox_ids)
+        return publishing.retry_parked(outbox_ids, connections=self.parts.connections())
 
     def skip_parked_outbox_row(self, outbox_id: int) -> bool:
         from chalicelib.usecases import publishing
 
-        return publishing.skip_parked(self.parts, outbox_id)
+        return publishing.skip_parked(outbox_id, connections=self.parts.connections())
 
     # The read side.
 
     def project_kafka_batch(self, event: dict) -> ProjectionResult:
         from chalicelib.usecases import read_side
 
-        return read_side.project_batch(self.parts, event)
+        return read_side.project_batch(event, units=self.parts.units(), dead_letters=self.parts.dead_letter_queue(),
+                                       signing=self.parts.message_signing())
 
     def reproject(self, customer_ids: set[uuid.UUID]) -> ProjectionResult:
         from chalicelib.usecases import read_side
 
-        return read_side.reproject(self.parts, customer_ids)
+        return read_side.reproject(customer_ids, units=self.parts.units())
 
     def dead_letters(self) -> list[DeadLetter]:
         from chalicelib.usecases import read_side
 
-        return read_side.dead_letters(self.parts)
+        return read_side.dead_letters(queue=self.parts.dead_letter_queue())
 
     def replay_dead_letters(self) -> ReplayResult:
         from chalicelib.usecases import read_side
 
-        return read_side.replay_dead_letters(self.parts)
+        return read_side.replay_dead_letters(queue=self.parts.dead_letter_queue(), keys_at=self.parts.keys_at,
+                                             units=self.parts.units())
 
-    def rebuild_read_model(self, progress: Progress = lambda done, total: None) -> RebuildResult:
+    def rebuild_read_model(self, progress: Progress = _no_progress) -> RebuildResult:
         from chalicelib.usecases import read_side
 
-        return read_side.rebuild_read_model(self.parts, progress)
+        return read_side.rebuild_read_model(progress, database=self.parts.database().direct(),
+                                            personal=self.parts.personal_data())
 
     # Health.
 

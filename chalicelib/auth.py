@@ -244,6 +244,9 @@ def _get_json(url: str, timeout: float) -> object:
     import http.client
 
     parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    connection: http.client.HTTPConnection
     if parts.scheme == "https":
         import ssl
 

@@ -1,5 +1,6 @@
 """The composition root: builds the parts of the service once per
-container, on first use, and hands them to the use cases.
+container, on first use, and hands each use case the ones it names
+(chalicelib.application does the handing).
 
 Nothing is opened when it is built, and nothing at import (Lambda's cold
 start): the connection, the key ring, the token verifier and the Kafka
@@ -8,8 +9,8 @@ threads ask at once (`chalice local` serves each request on its own), and a
 part that failed to be made is made again by the next caller. Warm
 invocations keep them, through `chalicelib.application.current()`.
 
-Tests build one with fakes (a store, a publisher, a verifier, AWS clients)
-through the constructor, or override a part's method in a subclass, the way
+Tests replace a part through the constructor (a sender that records, a
+verifier, AWS clients, units of work on a fake store), the way
 eventsourcing's Application lets its parts be replaced.
 """
 
@@ -17,26 +18,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from chalicelib.infra import db, metrics
+from chalicelib.infra import db
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.credentials import Secret
 from chalicelib.infra.settings import Settings
 
 if TYPE_CHECKING:
-    import psycopg
-
     from chalicelib.auth import Caller
-    from chalicelib.eventstore.events import RecordedEvent
-    from chalicelib.eventstore.relay import Publish
-    from chalicelib.eventstore.store import EventStore
-    from chalicelib.infra.dead_letters import DeadLetterQueue
+    from chalicelib.eventstore.relay import Sender
+    from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue
     from chalicelib.infra.message_signing import MessageSigning
     from chalicelib.personal.erasure_log import ErasureLog
     from chalicelib.personal.sealing import PersonalData
-    from chalicelib.usecases.commands import CustomerCommands
     from chalicelib.usecases.health import HealthCheck
+    from chalicelib.usecases.publishing import Relays
+    from chalicelib.usecases.unit_of_work import PostgresUnitsOfWork, UnitsOfWork
+
+T = TypeVar("T")
+
+# boto3 clients by service name (chalicelib.infra.aws).
+AwsClient = Callable[[str], Any]
 
 
 class Verifier(Protocol):
@@ -44,22 +47,18 @@ class Verifier(Protocol):
 
 
 class Bootstrap:
-    def __init__(self, settings: Settings, *, store: EventStore | None = None, publish: Publish | None = None,
-                 verifier: Verifier | None = None, aws: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, *, sender: Sender | None = None, verifier: Verifier | None = None,
+                 aws: AwsClient | None = None, command_units: UnitsOfWork | None = None) -> None:
         self.settings = settings
-        # boto3 clients by service name, made on first use.
-        self.aws = aws or AwsClients()
-        # An injected store (a fake) serves every command; one that is not
-        # PostgreSQL cannot join an Idempotency-Key's transaction, so keyed
-        # commands then run on it directly.
-        self.injected_store = store
-        self.injected_publish = publish
+        self.aws: AwsClient = aws or AwsClients()
+        self._sender = sender
         self._verifier = verifier
+        self._command_units = command_units
         self._made: dict[str, Any] = {}
         # Reentrant: a part made under it may need another (the connections need the database).
         self._lock = threading.RLock()
 
-    def _once(self, name: str, make: Callable[[], Any]) -> Any:
+    def _once(self, name: str, make: Callable[[], T]) -> T:
         """The part `name`, made by `make` the first time it is asked for."""
         part = self._made.get(name)
         if part is None:
@@ -67,7 +66,8 @@ class Bootstrap:
                 part = self._made.get(name)
                 if part is None:
                     part = self._made[name] = make()
-        return part
+        made: T = part
+        return made
 
     # The database.
 
@@ -82,7 +82,8 @@ class Bootstrap:
             if settings.database_iam_auth:
                 def iam_token(host: str, port: int, user: str) -> str:
                     # Signed here, no call to AWS; valid 15 minutes, enough to log in.
-                    return self.aws("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+                    token: str = self.aws("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+                    return token
             return db.Database(settings.database_url, secret=secret, iam_token=iam_token,
                                proxy_endpoint=settings.database_proxy_endpoint)
 
@@ -92,61 +93,32 @@ class Bootstrap:
         """The container's connection (DB_POOL_MAX_SIZE=1, Lambda) or pool."""
         return self._once("connections", lambda: self.database().connections(self.settings.db_pool_max_size))
 
-    # The event store and the command handlers.
+    def units(self) -> PostgresUnitsOfWork:
+        """Units of work on the container's connections, sealing personal data."""
+        def make() -> PostgresUnitsOfWork:
+            from chalicelib.usecases.unit_of_work import PostgresUnitsOfWork
 
-    def store(self, *, for_state: bool = False) -> EventStore:
-        """The event store, sealing and opening personal data. `for_state`:
-        for loading an aggregate to decide on, which needs only the personal
-        data its state ends with."""
-        def make() -> EventStore:
-            from chalicelib.eventstore.postgres import PostgresEventStore
+            settings = self.settings
+            return PostgresUnitsOfWork(self.connections(), self.personal_data(),
+                                       snapshot_every=settings.customer_snapshot_every or None,
+                                       idempotency_ttl_seconds=settings.idempotency_ttl_hours * 3600)
 
-            connections = self.connections()
-            return self._sealed(self.injected_store or PostgresEventStore(connections), connections.connection,
-                                for_state)
+        return self._once("units", make)
 
-        return self._once(f"store-for-state-{for_state}", make)
-
-    def store_in(self, conn: psycopg.Connection, *, for_state: bool = True) -> EventStore:
-        """The event store inside a caller's transaction on `conn`."""
-        from chalicelib.eventstore.postgres import PostgresEventStore
-
-        within = db.TransactionConnection(conn)
-        return self._sealed(self.injected_store or PostgresEventStore(within), within.connection, for_state)
-
-    def _sealed(self, store: EventStore, connect, for_state: bool) -> EventStore:
-        from chalicelib.personal.sealing import SealedEventStore
-
-        personal = self.personal_data()
-        return store if personal is None else SealedEventStore(store, personal, connect, for_state=for_state)
-
-    def commands(self, store: EventStore | None = None) -> CustomerCommands:
-        """The Customer's command handlers, on the container's store or `store`."""
-        from chalicelib.usecases.commands import CustomerCommands
-
-        def make(on: EventStore) -> CustomerCommands:
-            return CustomerCommands(on, max_retries=self.settings.command_max_retries,
-                                    snapshot_every=self.settings.customer_snapshot_every or None,
-                                    on_retry=lambda: metrics.count("CommandRetries"))
-
-        if store is not None:
-            return make(store)
-        return self._once("commands", lambda: make(self.store(for_state=True)))
-
-    def open_event(self) -> Callable[[RecordedEvent], RecordedEvent]:
-        """Makes a stored event's personal data readable, on the container's connection."""
-        personal = self.personal_data()
-        if personal is None:
-            return lambda event: event
-        return lambda event: personal.open_recorded(event, lambda: self.connections().connection())
+    def command_units(self) -> UnitsOfWork:
+        """Where commands run: the units of work, or those a test gave."""
+        return self._command_units if self._command_units is not None else self.units()
 
     # Personal data.
 
     def personal_data(self) -> PersonalData | None:
         """Encryption of personal data (KMS_KEY_ID); None when not configured."""
+        return self.required_personal_data() if self.settings.kms_key_id else None
+
+    def required_personal_data(self) -> PersonalData:
+        """Encryption of personal data; ConfigurationError without KMS_KEY_ID."""
         settings = self.settings
-        if not settings.kms_key_id:
-            return None
+        kms_key_id = settings.require_kms()
 
         def make() -> PersonalData:
             from chalicelib.domain.customer import Customer, registry
@@ -154,9 +126,8 @@ class Bootstrap:
             from chalicelib.personal.keyring import KeyRing
             from chalicelib.personal.sealing import Declared, PersonalData
 
-            secret = Secret(settings.email_hash_secret_arn, self.aws)
-            keys = KeyRing(lambda: self.database().connect(autocommit=True), lambda: self.aws("kms"),
-                           settings.kms_key_id)
+            secret = Secret(settings.require_email_hash_secret(), self.aws)
+            keys = KeyRing(lambda: self.database().connect(autocommit=True), lambda: self.aws("kms"), kms_key_id)
             email_hash = EmailHash(lambda: email_hash_key(secret.value()))
             return PersonalData(keys, email_hash, Declared.of(registry, Customer))
 
@@ -167,10 +138,6 @@ class Bootstrap:
         from chalicelib.personal.erasure_log import ErasureLog
 
         return ErasureLog(self.settings.require_erasure_log(), self.aws)
-
-    def email_hash(self) -> Callable[[str], str] | None:
-        personal = self.personal_data()
-        return personal.email_hash if personal else None
 
     # Who calls.
 
@@ -192,12 +159,18 @@ class Bootstrap:
 
     # Kafka, dead letters, health.
 
-    def publisher(self) -> Publish:
-        """One producer per container, kept by warm invocations."""
-        if self.injected_publish is not None:
-            return self.injected_publish
+    def sender(self) -> Sender:
+        """The container's Kafka producer (or a test's sender), measured."""
+        def make() -> Sender:
+            from chalicelib.usecases.publishing import MeasuredSender
 
-        def make() -> Publish:
+            return MeasuredSender(self._sender if self._sender is not None else self.publisher())
+
+        return self._once("sender", make)
+
+    def publisher(self) -> Sender:
+        """One producer per container, kept by warm invocations."""
+        def make() -> Sender:
             from chalicelib.infra.kafka_publisher import KafkaPublisher
 
             settings = self.settings
@@ -207,6 +180,17 @@ class Bootstrap:
                                   sign=signing.sign if signing else None)
 
         return self._once("publisher", make)
+
+    def relays(self) -> Relays:
+        """What each shard's relay is made of: a direct connection, the sender,
+        the events as consumers read them."""
+        def make() -> Relays:
+            from chalicelib.usecases.publishing import Relays, for_consumers
+
+            return Relays(self.database().direct(), self.sender(), for_consumers(self.personal_data()),
+                          self.settings)
+
+        return self._once("relays", make)
 
     def message_signing(self) -> MessageSigning | None:
         """The key the relay signs messages with and the projection checks
@@ -231,6 +215,12 @@ class Bootstrap:
         return security_settings(settings.kafka_security_protocol, settings.kafka_sasl_mechanism,
                                  cafile=settings.kafka_ssl_cafile, sasl_secret=secret)
 
+    def keys_at(self, letter: DeadLetter) -> tuple[list[bytes | None], bool]:
+        """The keys of a failed batch's records, read back from Kafka by their offsets."""
+        from chalicelib.infra.kafka_reader import keys_at
+
+        return keys_at(self.settings.require_kafka(), letter.offsets(), self.kafka_security())
+
     def dead_letter_queue(self) -> DeadLetterQueue | None:
         from chalicelib.infra.dead_letters import DeadLetterQueue
 
@@ -249,8 +239,10 @@ class Bootstrap:
 
     def close(self) -> None:
         with self._lock:
-            for name in ("publisher", "connections"):
-                part = self._made.pop(name, None)
-                if part is not None:
-                    part.close()
+            publisher = self._made.pop("publisher", None)
+            if publisher is not None:
+                publisher.close()
+            connections = self._made.pop("connections", None)
+            if connections is not None:
+                connections.close()
             self._made.clear()

@@ -77,10 +77,10 @@ def public_key(jwk: dict[str, Any]) -> PublicKey | None:
         if kty == "RSA":
             from cryptography.hazmat.primitives.asymmetric import rsa
 
-            key = rsa.RSAPublicNumbers(_integer(jwk["e"]), _integer(jwk["n"])).public_key()
-            if key.key_size < MIN_RSA_BITS:
+            rsa_key = rsa.RSAPublicNumbers(_integer(jwk["e"]), _integer(jwk["n"])).public_key()
+            if rsa_key.key_size < MIN_RSA_BITS:
                 return None
-            return PublicKey("RSA", key, alg=jwk.get("alg"))
+            return PublicKey("RSA", rsa_key, alg=jwk.get("alg"))
         if kty == "EC" and jwk.get("crv") in _CURVES:
             from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -88,8 +88,8 @@ def public_key(jwk: dict[str, Any]) -> PublicKey | None:
             x, y = _decode(jwk["x"]), _decode(jwk["y"])
             if len(x) != size or len(y) != size:
                 return None
-            key = ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, name)(), b"\x04" + x + y)
-            return PublicKey("EC", key, crv=jwk["crv"], alg=jwk.get("alg"))
+            ec_key = ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, name)(), b"\x04" + x + y)
+            return PublicKey("EC", ec_key, crv=jwk["crv"], alg=jwk.get("alg"))
         if kty == "OKP" and jwk.get("crv") in ("Ed25519", "Ed448"):
             from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 
@@ -112,6 +112,7 @@ def verify(token: Token, key: PublicKey) -> None:
     if "crit" in token.header:
         raise InvalidToken("the token has critical header parameters this service does not understand")
     kty, hash_name, curve = ALGORITHMS[alg]
+    hash_name = hash_name or ""  # EdDSA names none
     if key.kty != kty or (curve is not None and key.crv != curve) or (key.alg is not None and key.alg != alg):
         raise InvalidToken(f"the key the token names is not for {alg}")
     try:
@@ -126,7 +127,7 @@ def verify(token: Token, key: PublicKey) -> None:
             from cryptography.hazmat.primitives.asymmetric import ec
             from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-            size = _CURVES[curve][1]
+            size = _CURVES[curve or ""][1]
             if len(token.signature) != 2 * size:
                 raise InvalidToken("the signature has the wrong length")
             r, s = (int.from_bytes(token.signature[i:i + size], "big") for i in (0, size))

@@ -18,15 +18,15 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.application import CustomerApplication
-from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.settings import Settings
-from chalicelib.usecases.commands import CustomerCommands
 from devstack.issuer import DevIssuer
 from devstack.kafka import broker_for_run, create_topic
 from devstack.postgres import database_for_run, free_port
 from tests.support.api import Api, serving
+from tests.support.builders import Commands
+from tests.support.fakes import RecordingSender
 
 _TABLES_KEPT = {"schema_migrations"}
 
@@ -85,16 +85,24 @@ def issuer(tmp_path_factory):
 
 
 @pytest.fixture
+def sent():
+    """What the relay sends, kept instead of going to Kafka (for the
+    application of a test that asks for it)."""
+    return RecordingSender()
+
+
+@pytest.fixture
 def application(db, issuer, request, monkeypatch):
     """The application facade on this test's database (and topic, when the
     test has one), trusting the test issuer, served to the app's functions
-    for the test's duration."""
+    for the test's duration. With `sent`, the relay sends there."""
     for first in ("topic", "encryption", "dlq", "signed_messages"):
         if first in request.fixturenames:
             request.getfixturevalue(first)  # its settings first
     for name, value in issuer.environment().items():
         monkeypatch.setenv(name, value)
-    with serving(CustomerApplication(Settings.from_env())) as served:
+    sender = request.getfixturevalue("sent") if "sent" in request.fixturenames else None
+    with serving(CustomerApplication(Settings.from_env(), sender=sender)) as served:
         yield served
 
 
@@ -166,5 +174,5 @@ def pool(db):
 
 @pytest.fixture
 def commands(pool):
-    """The command handlers on a real event store, without HTTP."""
-    return CustomerCommands(PostgresEventStore(pool))
+    """The command handlers on the real units of work, without HTTP."""
+    return Commands(pool)

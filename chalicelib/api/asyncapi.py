@@ -27,6 +27,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from chalicelib.eventstore.events import DomainEvent
+
 SCHEMAS = Path(__file__).parent / "event_schemas"
 TOPIC = "customer-events"
 ERASED = "null once the customer's personal data is erased (see CustomerPersonalDataErased)"
@@ -34,7 +36,7 @@ ERASED = "null once the customer's personal data is erased (see CustomerPersonal
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
 
-def data_schema(cls: type) -> dict[str, Any]:
+def data_schema(cls: type[DomainEvent]) -> dict[str, Any]:
     """The JSON Schema of an event's `data` in its current version, from its class."""
     hints = typing.get_type_hints(cls)
     properties, required = {}, []

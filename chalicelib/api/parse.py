@@ -34,12 +34,15 @@ def quoted(raw: object) -> str:
     return text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT - 4] + "...'"
 
 
-def json_object(raw_body: bytes | None, fields: dict[str, type]) -> dict[str, Any]:
-    """The body as a JSON object with exactly these fields of these types."""
+def json_object(raw_body: bytes | str | None, fields: dict[str, type],
+                optional: dict[str, type] | None = None) -> dict[str, Any]:
+    """The body as a JSON object with exactly these fields of these types,
+    and perhaps some of the `optional` ones."""
+    optional = optional or {}
     if not raw_body:
         raise BadRequest(f"the request body must be a JSON object with {_list(fields)}")
     try:
-        body = json.loads(raw_body.decode("utf-8"))
+        body = json.loads(raw_body.decode("utf-8") if isinstance(raw_body, bytes) else raw_body)
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
@@ -48,16 +51,17 @@ def json_object(raw_body: bytes | None, fields: dict[str, type]) -> dict[str, An
         raise BadRequest("the request body is nested too deeply to be the JSON object asked for") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, not {_json_type(body)}")
-    unknown = sorted(set(body) - set(fields))
+    unknown = sorted(set(body) - set(fields) - set(optional))
     if unknown:
         listed = ", ".join(name if len(name) <= _ECHO_LIMIT else name[:_ECHO_LIMIT - 3] + "..."
                            for name in unknown[:_NAMES_LISTED])
         more = f" and {len(unknown) - _NAMES_LISTED} more" if len(unknown) > _NAMES_LISTED else ""
-        raise BadRequest(f"unknown field(s): {listed}{more}; expected {_list(fields)}")
+        expected_too = f", and perhaps {_list(optional)}" if optional else ""
+        raise BadRequest(f"unknown field(s): {listed}{more}; expected {_list(fields)}{expected_too}")
     missing = [name for name in fields if name not in body]
     if missing:
         raise BadRequest(f"missing field(s): {', '.join(missing)}")
-    for name, expected in fields.items():
+    for name, expected in {**fields, **{k: t for k, t in optional.items() if k in body}}.items():
         if not isinstance(body[name], expected):
             raise BadRequest(
                 f"{name} must be a {_json_type_name(expected)}, not {_json_type(body[name])}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalice import Response
 
@@ -63,9 +63,9 @@ def state_then(row: CustomerRow) -> Response:
                     headers={"ETag": etag(row.version), "X-Read-Source": "event-store"})
 
 
-def found(rows: list[CustomerRow]) -> Response:
+def found(rows: list[CustomerRow], strong: bool = False) -> Response:
     return Response(body={"customers": [customer_row(row) for row in rows]},
-                    headers={"X-Read-Source": "read-model"})
+                    headers={"X-Read-Source": "event-store" if strong else "read-model"})
 
 
 def history_page(customer_id: uuid.UUID, page: HistoryPage, limit: int) -> dict:
@@ -96,8 +96,8 @@ def history_entry(recorded: RecordedEvent) -> dict:
 
 
 def health(report: Health, detailed: bool) -> Response:
-    body = {"status": "ok" if report.healthy else "unhealthy",
-            "database": "reachable" if report.database_reachable else "unreachable"}
+    body: dict[str, Any] = {"status": "ok" if report.healthy else "unhealthy",
+                            "database": "reachable" if report.database_reachable else "unreachable"}
     if not detailed:
         return Response(body=body, status_code=200 if report.healthy else 503,
                         headers={"Cache-Control": "no-store"})

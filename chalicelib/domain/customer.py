@@ -91,13 +91,15 @@ class Customer(Aggregate):
         email = valid_email(email)
         if email == self.email:
             return
-        self._release_unique(EMAIL_SCOPE, self.email)
+        if self.email is not None:
+            self._release_unique(EMAIL_SCOPE, self.email)
         self._reserve_unique(EMAIL_SCOPE, email)
         self._record(CustomerEmailChanged(email=email, previous_email=self.email))
 
     def delete(self) -> None:
         self.ensure_exists()
-        self._release_unique(EMAIL_SCOPE, self.email)
+        if self.email is not None:
+            self._release_unique(EMAIL_SCOPE, self.email)
         self._record(CustomerDeleted())
 
     def erase_personal_data(self) -> bool:

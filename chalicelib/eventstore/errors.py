@@ -35,7 +35,12 @@ class UnknownEventType(EventStoreError, LookupError):
     """A stored event of a type or shape this code cannot read."""
 
 
-class PublishError(EventStoreError):
+class Unavailable(EventStoreError):
+    """Something the work needs (the broker, the database, the key service)
+    cannot be reached just now: the same work is tried again later."""
+
+
+class PublishError(Unavailable):
     """The broker did not acknowledge every event of a batch: tried again."""
 
 

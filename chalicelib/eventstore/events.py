@@ -100,6 +100,15 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class StreamKey:
+    """A stream's data key as it is stored: wrapped by a key-encryption key
+    (`kek_id`). The store keeps it with the stream's first events."""
+
+    kek_id: int
+    wrapped: bytes
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """An aggregate's state at a version, in the shape `schema_version`."""
 

@@ -1,26 +1,19 @@
-"""The event store on PostgreSQL."""
+"""The event store on PostgreSQL, on one connection: a unit of work's (its
+transaction, when it has one), or any other the caller holds."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
 from .errors import ConcurrencyError, ReservationTaken
-from .events import NewEvent, RecordedEvent, Reservation, Snapshot, recorded_event_columns
+from .events import NewEvent, RecordedEvent, Reservation, Snapshot, StreamKey, recorded_event_columns
 from .rows import dataclass_row
-
-
-class Connections(Protocol):
-    """A pool, one connection reused, or one inside a caller's transaction."""
-
-    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]: ...
-
 
 recorded_event_row = dataclass_row(RecordedEvent)
 _snapshot_row = dataclass_row(Snapshot)
@@ -117,8 +110,8 @@ FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s
 
 
 class PostgresEventStore:
-    def __init__(self, pool: Connections) -> None:
-        self._pool = pool
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
 
     def append(
         self,
@@ -129,11 +122,12 @@ class PostgresEventStore:
         snapshot: Snapshot | None = None,
         reserve: Sequence[Reservation] = (),
         release: Sequence[Reservation] = (),
-        stream_key: Any = None,
+        stream_key: StreamKey | None = None,
     ) -> list[int]:
         if not events:
             return []
-        params = {"stream_id": stream_id, "stream_type": stream_type, "expected_version": expected_version}
+        params: dict[str, Any] = {"stream_id": stream_id, "stream_type": stream_type,
+                                  "expected_version": expected_version}
         many = len(events) > 1
         if many:
             params["events"] = json.dumps([
@@ -155,33 +149,31 @@ class PostgresEventStore:
             params.update(kek_id=stream_key.kek_id, wrapped_key=stream_key.wrapped)
         sql = _append_sql(many=many, check_gap=expected_version > 0, snapshot=snapshot is not None,
                           release=bool(release), reserve=bool(reserve), stream_key=stream_key is not None)
-        with self._pool.connection() as conn:
-            try:
-                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                    # Inside a caller's transaction: a savepoint, so that a
-                    # lost race leaves that transaction usable for the retry.
-                    with conn.transaction():
-                        rows = conn.execute(sql, params).fetchall()
-                else:
+        conn = self._conn
+        try:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                # Inside a caller's transaction: a savepoint, so that a
+                # lost race leaves that transaction usable for the retry.
+                with conn.transaction():
                     rows = conn.execute(sql, params).fetchall()
-            except psycopg.errors.UniqueViolation as error:
-                if error.diag.constraint_name == "events_stream_version_key":
-                    raise ConcurrencyError(stream_id, expected_version) from None
-                if error.diag.constraint_name == "reservations_pkey":
-                    raise ReservationTaken(_taken(reserve, error)) from None
-                raise
+            else:
+                rows = conn.execute(sql, params).fetchall()
+        except psycopg.errors.UniqueViolation as error:
+            if error.diag.constraint_name == "events_stream_version_key":
+                raise ConcurrencyError(stream_id, expected_version) from None
+            if error.diag.constraint_name == "reservations_pkey":
+                raise ReservationTaken(_taken(reserve, error)) from None
+            raise
         if len(rows) != len(events):
             raise ConcurrencyError(stream_id, expected_version)
         return sorted(row[0] for row in rows)
 
     def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
-        with self._pool.connection() as conn:
-            return conn.cursor(row_factory=_snapshot_row).execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
+        return self._conn.cursor(row_factory=_snapshot_row).execute(_LOAD_SNAPSHOT, (stream_id,)).fetchone()
 
     def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
-        with self._pool.connection() as conn:
-            return conn.cursor(row_factory=recorded_event_row).execute(
-                _LOAD, (stream_id, after_version, limit)).fetchall()
+        return self._conn.cursor(row_factory=recorded_event_row).execute(
+            _LOAD, (stream_id, after_version, limit)).fetchall()
 
 
 def _taken(reserve: Sequence[Reservation], error: psycopg.errors.UniqueViolation) -> Reservation:
@@ -193,11 +185,18 @@ def _taken(reserve: Sequence[Reservation], error: psycopg.errors.UniqueViolation
 
 
 # What a stream leaves beside its events, forgotten or rewritten with it:
-# erasure and the sealing of plaintext personal data stored before
-# encryption (the one sanctioned rewrite of stored events).
+# erasure, and `python -m ops encrypt-events`, which seals personal data
+# stored in clear (the one sanctioned rewrite of stored events).
 
 def delete_snapshots(conn: psycopg.Connection, stream_id: uuid.UUID) -> None:
     conn.execute("DELETE FROM snapshots WHERE stream_id = %s", (stream_id,))
+
+
+def reservation_owner(conn: psycopg.Connection, reservation: Reservation) -> uuid.UUID | None:
+    """The stream that holds this unique value now, if any."""
+    row = conn.execute("SELECT owner FROM reservations WHERE scope = %s AND key = %s",
+                       (reservation.scope, reservation.key)).fetchone()
+    return row[0] if row is not None else None
 
 
 def release_reservations(conn: psycopg.Connection, owner: uuid.UUID) -> None:
@@ -219,8 +218,9 @@ def event_data_for_update(conn: psycopg.Connection, stream_id: uuid.UUID,
                           event_types: Sequence[str]) -> list[tuple[int, int, str, dict[str, Any]]]:
     """(global position, version, type, data) of the stream's events of
     these types, locked until the transaction ends."""
-    return conn.execute("SELECT global_position, version, event_type, data FROM events WHERE stream_id = %s"
+    rows = conn.execute("SELECT global_position, version, event_type, data FROM events WHERE stream_id = %s"
                         " AND event_type = ANY(%s) FOR UPDATE", (stream_id, list(event_types))).fetchall()
+    return [(position, version, event_type, data) for position, version, event_type, data in rows]
 
 
 def replace_event_data(conn: psycopg.Connection, global_position: int, data: dict[str, Any]) -> None:
@@ -241,4 +241,17 @@ def streams_with_text_in(conn: psycopg.Connection, fields: Sequence[str], *, aft
 
 
 def count_streams_with_text_in(conn: psycopg.Connection, fields: Sequence[str]) -> int:
-    return conn.execute("SELECT count(DISTINCT stream_id) " + _WITH_TEXT, (list(fields),)).fetchone()[0]
+    return one(conn.execute("SELECT count(DISTINCT stream_id) " + _WITH_TEXT, (list(fields),)))
+
+
+def one(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of a statement's one row (an aggregate, a RETURNING)."""
+    return one_row(cursor)[0]
+
+
+def one_row(cursor: psycopg.Cursor[Any]) -> Any:
+    """The one row of a statement that always returns one (aggregates)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row

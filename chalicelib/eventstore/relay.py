@@ -1,6 +1,6 @@
 """The outbox relay: publish committed events in order, then mark them.
 
-Generic: it knows recorded events and a `publish` callable, not Kafka.
+Generic: it knows recorded events and a `Sender`, not Kafka.
 
 - It reads "every row still unpublished, in id order", never "id > last
   published": identity values are handed out at insert and can commit out of
@@ -40,21 +40,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn, Protocol
 
 import psycopg
 
-from .errors import PublishError, RowParked, UnpublishableEvent
+from .errors import RowParked, Unavailable, UnpublishableEvent
 from .events import RecordedEvent, recorded_event_columns
 from .outbox import BUCKETS, CHANNEL_PREFIX, READY
-from .postgres import dataclass_row
+from .postgres import dataclass_row, one
 
 # Advisory lock keys; any constants work, as long as every relay of this
 # database uses them.
 RELAY_LOCK_BASE = 7_413_020_100  # + bucket: who drains it
 SLEEP_LOCK_BASE = 7_413_021_000  # + bucket: its relay sleeps (the number in migration 016)
-# The one lock of relays from before buckets: relays take it shared, so that
-# one of those still running during a deploy keeps them out (and they it).
-LEGACY_RELAY_LOCK_KEY = 7_413_020_002
 # A relay that started without some of its buckets (a relay started with
 # another shard count holds them) asks for them again this often.
 _MISSING_RECHECK_SECONDS = 1.0
@@ -90,11 +88,33 @@ DELETE FROM outbox WHERE id IN (
     LIMIT 10000)
 """
 
-# Sends a batch and returns once the broker acknowledged every event, or
-# raises PublishError (tried again) or UnpublishableEvent (that row parked).
-# A publisher may also have `send(events)`, which returns at once with a
-# callable that waits for the acknowledgements: the relay then pipelines.
-Publish = Callable[[Sequence[RecordedEvent]], None]
+# Waits until the broker acknowledged every event of a batch; raises
+# PublishError (the batch is sent again) or UnpublishableEvent (that row is
+# parked).
+Acknowledgement = Callable[[], None]
+
+
+class Sender(Protocol):
+    """Where the relay publishes (chalicelib.infra.kafka_publisher)."""
+
+    def send(self, events: Sequence[RecordedEvent]) -> Acknowledgement:
+        """Send a batch without waiting for the broker, in order; what it
+        returns waits for the acknowledgements. The relay sends the next
+        batch before it waits, so batches are pipelined. Raises PublishError
+        when the batch cannot even be sent, UnpublishableEvent for an event
+        no retry could send."""
+        ...
+
+
+# Makes a stored event the message consumers read (today's shape, its
+# personal data readable), looking up what it needs on the relay's
+# connection. Raises Unavailable (or a psycopg error) when what it needs
+# cannot be had now: the batch is tried again; any other error parks the row.
+Prepare = Callable[[psycopg.Connection, RecordedEvent], RecordedEvent]
+
+
+def as_stored(conn: psycopg.Connection, event: RecordedEvent) -> RecordedEvent:
+    return event
 
 
 def buckets_of(shard: int, shards: int) -> list[int]:
@@ -120,7 +140,7 @@ class OutboxRelay:
     def __init__(
         self,
         connect: Callable[[], psycopg.Connection],
-        publish: Publish,
+        sender: Sender,
         *,
         batch_size: int = 500,
         idle_wait: float = 5.0,
@@ -129,14 +149,14 @@ class OutboxRelay:
         retention_seconds: float = 7 * 24 * 3600,
         on_error: Callable[[Exception], None] = lambda error: None,
         on_parked: Callable[[int, RecordedEvent, str], None] = lambda outbox_id, event, error: None,
-        upcast: Callable[[RecordedEvent], RecordedEvent] = lambda event: event,
+        prepare: Prepare = as_stored,
         shard: int = 0,
         shards: int = 1,
     ) -> None:
         self.shard, self.shards = shard, shards
         self._buckets = buckets_of(shard, shards)
         self._connect = connect
-        self._send = _sending(publish)
+        self._sender = sender
         self._batch_size = batch_size
         # Notifications wake the relay; this is only the longest sleep
         # between checks should one be lost (say, the listening connection
@@ -149,8 +169,7 @@ class OutboxRelay:
         self._retention_seconds = retention_seconds
         self._on_error = on_error
         self._on_parked = on_parked
-        # Consumers get today's shape of every event, however old the row.
-        self._upcast = upcast
+        self._prepare = prepare
 
     def run(self, deadline: float, stop: threading.Event | None = None) -> RelayResult:
         """Drain until `deadline` (time.monotonic()) or until `stop` is set,
@@ -176,9 +195,6 @@ class OutboxRelay:
     def _relay_on_one_connection(self, deadline: float, stop: threading.Event, result: RelayResult) -> None:
         with self._connect() as conn:
             conn.autocommit = True
-            if not conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (LEGACY_RELAY_LOCK_KEY,)).fetchone()[0]:
-                result.locked_out = True  # a relay from before buckets still runs
-                return
             held: list[int] = []
             try:
                 self._take_missing(conn, held)
@@ -193,12 +209,11 @@ class OutboxRelay:
                 if not conn.closed and not conn.broken:
                     conn.execute("UNLISTEN *")
                     conn.execute(_UNLOCK, ([RELAY_LOCK_BASE + b for b in held],))
-                    conn.execute("SELECT pg_advisory_unlock_shared(%s)", (LEGACY_RELAY_LOCK_KEY,))
 
     def _take_missing(self, conn: psycopg.Connection, held: list[int]) -> None:
         """Lock the shard's buckets no other relay holds, and listen for their commits."""
         missing = [RELAY_LOCK_BASE + b for b in self._buckets if b not in held]
-        got = sorted(key - RELAY_LOCK_BASE for key in conn.execute(_TRY_LOCKS, (missing,)).fetchone()[0])
+        got = sorted(key - RELAY_LOCK_BASE for key in one(conn.execute(_TRY_LOCKS, (missing,))))
         if got:
             conn.execute("; ".join(f"LISTEN {CHANNEL_PREFIX}{b}" for b in got))
             held.extend(got)
@@ -236,7 +251,7 @@ class OutboxRelay:
                     # is not marked: sent again (at least once).
                     result.parked += 1
                     continue
-                except PublishError as error:
+                except Unavailable as error:  # the broker, or a key service
                     in_flight = None  # not marked: sent again
                     result.failures += 1
                     result.last_error = str(error)
@@ -262,13 +277,13 @@ class OutboxRelay:
                     self._finish(conn, in_flight)
                     result.published += len(in_flight.rows)
                     result.batches += 1
-                except (PublishError, RowParked):
+                except (Unavailable, RowParked):
                     pass  # not marked: sent again by the next relay
 
     def _sleep_until_notified(self, conn: psycopg.Connection, remaining: float, stop: threading.Event,
                               held: list[int]) -> None:
         keys = [SLEEP_LOCK_BASE + b for b in held]
-        got = conn.execute(_TRY_LOCKS, (keys,)).fetchone()[0]
+        got = one(conn.execute(_TRY_LOCKS, (keys,)))
         try:
             if len(got) < len(keys):
                 # A writer that saw us awake has not committed yet: its row is
@@ -276,7 +291,7 @@ class OutboxRelay:
                 stop.wait(min(remaining, _BUSY_RECHECK_SECONDS))
                 return
             # Rows committed while we were publishing notified nobody.
-            if conn.execute(_ANY_UNPUBLISHED, (held,)).fetchone()[0]:
+            if one(conn.execute(_ANY_UNPUBLISHED, (held,))):
                 return
             for _ in conn.notifies(timeout=min(remaining, self._idle_wait), stop_after=1):
                 pass
@@ -295,13 +310,13 @@ class OutboxRelay:
         events = []
         for outbox_id, event in rows:
             try:
-                events.append(self._upcast(event))
-            except PublishError:
+                events.append(self._prepare(conn, event))
+            except (Unavailable, psycopg.Error):
                 raise  # it cannot be read just now (say, its key not fetched): the batch is tried again
             except Exception as error:  # noqa: BLE001 - no retry can make this code read it
                 self._park(conn, outbox_id, event, f"{type(error).__name__}: {error}")
         try:
-            return _Sent(rows, self._send(events))
+            return _Sent(rows, self._sender.send(events))
         except UnpublishableEvent as error:
             self._park_unpublishable(conn, rows, error)
 
@@ -313,11 +328,12 @@ class OutboxRelay:
             self._park_unpublishable(conn, sent.rows, error)
         conn.execute(_MARK, ([outbox_id for outbox_id, _ in sent.rows],))
 
-    def _park_unpublishable(self, conn: psycopg.Connection, rows, error: UnpublishableEvent) -> None:
+    def _park_unpublishable(self, conn: psycopg.Connection, rows: list[tuple[int, RecordedEvent]],
+                            error: UnpublishableEvent) -> NoReturn:
         outbox_id = next(o for o, e in rows if e.global_position == error.event.global_position)
         self._park(conn, outbox_id, error.event, str(error))
 
-    def _park(self, conn: psycopg.Connection, outbox_id: int, event: RecordedEvent, error: str) -> None:
+    def _park(self, conn: psycopg.Connection, outbox_id: int, event: RecordedEvent, error: str) -> NoReturn:
         conn.execute(_PARK, (error, outbox_id))
         self._on_parked(outbox_id, event, error)
         raise RowParked(outbox_id)
@@ -328,21 +344,7 @@ class _Sent:
     """A batch on its way to the broker: its rows, and how to wait for its acknowledgement."""
 
     rows: list[tuple[int, RecordedEvent]]
-    wait: Callable[[], None]
-
-
-def _sending(publish: Publish) -> Callable[[Sequence[RecordedEvent]], Callable[[], None]]:
-    """`publish.send` when it sends without waiting (KafkaPublisher), else
-    `publish` itself, whose waiting is over when it returns."""
-    send = getattr(publish, "send", None)
-    if send is not None:
-        return send
-
-    def send_and_wait(events: Sequence[RecordedEvent]) -> Callable[[], None]:
-        publish(events)
-        return lambda: None
-
-    return send_and_wait
+    wait: Acknowledgement
 
 
 _outbox_row = dataclass_row(RecordedEvent, leading=("outbox_id",))

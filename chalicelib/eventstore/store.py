@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from .aggregate import Aggregate
 from .errors import ConcurrencyError, ReservationTaken, RetriesExhausted
@@ -21,6 +21,7 @@ from .events import (
     RecordedEvent,
     Reservation,
     Snapshot,
+    StreamKey,
 )
 
 A = TypeVar("A", bound=Aggregate)
@@ -37,7 +38,7 @@ class EventStore(Protocol):
         snapshot: Snapshot | None = None,
         reserve: Sequence[Reservation] = (),
         release: Sequence[Reservation] = (),
-        stream_key: Any = None,
+        stream_key: StreamKey | None = None,
     ) -> list[int]:
         """Append events as versions expected_version+1.. atomically, with one
         outbox row each, the snapshot if given, the reservations taken and
@@ -65,14 +66,15 @@ class InMemoryEventStore:
         self.outbox: list[int] = []
         self.snapshots: dict[uuid.UUID, Snapshot] = {}
         self.reservations: dict[Reservation, uuid.UUID] = {}
-        self.stream_keys: dict[uuid.UUID, Any] = {}
+        self.stream_keys: dict[uuid.UUID, StreamKey] = {}
 
-    def load_snapshot(self, stream_id):
+    def load_snapshot(self, stream_id: uuid.UUID) -> Snapshot | None:
         with self._lock:
             return self.snapshots.get(stream_id)
 
-    def append(self, stream_id, stream_type, expected_version, events, snapshot=None, reserve=(), release=(),
-               stream_key=None):
+    def append(self, stream_id: uuid.UUID, stream_type: str, expected_version: int, events: Sequence[NewEvent],
+               snapshot: Snapshot | None = None, reserve: Sequence[Reservation] = (),
+               release: Sequence[Reservation] = (), stream_key: StreamKey | None = None) -> list[int]:
         with self._lock:
             current = sum(1 for e in self.events if e.stream_id == stream_id)
             if current != expected_version:
@@ -110,7 +112,7 @@ class InMemoryEventStore:
                 self.stream_keys[stream_id] = stream_key
             return positions
 
-    def load(self, stream_id, after_version=0, limit=None):
+    def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._lock:
             found = [e for e in self.events if e.stream_id == stream_id and e.version > after_version]
         return found[:limit] if limit is not None else found

@@ -34,11 +34,15 @@ class Secret:
         self._lock = threading.Lock()
 
     def value(self) -> dict[str, Any]:
-        if self._value is None:
+        value = self._value
+        if value is None:
             with self._lock:
                 if self._value is None:
                     self._read()
-        return self._value
+                value = self._value
+        if value is None:
+            raise CredentialsUnavailable(f"the secret {self.secret_arn} was not read")
+        return value
 
     def refresh(self, refused: int) -> None:
         """Read the secret again because the credentials of reading `refused`

@@ -101,7 +101,8 @@ class Database:
 
     def conninfo(self) -> str:
         params = database_parameters(self.secret) if self.secret is not None else {}
-        root_cert = conninfo_to_dict(self.url).get("sslrootcert")
+        given = {name: str(value) for name, value in conninfo_to_dict(self.url).items()}
+        root_cert = given.get("sslrootcert")
         if root_cert and root_cert != "system" and not os.path.isabs(root_cert):
             # The package's own file (chalicelib/certs), wherever the process runs.
             params["sslrootcert"] = str(PACKAGE_ROOT / root_cert)
@@ -109,7 +110,7 @@ class Database:
             host, _, port = self.proxy_endpoint.partition(":")
             params.update(host=host, **({"port": port} if port else {}))
         if self.iam_token is not None:
-            merged = {**conninfo_to_dict(self.url), **params}
+            merged = {**given, **params}
             params["password"] = self.iam_token(merged.get("host") or "localhost", int(merged.get("port") or 5432),
                                                 merged.get("user") or "")
         return make_conninfo(self.url, **params) if params else self.url
@@ -196,14 +197,13 @@ class OneConnection:
 def new_pool(database: Database | str, max_size: int = 4) -> Any:
     from psycopg_pool import ConnectionPool  # on first use: only the threaded local server needs it
 
-    if isinstance(database, str):
-        database = Database(database)
+    through = Database(database) if isinstance(database, str) else database
 
     class _Connection(psycopg.Connection):
         # Each new pooled connection goes through the Database: current credentials.
         @classmethod
-        def connect(cls, conninfo: str = "", **kwargs):
-            return database._connect(super().connect, **kwargs)
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            return through._connect(super().connect, **kwargs)
 
     pool = ConnectionPool(
         "",

@@ -37,8 +37,9 @@ PRODUCER_SETTINGS = {
 
 
 class KafkaPublisher:
-    """A `publish` callable for the outbox relay: sends a batch asynchronously,
-    flushes once, and raises PublishError unless every message was acked."""
+    """The outbox relay's sender (chalicelib.eventstore.relay.Sender): sends
+    a batch asynchronously; waiting for it flushes once and raises
+    PublishError unless every message was acked."""
 
     def __init__(self, bootstrap_servers: str, topic: str, source: str, flush_timeout: float = 30.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -51,11 +52,11 @@ class KafkaPublisher:
         self.source = source
         self.flush_timeout = flush_timeout
         self.max_message_bytes = max_message_bytes
-        self._producer = None
+        self._producer: Any = None
         self._batches_sent = 0
         self._lock = threading.Lock()
 
-    def _get_producer(self):
+    def _get_producer(self) -> Any:
         from kafka import KafkaProducer  # imported on first use: cold start
 
         if self._producer is None:
@@ -67,7 +68,7 @@ class KafkaPublisher:
             )
         return self._producer
 
-    def _discard_producer(self, producer=None) -> None:
+    def _discard_producer(self, producer: Any = None) -> None:
         # A producer that failed may hold a poisoned idempotence state or
         # dead connections; the next batch starts from a fresh one. (Unless
         # the failed one was replaced already.)
@@ -88,9 +89,6 @@ class KafkaPublisher:
             raise UnpublishableEvent(event, f"its message has {len(value)} bytes, over the {self.max_message_bytes}"
                                             " a message may have")
         return value
-
-    def __call__(self, events: Sequence[RecordedEvent]) -> None:
-        self.send(events)()
 
     def send(self, events: Sequence[RecordedEvent]) -> Callable[[], None]:
         """Send a batch without waiting; returns what waits until every
@@ -117,7 +115,8 @@ class KafkaPublisher:
             batch = self._batches_sent
         return lambda: self._wait(producer, batch, messages, futures)
 
-    def _wait(self, producer, batch: int, messages: list[tuple[RecordedEvent, bytes]], futures: list) -> None:
+    def _wait(self, producer: Any, batch: int, messages: list[tuple[RecordedEvent, bytes]],
+              futures: list[Any]) -> None:
         from kafka.errors import KafkaError, MessageSizeTooLargeError
 
         if batch == self._batches_sent:

@@ -70,7 +70,7 @@ def invocation(context: Any) -> Iterator[None]:
     """One invocation of a function: its log lines carry the Lambda context,
     and its metrics are flushed (as EMF) when it ends."""
     cold = _claim_cold_start()
-    keys = {}
+    keys: dict[str, Any] = {}
     if context is not None:
         trace = os.environ.get("_X_AMZN_TRACE_ID")
         keys = {"function_name": getattr(context, "function_name", None),

@@ -72,6 +72,7 @@ class Settings:
                 "neither DATABASE_SECRET_ARN nor DATABASE_URL is set: use `make run` for a local stack,"
                 " or point one of them at your PostgreSQL"
             )
+        _check_database_url(url)
         protocol = (os.environ.get("KAFKA_SECURITY_PROTOCOL", "").strip() or "PLAINTEXT").upper()
         if protocol not in KAFKA_SECURITY_PROTOCOLS:
             raise ConfigurationError(f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)},"
@@ -154,6 +155,12 @@ class Settings:
                                      " erased; `make run` and the template set it")
         return self.kms_key_id
 
+    def require_email_hash_secret(self) -> str:
+        if not self.email_hash_secret_arn:
+            raise ConfigurationError("KMS_KEY_ID needs EMAIL_HASH_SECRET_ARN: emails are compared by a keyed hash"
+                                     " whose key is in that secret")
+        return self.email_hash_secret_arn
+
     def require_erasure_log(self) -> str:
         if not self.erasure_log_bucket:
             raise ConfigurationError("ERASURE_LOG_BUCKET is not set: an erasure is recorded outside the database"
@@ -167,6 +174,18 @@ class Settings:
                 "KAFKA_BOOTSTRAP_SERVERS is not set: use `make run` for a local stack, or set it to your brokers"
             )
         return self.kafka_bootstrap_servers
+
+
+def _check_database_url(url: str) -> None:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "not readable"
+        raise ConfigurationError(f"DATABASE_URL is not a PostgreSQL connection string ({reason}): use the form"
+                                 " postgresql://user:password@host:port/dbname") from None
 
 
 def _flag(name: str) -> bool:

@@ -7,11 +7,6 @@ email a caller types can be taken for sealed. The associated data names
 what the value belongs to (the kind of record, the stream, the event's
 version, the field): a sealed value copied to another customer, event or
 field does not open.
-
-Values sealed by the first release are strings `pd1:<base64>`, bound to the
-stream and field only. Such a string is taken for sealed only if it opens
-under the stream's key; one that does not is what a caller typed, stored in
-clear. `python -m ops encrypt-events` seals both anew.
 """
 
 from __future__ import annotations
@@ -20,10 +15,17 @@ import base64
 import binascii
 import os
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 NONCE_BYTES = 12
-LEGACY_PREFIX = "pd1:"
+
+
+class Cipher(Protocol):
+    """AES-256-GCM under one key (cryptography's AESGCM)."""
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
 
 
 def is_sealed(value: Any) -> bool:
@@ -36,10 +38,10 @@ def aad(kind: str, stream_id: uuid.UUID, version: int | None, field: str) -> byt
     return f"{kind}/{stream_id}/{'' if version is None else version}/{field}".encode()
 
 
-_AESGCM = None
+_AESGCM: Any = None
 
 
-def cipher(key: bytes):
+def cipher(key: bytes) -> Cipher:
     """AES-256-GCM with this key; made once per key (its key schedule is not free)."""
     global _AESGCM
     if _AESGCM is None:
@@ -47,30 +49,15 @@ def cipher(key: bytes):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         _AESGCM = AESGCM
-    return _AESGCM(key)
+    made: Cipher = _AESGCM(key)
+    return made
 
 
-def seal(key, associated: bytes, value: str) -> dict[str, str]:
-    """`key`: a cipher from `cipher()`."""
+def seal(key: Cipher, associated: bytes, value: str) -> dict[str, str]:
     nonce = os.urandom(NONCE_BYTES)
     return {"sealed": base64.b64encode(nonce + key.encrypt(nonce, value.encode(), associated)).decode()}
 
 
-def open_sealed(key, associated: bytes, sealed: dict[str, str]) -> str:
+def open_sealed(key: Cipher, associated: bytes, sealed: dict[str, str]) -> str:
     raw = binascii.a2b_base64(sealed["sealed"])
     return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated).decode()
-
-
-def open_legacy(key, stream_id: uuid.UUID, field: str, value: str) -> str | None:
-    """A first-release sealed string opened, or None: not one (plaintext)."""
-    from cryptography.exceptions import InvalidTag
-
-    if not value.startswith(LEGACY_PREFIX):
-        return None
-    try:
-        raw = binascii.a2b_base64(value[len(LEGACY_PREFIX):])
-        if len(raw) <= NONCE_BYTES:
-            return None
-        return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], f"{stream_id}:{field}".encode()).decode()
-    except (binascii.Error, ValueError, InvalidTag):
-        return None

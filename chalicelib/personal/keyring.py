@@ -14,7 +14,6 @@ serving within that time.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -26,33 +25,33 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from chalicelib.personal.cipher import NONCE_BYTES, cipher
+from chalicelib.eventstore.errors import Unavailable
+from chalicelib.eventstore.events import StreamKey
+from chalicelib.eventstore.postgres import one
+from chalicelib.personal.cipher import NONCE_BYTES, Cipher, cipher
 
 KEY_CACHE_SIZE = 10_000
 KEY_CACHE_SECONDS = 300.0
 # Every KMS call for a key-encryption key names it; the key policy allows
 # no call without it, so KMS_KEY_ID serves this service's keys and nothing
-# else. (Key-encryption keys made before it was required have none in
-# their row: `python -m ops rewrap-keys` gives them one.)
+# else.
 ENCRYPTION_CONTEXT = {"service": "customer-service", "purpose": "personal-data-keys"}
 
 
-@dataclasses.dataclass(frozen=True)
-class WrappedKey:
-    kek_id: int
-    wrapped: bytes
+class KeyServiceUnavailable(Unavailable):
+    """KMS could not be asked for a key-encryption key: tried again later."""
 
 
-# Gives a connection as a context manager: a pool's `connection`, or one
-# already in a transaction (TransactionConnection.connection).
-Connect = Callable[[], Any]
+class KeyNeedsRewrap(LookupError):
+    """A key-encryption key stored without the encryption context, which
+    every KMS call of the service names: `python -m ops rewrap-keys`."""
 
 
 class KeyRing:
     """Customers' data keys: made, wrapped, found and forgotten. Key lookups
-    run on the caller's connection (its transaction, its pool slot); the
-    rare key-encryption key is stored on a connection of its own, committed
-    at once, so that no rolled-back transaction takes it along."""
+    run on the caller's connection (its transaction); the rare
+    key-encryption key is stored on a connection of its own, committed at
+    once, so that no rolled-back transaction takes it along."""
 
     def __init__(self, open_connection: Callable[[], psycopg.Connection], kms: Callable[[], Any], kms_key_id: str,
                  cache_size: int = KEY_CACHE_SIZE, cache_seconds: float = KEY_CACHE_SECONDS,
@@ -63,50 +62,60 @@ class KeyRing:
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._keys: OrderedDict[uuid.UUID, tuple[Any, float]] = OrderedDict()  # ciphers, with expiry
+        self._keys: OrderedDict[uuid.UUID, tuple[Cipher, float]] = OrderedDict()  # with expiry
         self._keks: dict[int, tuple[bytes, float]] = {}  # with expiry
         self._current_kek: int | None = None  # the one new data keys are wrapped by
         self._lock = threading.Lock()
         self._kek_lock = threading.Lock()
         self.kms_calls = 0
 
-    def new_key(self, stream_id: uuid.UUID):
-        """A new customer's data key (as a cipher), and its wrapped form to store."""
+    def new_key(self, stream_id: uuid.UUID) -> tuple[Cipher, StreamKey]:
+        """A new customer's data key, and its wrapped form to store."""
         kek_id, kek = self._kek_for_new_keys()
         key = os.urandom(32)
         nonce = os.urandom(NONCE_BYTES)
         wrapped = nonce + cipher(kek).encrypt(nonce, key, str(stream_id).encode())
-        return self._remember(stream_id, key), WrappedKey(kek_id, wrapped)
+        return self._remember(stream_id, key), StreamKey(kek_id, wrapped)
 
     @staticmethod
-    def store(conn: psycopg.Connection, stream_id: uuid.UUID, wrapped: WrappedKey) -> None:
+    def store(conn: psycopg.Connection, stream_id: uuid.UUID, wrapped: StreamKey) -> None:
         """Store a stream's wrapped key, unless it has one (its first events store it otherwise)."""
         conn.execute("INSERT INTO stream_keys (stream_id, kek_id, wrapped_key) VALUES (%s, %s, %s)"
                      " ON CONFLICT (stream_id) DO NOTHING", (stream_id, wrapped.kek_id, wrapped.wrapped))
 
-    def key_for(self, stream_id: uuid.UUID, connect: Connect):
-        """The customer's data key, as a cipher; None when it has none
-        (erased, or never had one)."""
+    def key_for(self, stream_id: uuid.UUID, conn: psycopg.Connection) -> Cipher | None:
+        """The customer's data key, looked up on `conn` unless in memory;
+        None when it has none (erased, or never had one)."""
+        return self.keys_for([stream_id], conn).get(stream_id)
+
+    def keys_for(self, stream_ids: list[uuid.UUID], conn: psycopg.Connection) -> dict[uuid.UUID, Cipher]:
+        """The data keys of these customers that have one, those not in
+        memory looked up on `conn` in one statement."""
+        found: dict[uuid.UUID, Cipher] = {}
+        now = self._clock()
         with self._lock:
-            cached = self._keys.get(stream_id)
-            if cached is not None and cached[1] > self._clock():
-                self._keys.move_to_end(stream_id)
-                return cached[0]
-        with connect() as conn:
-            row = conn.execute("SELECT kek_id, wrapped_key FROM stream_keys WHERE stream_id = %s",
-                               (stream_id,)).fetchone()
-        if row is None:
-            return None
-        kek_id, wrapped = row[0], bytes(row[1])
-        key = cipher(self._kek(kek_id)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
-                                                str(stream_id).encode())
-        return self._remember(stream_id, key)
+            for stream_id in stream_ids:
+                cached = self._keys.get(stream_id)
+                if cached is not None and cached[1] > now:
+                    self._keys.move_to_end(stream_id)
+                    found[stream_id] = cached[0]
+        missing = [stream_id for stream_id in stream_ids if stream_id not in found]
+        if not missing:
+            return found
+        rows = conn.execute("SELECT stream_id, kek_id, wrapped_key FROM stream_keys WHERE stream_id = ANY(%s)",
+                            (missing,)).fetchall()
+        for stream_id, kek_id, wrapped_key in rows:
+            wrapped = bytes(wrapped_key)
+            key = cipher(self._kek(kek_id)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+                                                    str(stream_id).encode())
+            found[stream_id] = self._remember(stream_id, key)
+        return found
 
     def forget(self, stream_id: uuid.UUID) -> None:
         with self._lock:
             self._keys.pop(stream_id, None)
 
-    def _remember(self, stream_id: uuid.UUID, key: bytes):
+    def _remember(self, stream_id: uuid.UUID, key: bytes) -> Cipher:
         made = cipher(key)
         with self._lock:
             self._keys[stream_id] = (made, self._clock() + self._cache_seconds)
@@ -120,13 +129,13 @@ class KeyRing:
             with self._kek_lock:
                 if self._current_kek is None:
                     self.kms_calls += 1
-                    made = self._kms().generate_data_key(KeyId=self.kms_key_id, KeySpec="AES_256",
-                                                         EncryptionContext=ENCRYPTION_CONTEXT)
+                    made = self._ask_kms(lambda kms: kms.generate_data_key(
+                        KeyId=self.kms_key_id, KeySpec="AES_256", EncryptionContext=ENCRYPTION_CONTEXT))
                     with self._open_connection() as conn:
-                        (kek_id,) = conn.execute(
+                        kek_id = one(conn.execute(
                             "INSERT INTO key_encryption_keys (kms_key_id, wrapped, encryption_context)"
                             " VALUES (%s, %s, %s) RETURNING id",
-                            (made["KeyId"], made["CiphertextBlob"], Jsonb(ENCRYPTION_CONTEXT))).fetchone()
+                            (made["KeyId"], made["CiphertextBlob"], Jsonb(ENCRYPTION_CONTEXT))))
                     self._keks[kek_id] = (made["Plaintext"], self._clock() + self._cache_seconds)
                     self._current_kek = kek_id
         # Once its time in memory is up, the same key is unwrapped again.
@@ -139,19 +148,35 @@ class KeyRing:
                 cached = self._keks.get(kek_id)
                 if cached is None or cached[1] <= self._clock():
                     with self._open_connection() as conn:
-                        wrapped, context = conn.execute(
-                            "SELECT wrapped, encryption_context FROM key_encryption_keys WHERE id = %s",
-                            (kek_id,)).fetchone()
+                        row = conn.execute("SELECT wrapped, encryption_context FROM key_encryption_keys"
+                                           " WHERE id = %s", (kek_id,)).fetchone()
+                    if row is None:
+                        raise KeyError(f"key-encryption key {kek_id} is not in key_encryption_keys")
+                    wrapped, context = row
+                    if context != ENCRYPTION_CONTEXT:
+                        raise KeyNeedsRewrap(f"key-encryption key {kek_id} was wrapped without this service's"
+                                             " encryption context, which the key policy requires: run"
+                                             " `python -m ops rewrap-keys`")
                     self.kms_calls += 1
-                    kek = self._kms().decrypt(CiphertextBlob=bytes(wrapped), KeyId=self.kms_key_id,
-                                              **({"EncryptionContext": context} if context else {}))["Plaintext"]
+                    kek = self._ask_kms(lambda kms: kms.decrypt(
+                        CiphertextBlob=bytes(wrapped), KeyId=self.kms_key_id,
+                        EncryptionContext=ENCRYPTION_CONTEXT))["Plaintext"]
                     cached = self._keks[kek_id] = (kek, self._clock() + self._cache_seconds)
         return cached[0]
 
+    def _ask_kms(self, call: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call(self._kms())
+        except (BotoCoreError, ClientError) as error:
+            raise KeyServiceUnavailable(f"KMS key {self.kms_key_id}: {error}") from error
+
 
 def rewrap_keys_without_context(conn: psycopg.Connection, kms: Any) -> list[int]:
-    """Give every key-encryption key made before the encryption context was
-    required one, by KMS ReEncrypt (the key never leaves KMS in clear); the
+    """`python -m ops rewrap-keys`: give every key-encryption key wrapped
+    without the encryption context (made before the key policy required one)
+    the context, by KMS ReEncrypt (the key never leaves KMS in clear); the
     ids of those rewrapped. Idempotent: a key that has one is left alone.
     Runs with an operator's credentials, which the key policy lets re-encrypt."""
     done = []

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -86,7 +87,7 @@ def fold(events: Iterable[ProjectedEvent], row: CustomerRow | None = None) -> Cu
             customer.id = projected.customer_id
         customer.apply(projected.event)
         customer.version, updated_at = projected.version, projected.time
-    if customer is None:
+    if customer is None or customer.id is None:
         return None
     # An erased customer reads as deleted too: it is no longer a live customer.
     return CustomerRow(customer.id, customer.name, customer.email, customer.version, not customer.exists,
@@ -136,7 +137,7 @@ OnUnreadable = Callable[[list[tuple[kafka_delivery.DeliveredRecord, str]]], None
 Refusal = Callable[[kafka_delivery.DeliveredRecord], str | None]
 
 
-def project_kafka_batch(event: dict, conn: psycopg.Connection, load_after: LoadAfter,
+def project_kafka_batch(event: dict[str, Any], conn: psycopg.Connection, load_after: LoadAfter,
                         on_unreadable: OnUnreadable = lambda unreadable: None,
                         seal_row: SealRow = plain, refusal: Refusal | None = None) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied in one transaction.
@@ -211,7 +212,7 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
                 log("projection_unprojectable_customer", level="error", customer_id=str(customer_id),
                     versions=sorted(by_version), reason=reason)
                 continue
-            new_rows.append(seal_row(conn, new_row, row))
+            new_rows.append(seal_row(new_row, row))
         if new_rows:
             # orjson writes dataclasses, UUIDs and aware datetimes as the JSON the upsert reads.
             conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))
@@ -236,12 +237,12 @@ def erase(conn: psycopg.Connection, customer_id: uuid.UUID, version: int) -> Non
 
 
 def seal_row_in_clear(conn: psycopg.Connection, customer_id: uuid.UUID, seal_row: SealRow) -> None:
-    """Seal a row written in clear (before encryption), giving it its email's hash."""
+    """Seal a row written in clear (`python -m ops encrypt-events`), giving it its email's hash."""
     row = conn.cursor(row_factory=customer_row).execute(
         sql.SQL("SELECT " + COLUMNS + " FROM {} WHERE id = %s FOR UPDATE").format(sql.Identifier(TABLE)),
         (customer_id,)).fetchone()
     if row is None or not (isinstance(row.name, str) or isinstance(row.email, str)):
         return
-    sealed = seal_row(conn, row, None)
+    sealed = seal_row(row, None)
     conn.execute(sql.SQL("UPDATE {} SET name = %s, email = %s, email_hash = %s WHERE id = %s").format(
         sql.Identifier(TABLE)), (Jsonb(sealed.name), Jsonb(sealed.email), sealed.email_hash, customer_id))

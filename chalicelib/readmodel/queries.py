@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
+from chalicelib.eventstore.postgres import one_row
 from chalicelib.readmodel.rows import COLUMNS, TABLE, CustomerRow, customer_row
 
 if TYPE_CHECKING:
@@ -91,5 +92,5 @@ WHERE r.version > coalesce(v.version, 0) AND r.global_position NOT IN ({skipped}
 def projection_lag(conn: psycopg.Connection, window: int = LAG_WINDOW_EVENTS) -> tuple[int, float | None]:
     """(events the read model has not applied yet, seconds since the oldest
     of them was recorded): how far the read model is behind the store."""
-    behind, age = conn.execute(lag_sql(window)).fetchone()
+    behind, age = one_row(conn.execute(lag_sql(window)))
     return behind, float(age) if age is not None else None

@@ -20,11 +20,11 @@ from psycopg import sql
 
 from chalicelib.domain.customer import Customer
 from chalicelib.eventstore.events import RecordedEvent, recorded_event_columns
-from chalicelib.eventstore.postgres import PostgresEventStore, recorded_event_row
-from chalicelib.infra.db import TransactionConnection
+from chalicelib.eventstore.postgres import PostgresEventStore, one, recorded_event_row
 from chalicelib.infra.logs import log
+from chalicelib.personal.sealing import PersonalData, StreamKeys
+from chalicelib.readmodel import sealed
 from chalicelib.readmodel.projection import TABLE, ProjectedEvent, project
-from chalicelib.readmodel.sealed import SealRow, plain
 
 NEXT = TABLE + "_next"
 OLD = TABLE + "_old"
@@ -45,31 +45,34 @@ class RebuildResult:
 
 
 def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lambda done, total: None,
-            chunk: int = 5000, open_event: Callable[[RecordedEvent], RecordedEvent] = lambda event: event,
-            seal_row: SealRow = plain) -> RebuildResult:
-    """`open_event` makes an event's personal data readable (it is stored
-    sealed); `seal_row` seals it again for the table (readmodel.sealed). One
-    customer whose events cannot be read is left out and reported; the
-    rebuild goes on."""
+            chunk: int = 5000, personal: PersonalData | None = None) -> RebuildResult:
+    """With `personal`, each event's personal data is opened (it is stored
+    sealed) and sealed again for the table. One customer whose events cannot
+    be read is left out and reported; the rebuild goes on."""
     unreadable: dict[uuid.UUID, str] = {}
 
-    def readable(recorded: list[RecordedEvent]) -> list[ProjectedEvent]:
-        events = []
-        for r in recorded:
-            if r.stream_id in unreadable:
-                continue
-            try:
-                events.append(ProjectedEvent.from_recorded(open_event(r)))
-            except Exception as error:  # noqa: BLE001 - any event this code cannot read: reported, not fatal
-                unreadable[r.stream_id] = f"v{r.version} {r.event_type}: {type(error).__name__}: {error}"[:300]
-                log("rebuild_unreadable_customer", level="error", customer_id=str(r.stream_id),
-                    error=unreadable[r.stream_id])
-        return [e for e in events if e.customer_id not in unreadable]
-
     with connect(autocommit=True) as writer:
-        store = PostgresEventStore(TransactionConnection(writer))
+        store = PostgresEventStore(writer)
+        # Personal data: keys looked up on the writer (outside the reader's
+        # snapshot: a key erased since is not found), anew for each chunk
+        # (memory stays flat however many customers).
+        sealing = _Sealing(personal, writer)
 
-        def load_after(customer_id, version):
+        def readable(recorded: list[RecordedEvent]) -> list[ProjectedEvent]:
+            sealing.prefetch(recorded)
+            events = []
+            for r in recorded:
+                if r.stream_id in unreadable:
+                    continue
+                try:
+                    events.append(ProjectedEvent.from_recorded(sealing.open_event(r)))
+                except Exception as error:  # noqa: BLE001 - any event this code cannot read: reported, not fatal
+                    unreadable[r.stream_id] = f"v{r.version} {r.event_type}: {type(error).__name__}: {error}"[:300]
+                    log("rebuild_unreadable_customer", level="error", customer_id=str(r.stream_id),
+                        error=unreadable[r.stream_id])
+            return [e for e in events if e.customer_id not in unreadable]
+
+        def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
             return readable(store.load(customer_id, after_version=version))
 
         writer.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(NEXT)))
@@ -81,14 +84,15 @@ def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lam
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True
             with reader.transaction():
-                (total,) = reader.execute("SELECT count(*) FROM events WHERE stream_type = %s",
-                                          (Customer.stream_type,)).fetchone()
+                total = one(reader.execute("SELECT count(*) FROM events WHERE stream_type = %s",
+                                           (Customer.stream_type,)))
                 progress(0, total)
                 with reader.cursor(name="rebuild_customers", row_factory=recorded_event_row) as cursor:
                     cursor.itersize = chunk
                     cursor.execute(_EVENTS, (Customer.stream_type,))
                     while rows := cursor.fetchmany(chunk):
-                        project(writer, readable(rows), load_after, table=NEXT, seal_row=seal_row)
+                        sealing.next_chunk()
+                        project(writer, readable(rows), load_after, table=NEXT, seal_row=sealing.seal_row)
                         done += len(rows)
                         progress(done, total)
 
@@ -100,7 +104,7 @@ def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lam
                 " WHERE next.id IS NULL OR next.version < live.version").format(
                     live=sql.Identifier(TABLE), next=sql.Identifier(NEXT))).fetchall()
             for customer_id, version in behind:
-                project(writer, load_after(customer_id, version), load_after, table=NEXT, seal_row=seal_row)
+                project(writer, load_after(customer_id, version), load_after, table=NEXT, seal_row=sealing.seal_row)
             if unreadable:  # they keep the rows the live table has
                 writer.execute(sql.SQL("INSERT INTO {next} SELECT * FROM {live} WHERE id = ANY(%s)"
                                        " ON CONFLICT (id) DO NOTHING").format(
@@ -113,5 +117,30 @@ def rebuild(connect: Callable[..., psycopg.Connection], progress: Progress = lam
             for (index,) in indexes:
                 writer.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
                     sql.Identifier(index), sql.Identifier(TABLE + index[len(NEXT):])))
-            (rows,) = writer.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE))).fetchone()
+            rows = one(writer.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE))))
     return RebuildResult(events=done, caught_up=len(behind), rows=rows, unreadable=unreadable)
+
+
+class _Sealing:
+    def __init__(self, personal: PersonalData | None, conn: psycopg.Connection) -> None:
+        self._personal = personal
+        self._conn = conn
+        self.next_chunk()
+
+    def next_chunk(self) -> None:
+        personal = self._personal
+        if personal is None:
+            self._keys = None
+            self.seal_row: sealed.SealRow = sealed.plain
+        else:
+            self._keys = StreamKeys(personal.keys, self._conn)
+            self.seal_row = sealed.sealer(personal, self._keys)
+
+    def prefetch(self, recorded: list[RecordedEvent]) -> None:
+        if self._keys is not None:
+            self._keys.prefetch(sorted({r.stream_id for r in recorded}))
+
+    def open_event(self, recorded: RecordedEvent) -> RecordedEvent:
+        if self._personal is None or self._keys is None:
+            return recorded
+        return self._personal.open_recorded(recorded, self._keys.key_for(recorded.stream_id))

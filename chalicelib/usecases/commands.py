@@ -4,8 +4,7 @@ each at most once per Idempotency-Key.
 A write that lost the race for its stream reloads and decides again, a
 bounded number of times, so no update is ever lost and none is applied to a
 state it was not decided on. Under an Idempotency-Key, the key's row, the
-events and the result commit in one transaction (chalicelib.idempotency):
-a retry with the same key and request gets the first result again.
+events and the answer commit in one transaction (the unit of work's).
 """
 
 from __future__ import annotations
@@ -14,34 +13,28 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalicelib import idempotency
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
-from chalicelib.domain.customer import Customer, registry
+from chalicelib.domain.customer import Customer
 from chalicelib.domain.errors import CustomerAlreadyExists, DomainError, StaleVersion
 from chalicelib.eventstore.errors import ConcurrencyError, ReservationTaken, RetriesExhausted
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.eventstore.store import EventStore, Repository, retry_on_conflict
+from chalicelib.eventstore.store import Repository, retry_on_conflict
 from chalicelib.infra import metrics
-from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.logs import log
-
-if TYPE_CHECKING:
-    import psycopg
-
-    from chalicelib.bootstrap import Bootstrap
+from chalicelib.usecases.unit_of_work import UnitOfWork, UnitsOfWork
 
 Command = CreateCustomer | ChangeEmail | DeleteCustomer
 
 
 class CustomerCommands:
-    """The Customer's command handlers, on one event store (the container's,
-    or one inside a transaction)."""
+    """The Customer's command handlers, on the customers of one unit of work."""
 
-    def __init__(self, store: EventStore, max_retries: int = 5, snapshot_every: int | None = None,
+    def __init__(self, customers: Repository[Customer], max_retries: int = 5,
                  on_retry: Callable[[], None] = lambda: None) -> None:
-        self._customers = Repository(store, registry, Customer, snapshot_every=snapshot_every)
+        self._customers = customers
         self._max_retries = max_retries
         self._on_retry = on_retry
 
@@ -94,38 +87,49 @@ class CustomerCommands:
 @dataclass(frozen=True)
 class CommandResult:
     """What a command left: the customer's state at its new version.
-    `replayed` when an Idempotency-Key's earlier result is given again."""
+    `replayed` when an Idempotency-Key's earlier answer is given again."""
 
     customer: dict[str, Any]
     replayed: bool = False
 
     @property
     def customer_id(self) -> str:
-        return self.customer["id"]
+        id_: str = self.customer["id"]
+        return id_
 
     @property
     def version(self) -> int:
-        return self.customer["version"]
+        version: int = self.customer["version"]
+        return version
 
 
-# For each command: what an Idempotency-Key's fingerprint names (its label and
-# fields, as stored by earlier releases), its handler and its log line.
-_COMMANDS: dict[type, tuple[str, tuple[str, ...], Callable, str]] = {
-    CreateCustomer: ("create", ("name", "email"), CustomerCommands.create, "customer_created"),
-    ChangeEmail: ("change_email", ("customer_id", "email", "expected_version"), CustomerCommands.change_email,
-                  "customer_email_changed"),
-    DeleteCustomer: ("delete", ("customer_id", "expected_version"), CustomerCommands.delete, "customer_deleted"),
+def _decide(commands: CustomerCommands, command: Command, context: CommandContext) -> Customer:
+    match command:
+        case CreateCustomer():
+            return commands.create(command, context)
+        case ChangeEmail():
+            return commands.change_email(command, context)
+        case DeleteCustomer():
+            return commands.delete(command, context)
+
+
+# For each command: what an Idempotency-Key's fingerprint names (its label
+# and fields; changing them would let a retry under a key stored before run
+# the command again) and its log line.
+_COMMANDS: dict[type, tuple[str, tuple[str, ...], str]] = {
+    CreateCustomer: ("create", ("name", "email"), "customer_created"),
+    ChangeEmail: ("change_email", ("customer_id", "email", "expected_version"), "customer_email_changed"),
+    DeleteCustomer: ("delete", ("customer_id", "expected_version"), "customer_deleted"),
 }
 
 
-def execute(parts: Bootstrap, command: Command, context: CommandContext,
-            idempotency_key: str | None = None) -> CommandResult:
-    """Run the command (once per Idempotency-Key), count its outcome, log it."""
-    label, fields, handle, logged = _COMMANDS[type(command)]
-    fingerprint = [label, *(getattr(command, name) for name in fields)]
+def execute(command: Command, context: CommandContext, idempotency_key: str | None = None, *,
+            units: UnitsOfWork, max_retries: int) -> CommandResult:
+    """Run the command in a unit of work of its own (once per
+    Idempotency-Key), count its outcome, log it."""
     try:
-        result = _once(parts, lambda commands: handle(commands, command, context), context, idempotency_key,
-                       fingerprint)
+        with units.begin(transaction=idempotency_key is not None) as unit:
+            result = _run(unit, command, context, idempotency_key, max_retries)
     except (RetriesExhausted, ConcurrencyError, CustomerAlreadyExists):
         metrics.count("CommandConflicts")
         raise
@@ -135,27 +139,24 @@ def execute(parts: Bootstrap, command: Command, context: CommandContext,
     metrics.count("CommandsSucceeded")
     if result.replayed:
         metrics.count("IdempotentReplays")
-    log(logged, customer_id=result.customer_id, version=result.version, replayed=result.replayed)
+    log(_COMMANDS[type(command)][2], customer_id=result.customer_id, version=result.version,
+        replayed=result.replayed)
     return result
 
 
-def _once(parts: Bootstrap, run: Callable[[CustomerCommands], Customer], context: CommandContext,
-          idempotency_key: str | None, fingerprint: list) -> CommandResult:
-    if idempotency_key is None:
-        return CommandResult(run(parts.commands()).to_dict())
-
-    def in_the_keys_transaction(conn: psycopg.Connection) -> dict:
-        # The command's events join the key's transaction.
-        return run(parts.commands(parts.store_in(conn))).to_dict()
-
-    # Keys are the caller's own: two callers using the same key do not meet.
-    actor = context.actor or {}
-    scoped_key = json.dumps([actor.get("subject"), actor.get("client_id"), idempotency_key])
-    personal = parts.personal_data()
-    sealing = {} if personal is None else {  # the stored answer holds the customer's personal data
-        "seal": lambda conn, answer: personal.seal_answer(answer, TransactionConnection(conn).connection),
-        "open_stored": lambda conn, answer: personal.open_answer(answer, TransactionConnection(conn).connection)}
-    stored, replayed = idempotency.run_once(parts.connections(), scoped_key, idempotency.request_hash(fingerprint),
-                                            parts.settings.idempotency_ttl_hours * 3600, in_the_keys_transaction,
-                                            **sealing)
-    return CommandResult(stored, replayed)
+def _run(unit: UnitOfWork, command: Command, context: CommandContext, idempotency_key: str | None,
+         max_retries: int) -> CommandResult:
+    key = None
+    if idempotency_key is not None:
+        # Keys are the caller's own: two callers using the same key do not meet.
+        actor = context.actor or {}
+        key = json.dumps([actor.get("subject"), actor.get("client_id"), idempotency_key])
+        label, fields, _ = _COMMANDS[type(command)]
+        stored = unit.answered(key, idempotency.request_hash([label, *(getattr(command, name) for name in fields)]))
+        if stored is not None:
+            return CommandResult(stored, replayed=True)
+    commands = CustomerCommands(unit.customers, max_retries, lambda: metrics.count("CommandRetries"))
+    answer = _decide(commands, command, context).to_dict()
+    if key is not None:
+        unit.keep_answer(key, answer)
+    return CommandResult(answer)

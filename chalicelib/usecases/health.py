@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from chalicelib.eventstore.outbox import ANY_PARKED, OLDEST_WAITING_SECONDS, Backlog, backlog
+from chalicelib.eventstore.postgres import one_row
 from chalicelib.infra.logs import log
 from chalicelib.readmodel import queries
 
@@ -80,7 +81,7 @@ class HealthCheck:
 
     def _quick(self) -> Health:
         try:
-            waiting, parked, lag = self._read(lambda conn: conn.execute(_QUICK).fetchone())
+            waiting, parked, lag = self._read(lambda conn: one_row(conn.execute(_QUICK)))
         except psycopg.Error as error:
             log("health_database_unreachable", level="error", error=str(error))
             return Health(False, False, reasons=("the database is unreachable",))

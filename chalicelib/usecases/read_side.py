@@ -8,23 +8,30 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from chalicelib.infra import metrics
+from chalicelib.infra.db import Database
 from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue, unreadable_record
 from chalicelib.infra.kafka_delivery import DeliveredRecord
 from chalicelib.infra.logs import log
-from chalicelib.infra.message_signing import HEADER
+from chalicelib.infra.message_signing import HEADER, MessageSigning
 from chalicelib.infra.settings import ConfigurationError
-from chalicelib.readmodel import sealed
-from chalicelib.readmodel.projection import ProjectedEvent, ProjectionResult, project, project_kafka_batch
-from chalicelib.readmodel.sealed import SealRow
+from chalicelib.personal.sealing import PersonalData
+from chalicelib.readmodel.projection import (
+    LoadAfter,
+    ProjectedEvent,
+    ProjectionResult,
+    Refusal,
+    project,
+    project_kafka_batch,
+)
+from chalicelib.readmodel.rebuild import Progress, RebuildResult, rebuild
+from chalicelib.usecases.unit_of_work import PostgresUnitOfWork, PostgresUnitsOfWork
 
-if TYPE_CHECKING:
-    import psycopg
-
-    from chalicelib.bootstrap import Bootstrap
-    from chalicelib.readmodel.rebuild import Progress, RebuildResult
+# The records of a failed batch, by their offsets: their keys, and whether
+# every one was still on the topic (chalicelib.infra.kafka_reader).
+KeysAt = Callable[[DeadLetter], tuple[list[bytes | None], bool]]
 
 
 @dataclass
@@ -36,28 +43,26 @@ class ReplayResult:
     kept: list[tuple[DeadLetter, str]] = field(default_factory=list)  # with why
 
 
-def project_batch(parts: Bootstrap, event: dict) -> ProjectionResult:
+def project_batch(event: dict[str, Any], *, units: PostgresUnitsOfWork, dead_letters: DeadLetterQueue | None,
+                  signing: MessageSigning | None) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied to the read model
     in one transaction; gaps are filled from the event store. With message
     signing, a record the relay did not sign is a dead letter: the read
     model takes no change the event store does not hold."""
-    queue = parts.dead_letter_queue()
-
-    def dead_letters(unreadable) -> None:
-        if queue is None:
+    def set_aside(unreadable: list[tuple[DeliveredRecord, str]]) -> None:
+        if dead_letters is None:
             log("projection_dead_letters_dropped", level="warning", records=len(unreadable),
                 reason="PROJECTION_DLQ_URL is not set: they are only logged")
             return
-        queue.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
+        dead_letters.send([unreadable_record(record, error, "project_customers") for record, error in unreadable])
 
-    signing = parts.message_signing()
-    refusal = None
+    refusal: Refusal | None = None
     if signing is not None:
         def refusal(record: DeliveredRecord) -> str | None:
             return signing.refusal(record.value, record.header(HEADER))
 
-    with parts.connections().connection() as conn:
-        result = project_kafka_batch(event, conn, _load_after(parts, conn), dead_letters, seal_row=seal_row(parts),
+    with units.reading() as unit:
+        result = project_kafka_batch(event, unit.conn, _load_after(unit), set_aside, seal_row=unit.seal_row,
                                      refusal=refusal)
     log("projection_batch", **result.to_dict())
     metrics.count("ProjectionBatchSize", result.records)
@@ -68,81 +73,73 @@ def project_batch(parts: Bootstrap, event: dict) -> ProjectionResult:
     return result
 
 
-def seal_row(parts: Bootstrap) -> SealRow:
-    """How rows get their personal data sealed (or not, without encryption)."""
-    personal = parts.personal_data()
-    return sealed.sealer(personal) if personal is not None else sealed.plain
-
-
-def _load_after(parts: Bootstrap, conn: psycopg.Connection) -> Callable[[uuid.UUID, int], list[ProjectedEvent]]:
+def _load_after(unit: PostgresUnitOfWork) -> LoadAfter:
     """A customer's events after a version, from the event store, as the
-    projection takes them, read on the projection's own connection."""
-    store = parts.store_in(conn, for_state=False)
-    return lambda customer_id, version: [ProjectedEvent.from_recorded(r) for r in store.load(customer_id, version)]
+    projection takes them, read on the unit's connection."""
+    def load_after(customer_id: uuid.UUID, version: int) -> list[ProjectedEvent]:
+        return [ProjectedEvent.from_recorded(r) for r in unit.events.load(customer_id, version)]
+
+    return load_after
 
 
-def reproject(parts: Bootstrap, customer_ids: set[uuid.UUID]) -> ProjectionResult:
+def reproject(customer_ids: set[uuid.UUID], *, units: PostgresUnitsOfWork) -> ProjectionResult:
     """Bring these customers' read-model rows up to their event streams."""
-    with parts.connections().connection() as conn:
-        load_after = _load_after(parts, conn)
+    with units.reading() as unit:
+        load_after = _load_after(unit)
         events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
-        return project(conn, events, load_after, seal_row=seal_row(parts))
+        return project(unit.conn, events, load_after, seal_row=unit.seal_row)
 
 
-def _dead_letter_queue(parts: Bootstrap) -> DeadLetterQueue:
-    queue = parts.dead_letter_queue()
+def _required(queue: DeadLetterQueue | None) -> DeadLetterQueue:
     if queue is None:
         raise ConfigurationError("PROJECTION_DLQ_URL is not set: `make run` makes one, the template another")
     return queue
 
 
-def dead_letters(parts: Bootstrap) -> list[DeadLetter]:
+def dead_letters(*, queue: DeadLetterQueue | None) -> list[DeadLetter]:
     """What is in the dead-letter queue, left there."""
-    queue = _dead_letter_queue(parts)
-    letters = list(queue.receive(hold_seconds=30))
-    queue.release(letters)
+    letters = list(_required(queue).receive(hold_seconds=30))
+    _required(queue).release(letters)
     return letters
 
 
-def replay_dead_letters(parts: Bootstrap) -> ReplayResult:
+def replay_dead_letters(*, queue: DeadLetterQueue | None, keys_at: KeysAt,
+                        units: PostgresUnitsOfWork) -> ReplayResult:
     """Re-project, from the event store, every customer a dead letter names,
     then delete the letter. A letter naming no customer (a record that is not
     one of ours) is deleted too; one whose records are no longer on the topic
     is kept, and `make rebuild` is the way out."""
-    queue = _dead_letter_queue(parts)
+    letters = _required(queue)
     result = ReplayResult()
-    for letter in queue.receive(hold_seconds=300):
+    for letter in letters.receive(hold_seconds=300):
         result.letters += 1
-        keys, complete = _keys_named(parts, letter)
+        keys, complete = _keys_named(letter, keys_at)
         customers = {cid for cid in map(_customer_id, keys) if cid is not None}
         if not complete:
             result.kept.append((letter, "some of its records are no longer on the topic: `make rebuild`"
                                         " brings every customer up to date"))
-            queue.release([letter])
+            letters.release([letter])
             continue
         try:
-            written = reproject(parts, customers).rows_written
+            written = reproject(customers, units=units).rows_written
         except Exception:
-            queue.release([letter])  # kept, and visible to the next replay at once
+            letters.release([letter])  # kept, and visible to the next replay at once
             raise
         result.customers += len(customers)
         result.rows_written += written
-        queue.delete(letter)
+        letters.delete(letter)
         result.deleted += 1
         log("dead_letter_replayed", message_id=letter.message_id, kind=letter.kind,
             customers=sorted(map(str, customers)))
     return result
 
 
-def _keys_named(parts: Bootstrap, letter: DeadLetter) -> tuple[list[bytes | None], bool]:
-    from chalicelib.infra.kafka_reader import keys_at
-
+def _keys_named(letter: DeadLetter, keys_at: KeysAt) -> tuple[list[bytes | None], bool]:
     if letter.kind == "unreadable-record":
         return [letter.key()], True
-    ranges = letter.offsets()
-    if not ranges:
+    if not letter.offsets():
         return [], True
-    return keys_at(parts.settings.require_kafka(), ranges, parts.kafka_security())
+    return keys_at(letter)
 
 
 def _customer_id(key: bytes | None) -> uuid.UUID | None:
@@ -152,8 +149,6 @@ def _customer_id(key: bytes | None) -> uuid.UUID | None:
         return None
 
 
-def rebuild_read_model(parts: Bootstrap, progress: Progress = lambda done, total: None) -> RebuildResult:
-    from chalicelib.readmodel.rebuild import rebuild
-
-    return rebuild(parts.database().direct().connect, progress, open_event=parts.open_event(),
-                   seal_row=seal_row(parts))
+def rebuild_read_model(progress: Progress = lambda done, total: None, *, database: Database,
+                       personal: PersonalData | None) -> RebuildResult:
+    return rebuild(database.connect, progress, personal=personal)

@@ -37,7 +37,8 @@ def dump(db: str) -> str:
 
 def readable(application, db):
     """The stored events made readable, as the relay publishes them."""
-    return [application.parts.open_event()(e) for e in stored_events(db)]
+    with application.parts.units().reading() as unit:
+        return [unit.open_event(e) for e in stored_events(db)]
 
 
 def test_after_erasure_neither_the_name_nor_any_email_is_in_the_database_or_any_answer(
@@ -118,12 +119,11 @@ def test_erasure_is_idempotent_works_for_deleted_customers_and_404s_for_unknown_
     assert client.change_email(customer_id, SECOND).status_code == 404
 
 
-def test_events_still_in_the_outbox_are_published_without_personal_data(application, client, eraser, db):
+def test_events_still_in_the_outbox_are_published_without_personal_data(application, client, eraser, db, sent):
     customer_id = client.create_id(FIRST, NAME)
     client.change_email(customer_id, SECOND)
     assert eraser.http.delete(f"/customer/{customer_id}/personal-data").status_code == 204
-    published = []
-    application.parts.injected_publish = published.extend
+    published = sent.events
     assert application.outbox_relay().run_once().published == 3
     assert [e.event_type for e in published] == ["CustomerCreated", "CustomerEmailChanged",
                                                  "CustomerPersonalDataErased"]
@@ -132,10 +132,9 @@ def test_events_still_in_the_outbox_are_published_without_personal_data(applicat
     assert NAME not in json.dumps([e.data for e in published])
 
 
-def test_messages_carry_the_personal_data_in_clear_for_consumers(application, client, db):
+def test_messages_carry_the_personal_data_in_clear_for_consumers(application, client, db, sent):
     client.create_id(FIRST, NAME)
-    published = []
-    application.parts.injected_publish = published.extend
+    published = sent.events
     application.outbox_relay().run_once()
     assert published[0].data == {"name": NAME, "email": FIRST}
 
@@ -189,22 +188,20 @@ def test_events_stored_in_clear_are_encrypted_in_place_by_the_operator_command(
 
 
 def test_when_a_key_cannot_be_fetched_the_batch_waits_and_is_published_later_not_parked(application, client, db,
-                                                                                         aws):
+                                                                                         aws, sent):
     import boto3
     from botocore.config import Config
 
     client.create_id(FIRST, NAME)
     unreachable = boto3.client("kms", endpoint_url="http://127.0.0.1:1", config=Config(retries={"max_attempts": 1}))
     # A cold container whose KMS cannot be reached.
-    cold = type(application)(application.settings,
+    cold = type(application)(application.settings, sender=sent,
                              aws=lambda service: unreachable if service == "kms" else aws(service))
-    published = []
-    cold.parts.injected_publish = published.extend
+    published = sent.events
     result = cold.outbox_relay().run_once()
     assert (result.published, result.parked, result.failures) == (0, 0, 1)
     cold.close()
     # KMS back: published, in clear for consumers.
-    application.parts.injected_publish = published.extend
     assert application.outbox_relay().run_once().published == 1
     assert published[0].data == {"name": NAME, "email": FIRST}
 
@@ -279,7 +276,8 @@ def test_a_sealed_value_copied_into_another_customers_event_does_not_open_as_the
     answer = client.http.get(f"/customer/{second}?consistency=strong")
     assert b"First Person" not in answer.body
     # Bound to its customer even under one key: what the associated data is for.
-    key = application.parts.personal_data().keys.key_for(uuid.UUID(first), application.parts.connections().connection)
+    with psycopg.connect(db) as conn:
+        key = application.parts.personal_data().keys.key_for(uuid.UUID(first), conn)
     value = seal(key, aad("event", uuid.UUID(first), 1, "name"), "First Person")
     assert open_sealed(key, aad("event", uuid.UUID(first), 1, "name"), value) == "First Person"
     from cryptography.exceptions import InvalidTag

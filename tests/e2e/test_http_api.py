@@ -9,7 +9,7 @@ from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.store import InMemoryEventStore
 from tests.support.api import JSON, serving
 from tests.support.builders import stored_events
-from tests.support.fakes import RacingStore
+from tests.support.fakes import FakeUnitsOfWork, RacingStore
 
 
 def test_create_answers_201_with_location_and_etag(client, db):
@@ -165,7 +165,8 @@ def test_wrong_content_type_is_415(client, db):
 
 def test_a_command_that_keeps_losing_the_race_is_409_and_stores_nothing(client, application):
     store = RacingStore(races=0)
-    with serving(CustomerApplication(dataclasses.replace(application.settings, command_max_retries=2), store=store)):
+    with serving(CustomerApplication(dataclasses.replace(application.settings, command_max_retries=2),
+                                     command_units=FakeUnitsOfWork(store))):
         customer_id = client.create().json_body["id"]
         store.races = 10  # another writer gets in first, every time
         response = client.change_email(customer_id, "mine@example.com")

@@ -14,7 +14,6 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.auth import OPERATE
-from chalicelib.infra.db import TransactionConnection
 from ops.__main__ import main as ops
 from tests.support.api import Api
 from tests.support.builders import stored_events
@@ -35,17 +34,15 @@ def operator(issuer) -> dict:
     return {"Authorization": f"Bearer {issuer.token(scopes=OPERATE)}"}
 
 
-def publish_and_project(application, published):
-    published.clear()
+def publish_and_project(application, sent):
+    sent.clear()
     result = application.outbox_relay().run_once()
-    application.project_kafka_batch(delivered_batch(list(published)))
+    application.project_kafka_batch(delivered_batch(list(sent.events)))
     return result
 
 
 def test_a_name_that_looks_sealed_is_sealed_like_any_other_and_reads_back_everywhere(
-        application, client, eraser, db, issuer, capsys):
-    published = []
-    application.parts.injected_publish = published.extend
+        application, client, eraser, db, issuer, capsys, sent):
     customer_id = client.create_id("lookalike@example.com", LOOKALIKE)
     with psycopg.connect(db) as conn:
         (stored,) = conn.execute("SELECT data FROM events WHERE stream_id = %s", (customer_id,)).fetchone()
@@ -56,9 +53,9 @@ def test_a_name_that_looks_sealed_is_sealed_like_any_other_and_reads_back_everyw
     assert client.change_email(customer_id, "pd1:x@example.com").status_code == 400  # not an email, still a 400
     assert client.change_email(customer_id, "other@example.com").status_code == 200
 
-    result = publish_and_project(application, published)
+    result = publish_and_project(application, sent)
     assert (result.published, result.parked) == (2, 0)
-    assert [e.data.get("name") for e in published][:1] == [LOOKALIKE]
+    assert [e.data.get("name") for e in sent.events][:1] == [LOOKALIKE]
     assert client.http.get(f"/customer/{customer_id}").json_body["name"] == LOOKALIKE
     assert client.http.get("/health").status_code == 200
     assert ops(["rebuild"]) == 0
@@ -67,31 +64,27 @@ def test_a_name_that_looks_sealed_is_sealed_like_any_other_and_reads_back_everyw
     assert client.http.get(f"/customer/{customer_id}/events").json_body["events"][0]["data"]["name"] is None
 
 
-def legacy_seal(key, stream_id, field: str, value: str) -> str:
-    """A value as the first release sealed it: text, bound to stream and field."""
+def first_format_seal(key, stream_id, field: str, value: str) -> str:
+    """A value as the service's first format sealed it: text, bound to stream and field."""
     nonce = os.urandom(12)
     sealed = key.encrypt(nonce, value.encode(), f"{stream_id}:{field}".encode())
     return "pd1:" + base64.b64encode(nonce + sealed).decode()
 
 
-def test_values_sealed_by_the_first_release_and_lookalikes_stored_in_clear_read_back_and_migrate(
+def test_values_in_the_first_format_and_lookalikes_stored_in_clear_are_sealed_by_encrypt_events(
         application, client, db, capsys):
     sealed_then = uuid.UUID(client.create_id("first@example.com", "First Release"))
     in_clear_then = uuid.UUID(client.create_id("plain@example.com", "Plain Person"))
     personal = application.parts.personal_data()
     with psycopg.connect(db, autocommit=True) as conn:
-        connect = TransactionConnection(conn).connection
-        key = personal.keys.key_for(sealed_then, connect)
-        # The first release's format, and a lookalike a caller typed, stored in clear back then.
+        key = personal.keys.key_for(sealed_then, conn)
+        # The first format, and a lookalike a caller typed, stored in clear back then.
         conn.execute("UPDATE events SET data = %s WHERE stream_id = %s", (json.dumps({
-            "name": legacy_seal(key, sealed_then, "name", "First Release"),
-            "email": legacy_seal(key, sealed_then, "email", "first@example.com")}), sealed_then))
+            "name": first_format_seal(key, sealed_then, "name", "First Release"),
+            "email": first_format_seal(key, sealed_then, "email", "first@example.com")}), sealed_then))
         conn.execute("UPDATE events SET data = %s WHERE stream_id = %s",
                      (json.dumps({"name": LOOKALIKE, "email": "plain@example.com"}), in_clear_then))
         conn.execute("DELETE FROM snapshots")
-    strong = {cid: client.http.get(f"/customer/{cid}?consistency=strong").json_body for cid in (sealed_then,
-                                                                                                 in_clear_then)}
-    assert strong[sealed_then]["name"] == "First Release" and strong[in_clear_then]["name"] == LOOKALIKE
 
     assert ops(["encrypt-events"]) == 0
     assert "of 2 customers" in capsys.readouterr().out
@@ -113,14 +106,12 @@ def test_a_sealed_value_moved_to_another_event_of_its_customer_does_not_open(app
                                 (customer_id,)).fetchone()
         conn.execute("UPDATE events SET data = jsonb_set(data, '{email}', %s) WHERE stream_id = %s AND version = 2",
                      (json.dumps(first["email"]), customer_id))
-    with pytest.raises(InvalidTag):
-        application.parts.store().load(customer_id)
+    with pytest.raises(InvalidTag), application.parts.units().reading() as unit:
+        unit.events.load(customer_id)
 
 
 def test_a_skipped_event_is_not_lag_and_a_rebuild_reports_an_unreadable_customer_and_goes_on(
-        application, client, db, issuer, capsys):
-    published = []
-    application.parts.injected_publish = published.extend
+        application, client, db, issuer, capsys, sent):
     kept, broken = client.create_id("kept@example.com", "Kept"), client.create_id("broken@example.com", "Broken")
     with psycopg.connect(db, autocommit=True) as conn:
         # An event this code cannot read (a newer shape), the newest of its customer.
@@ -129,7 +120,7 @@ def test_a_skipped_event_is_not_lag_and_a_rebuild_reports_an_unreadable_customer
                      " WHERE stream_id = %s", (broken,))
         conn.execute("INSERT INTO outbox (global_position, stream_id) SELECT global_position, stream_id FROM events"
                      " WHERE stream_id = %s AND version = 2", (broken,))
-    result = publish_and_project(application, published)
+    result = publish_and_project(application, sent)
     assert result.parked == 1
     (parked,) = application.parked_outbox_rows()
     assert ops(["outbox", "--skip", str(parked.outbox_id)]) == 0
@@ -146,12 +137,10 @@ def test_a_skipped_event_is_not_lag_and_a_rebuild_reports_an_unreadable_customer
 
 
 def test_no_name_or_email_in_clear_in_any_file_of_the_database_nor_in_a_dead_letter(
-        aws, dlq, application, client, db):
+        aws, dlq, application, client, db, sent):
     from devstack.kafka_source_events import KafkaRecord
 
     queue = dlq
-    published = []
-    application.parts.injected_publish = published.extend
     marker = f"zq{uuid.uuid4().hex[:12]}"
     name, email = f"Name {marker}", f"{marker}@example.com"
     created = client.create_id(email, name)
@@ -160,7 +149,7 @@ def test_no_name_or_email_in_clear_in_any_file_of_the_database_nor_in_a_dead_let
                          headers={"Idempotency-Key": "k-1"}).headers["Idempotent-Replayed"] == "true"
     changed = client.change_email(created, f"new.{marker}@example.com", headers={"Idempotency-Key": "k-2"})
     assert changed.status_code == 200
-    publish_and_project(application, published)
+    publish_and_project(application, sent)
     assert client.http.get(f"/customer/{created}").json_body["email"] == f"new.{marker}@example.com"
     found = client.post("/customers/search", {"email": f"keyed.{marker}@example.com"}).json_body["customers"]
     assert [c["id"] for c in found] == [keyed.json_body["id"]] and found[0]["name"] == f"Keyed {marker}"

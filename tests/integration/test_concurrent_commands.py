@@ -6,16 +6,15 @@ import psycopg
 
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import RetriesExhausted
-from chalicelib.usecases.commands import CustomerCommands
-from tests.support.builders import new_customer
+from tests.support.builders import Commands, new_customer
+from tests.support.stores import PooledStore
 from tests.support.waiting import run_in_threads
 
 WRITERS = 8
 
 
-def race(commands: CustomerCommands, customer_id, on_outcome) -> None:
+def race(commands: Commands, customer_id, on_outcome) -> None:
     """WRITERS email changes to one customer, released at once."""
     barrier = threading.Barrier(WRITERS)
 
@@ -34,7 +33,7 @@ def race(commands: CustomerCommands, customer_id, on_outcome) -> None:
 
 def test_racing_email_changes_all_land_as_consecutive_versions(db, pool):
     # Enough retries that each of 8 writers gets through a full pile-up.
-    commands = CustomerCommands(PostgresEventStore(pool), max_retries=WRITERS * 2)
+    commands = Commands(pool, max_retries=WRITERS * 2)
     customer = new_customer(commands)
     outcomes = []
     race(commands, customer.id, outcomes.append)
@@ -53,11 +52,11 @@ def test_racing_email_changes_all_land_as_consecutive_versions(db, pool):
 
 
 def test_without_retries_racing_writers_lose_with_a_conflict_and_store_nothing(db, pool):
-    commands = CustomerCommands(PostgresEventStore(pool), max_retries=0)
+    commands = Commands(pool, max_retries=0)
     customer = new_customer(commands)
     outcomes = []
     race(commands, customer.id, outcomes.append)
-    stored = [e.data["email"] for e in PostgresEventStore(pool).load(customer.id)][1:]
+    stored = [e.data["email"] for e in PooledStore(pool).load(customer.id)][1:]
 
     winners = [o for o in outcomes if not isinstance(o, Exception)]
     assert all(isinstance(o, RetriesExhausted) for o in outcomes if isinstance(o, Exception))

@@ -15,6 +15,7 @@ from chalicelib.infra import db as infra_db
 from chalicelib.infra.credentials import CredentialsUnavailable
 from chalicelib.infra.settings import Settings
 from devstack.postgres import EmbeddedPostgres, free_port, provision_login
+from tests.support.fakes import RecordingSender
 
 ROLE = "customer_service"
 
@@ -72,8 +73,8 @@ def test_the_database_refuses_a_wrong_password(server):
 
 def test_credentials_come_from_the_secret_and_a_rotation_is_picked_up_without_a_restart(server, aws, secret_arn,
                                                                                         monkeypatch):
-    published = []
-    application = CustomerApplication(Settings.from_env(), aws=aws, publish=published.extend)
+    sender = RecordingSender()
+    application = CustomerApplication(Settings.from_env(), aws=aws, sender=sender)
     try:
         first = application.create_customer("Ada", "ada@example.com", context())
         assert application.health().database_reachable
@@ -86,7 +87,7 @@ def test_credentials_come_from_the_secret_and_a_rotation_is_picked_up_without_a_
         assert application.health_details().database_reachable
         second = application.create_customer("Grace", "grace@example.com", context())
         assert application.outbox_relay().run_once().published == 2
-        assert [e.stream_id for e in published] == [uuid.UUID(first.customer_id), uuid.UUID(second.customer_id)]
+        assert [e.stream_id for e in sender.events] == [uuid.UUID(first.customer_id), uuid.UUID(second.customer_id)]
         assert application.customer(uuid.UUID(second.customer_id), strong=True).row.name == "Grace"
         assert application.customer(uuid.UUID(first.customer_id), strong=True).row.name == "Ada"
     finally:

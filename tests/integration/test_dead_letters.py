@@ -207,7 +207,7 @@ def test_a_replay_whose_projection_fails_keeps_the_letter(served, commands, db, 
     served.project_kafka_batch(delivered_batch([], extra=[
         KafkaRecord("customer-events", 0, 5, 0, str(customer).encode(), NOT_A_CLOUDEVENT, {})]))
 
-    def fails(parts, customers):
+    def fails(customers, **parts):
         raise psycopg.OperationalError("the database went away")
 
     monkeypatch.setattr(read_side, "reproject", fails)

@@ -8,8 +8,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from chalicelib.eventstore.events import NewEvent
-from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import ConcurrencyError, InMemoryEventStore
+from tests.support.stores import PooledStore
 
 
 def event(n: int) -> NewEvent:
@@ -26,7 +26,7 @@ def pool(db):
 def store(request):
     if request.param == "memory":
         return InMemoryEventStore()
-    return PostgresEventStore(request.getfixturevalue("pool"))
+    return PooledStore(request.getfixturevalue("pool"))
 
 
 def test_append_then_load_in_version_order(store):
@@ -79,7 +79,7 @@ def test_streams_are_independent(store):
 
 
 def test_each_event_gets_one_outbox_row_in_order(db, pool):
-    store = PostgresEventStore(pool)
+    store = PooledStore(pool)
     stream = uuid.uuid4()
     positions = store.append(stream, "Thing", 0, [event(1), event(2), event(3)])
     with psycopg.connect(db) as conn:
@@ -90,7 +90,7 @@ def test_each_event_gets_one_outbox_row_in_order(db, pool):
 
 def test_events_and_outbox_rows_commit_together_or_not_at_all(db, pool):
     """If writing the outbox row fails, the event must not be stored either."""
-    store = PostgresEventStore(pool)
+    store = PooledStore(pool)
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("""
             CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS
@@ -109,7 +109,7 @@ def test_events_and_outbox_rows_commit_together_or_not_at_all(db, pool):
 
 
 def test_concurrent_appends_at_one_version_exactly_one_wins(db, pool):
-    store = PostgresEventStore(pool)
+    store = PooledStore(pool)
     stream = uuid.uuid4()
     store.append(stream, "Thing", 0, [event(0)])
     barrier = threading.Barrier(8)

@@ -14,14 +14,12 @@ import psycopg
 import pytest
 
 from chalicelib.eventstore.migrations import migrate
-from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.kafka_publisher import KafkaPublisher
-from chalicelib.usecases.commands import CustomerCommands
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import EmbeddedPostgres, free_port
-from tests.support.builders import new_customer, unpublished
+from tests.support.builders import Commands, new_customer, unpublished
 from tests.support.deliveries import read_model, read_model_from_store
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.relay import start_relay, stop_relay
@@ -34,7 +32,7 @@ class Writers:
     """Creates customers one after another until stopped; remembers which
     creations were acknowledged (returned), as a client would."""
 
-    def __init__(self, commands: CustomerCommands) -> None:
+    def __init__(self, commands: Commands) -> None:
         self.commands = commands
         self.acknowledged: list[uuid.UUID] = []
         self.refused = 0
@@ -85,7 +83,7 @@ def test_postgres_crash_and_restart_under_load(own_postgres, kafka_bootstrap, to
     # Two shards: each relay must find its way back on its own.
     shards = [relaying(url, publisher, idle_wait=600, shard=shard, shards=2) for shard in (0, 1)]
     try:
-        with Writers(CustomerCommands(PostgresEventStore(pool))) as writers:
+        with Writers(Commands(pool)) as writers:
             time.sleep(1.5)
             server.crash()
             time.sleep(1.0)
@@ -148,11 +146,12 @@ import os, sys, time, psycopg
 from chalicelib.eventstore.relay import OutboxRelay
 from chalicelib.infra.kafka_publisher import KafkaPublisher
 publisher = KafkaPublisher(sys.argv[2], sys.argv[3], "/customer-service")
-def publish(events):
-    publisher(events)
-    print("published", len(events), flush=True)
-    time.sleep(600)  # killed here: published, not marked
-OutboxRelay(lambda: psycopg.connect(sys.argv[1], autocommit=True), publish).run_once()
+class SendThenHang:
+    def send(self, events):
+        publisher.send(events)()
+        print("published", len(events), flush=True)
+        time.sleep(600)  # killed here: published, not marked
+OutboxRelay(lambda: psycopg.connect(sys.argv[1], autocommit=True), SendThenHang()).run_once()
 """
 
 

@@ -7,9 +7,9 @@ import uuid
 
 import psycopg
 
-from chalicelib import idempotency
 from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.events import CommandContext
+from chalicelib.usecases.unit_of_work import PostgresUnitsOfWork
 from tests.support.builders import count
 from tests.support.waiting import run_in_threads
 
@@ -90,17 +90,22 @@ def test_a_bad_key_is_400(client, db):
     assert count(db) == 0
 
 
-def test_concurrent_retries_execute_exactly_once(pool, db):
+def test_concurrent_retries_under_one_key_execute_exactly_once(pool, db):
+    units = PostgresUnitsOfWork(pool, None, snapshot_every=None, idempotency_ttl_seconds=3600)
     executions, results = [], []
     barrier = threading.Barrier(6)
 
-    def execute(conn):
-        executions.append(1)
-        return {"id": str(uuid.uuid4()), "version": 1}
-
     def retry():
         barrier.wait()
-        results.append(idempotency.run_once(pool, "same-key", "same-request", 3600, execute))
+        with units.begin(transaction=True) as unit:
+            stored = unit.answered("same-key", "same-request")
+            if stored is not None:
+                results.append((stored, True))
+                return
+            executions.append(1)
+            answer = {"id": str(uuid.uuid4()), "version": 1}
+            unit.keep_answer("same-key", answer)
+        results.append((answer, False))
 
     run_in_threads(retry, [()] * 6)
     assert len(executions) == 1

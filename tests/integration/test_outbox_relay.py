@@ -15,18 +15,13 @@ from chalicelib.eventstore.events import CommandContext, Metadata
 from chalicelib.eventstore.outbox import BUCKETS
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.relay import RELAY_LOCK_BASE, OutboxRelay
-from chalicelib.infra.db import TransactionConnection
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
 from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
-from tests.support.relay import start_relay, stop_relay
+from tests.support.relay import Crash, SendThenCrash, start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 CTX = CommandContext(correlation_id="corr-relay", causation_id="cause-relay")
-
-
-class Crash(BaseException):
-    """The process dies: not an error anyone handles."""
 
 
 @pytest.fixture
@@ -41,8 +36,8 @@ def publisher(kafka_bootstrap, topic):
     publisher.close()
 
 
-def relay(db, publish, **options):
-    return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publish, **options)
+def relay(db, sender, **options):
+    return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), sender, **options)
 
 
 def create(service, n=0):
@@ -54,7 +49,7 @@ def append_uncommitted(conn: psycopg.Connection, name: str) -> uuid.UUID:
     stream_id = uuid.uuid4()
     event = registry.serialize(CustomerCreated(name=name, email=f"{name.lower()}@example.com"),
                                Metadata.new(name.lower(), None))
-    PostgresEventStore(TransactionConnection(conn)).append(stream_id, "Customer", 0, [event])
+    PostgresEventStore(conn).append(stream_id, "Customer", 0, [event])
     return stream_id
 
 
@@ -90,12 +85,8 @@ def test_relay_publishes_cloudevents_keyed_by_customer(db, service, publisher, k
 def test_crash_after_publishing_and_before_marking_republishes(db, service, publisher, kafka_bootstrap, topic):
     customers = [create(service, n) for n in range(5)]
 
-    def publish_then_die(events):
-        publisher(events)
-        raise Crash()
-
     with pytest.raises(Crash):
-        relay(db, publish_then_die).run_once()
+        relay(db, SendThenCrash(publisher)).run_once()
     assert unpublished(db) == 5  # published, but not marked
 
     result = relay(db, publisher).run_once()  # the next run; the lock was freed

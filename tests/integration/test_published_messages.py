@@ -48,10 +48,9 @@ def test_every_message_published_validates_against_the_document(application, cli
         version = conn.execute("SELECT max(version) FROM events WHERE stream_id = %s", (kept,)).fetchone()[0]
     from chalicelib.eventstore.events import Metadata, NewEvent
     from chalicelib.eventstore.postgres import PostgresEventStore
-    from chalicelib.infra import db as infra_db
 
-    with infra_db.new_pool(db, max_size=1) as pool:
-        PostgresEventStore(pool).append(uuid.UUID(kept), "Customer", version, [NewEvent(
+    with psycopg.connect(db, autocommit=True) as conn:
+        PostgresEventStore(conn).append(uuid.UUID(kept), "Customer", version, [NewEvent(
             "CustomerEmailChanged", 1, {"email": "kept@example.net"}, Metadata.new("old-release", None).to_dict())])
 
     result = application.outbox_relay().run_once()

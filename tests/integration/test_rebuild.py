@@ -9,11 +9,11 @@ from chalice.test import Client
 from app import app
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.eventstore.events import CommandContext
-from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.infra.db import Database
 from chalicelib.readmodel.rebuild import rebuild
 from ops.__main__ import main as ops
 from tests.support.deliveries import delivered_batch, read_model, read_model_from_store, stored_events
+from tests.support.stores import PooledStore
 
 CTX = CommandContext("rebuild-test")
 
@@ -119,7 +119,7 @@ def test_a_projection_batch_in_flight_at_the_swap_neither_deadlocks_nor_is_lost(
         in_flight.set()
         swap_starting.wait(30)
         time.sleep(0.5)  # the swap now holds or waits for its locks
-        return [ProjectedEvent.from_recorded(r) for r in PostgresEventStore(pool).load(customer_id, version)]
+        return [ProjectedEvent.from_recorded(r) for r in PooledStore(pool).load(customer_id, version)]
 
     def deliver_batch():
         try:

@@ -19,7 +19,7 @@ from chalicelib.infra.kafka_publisher import KafkaPublisher
 from tests.integration.test_outbox_relay import append_uncommitted
 from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
-from tests.support.relay import start_relay, stop_relay
+from tests.support.relay import Crash, SendThenCrash, start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 CTX = CommandContext("sharded-relay-test")
@@ -32,8 +32,8 @@ def publisher(kafka_bootstrap, topic):
     publisher.close()
 
 
-def relay(db, publish, shard, shards, **options):
-    return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), publish, shard=shard, shards=shards,
+def relay(db, sender, shard, shards, **options):
+    return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), sender, shard=shard, shards=shards,
                        idle_wait=600, **options)
 
 
@@ -114,20 +114,12 @@ def published_at(db, stream_id):
         return conn.execute("SELECT published_at FROM outbox WHERE stream_id = %s", (stream_id,)).fetchone()[0]
 
 
-class Crash(BaseException):
-    """The relay's process dies between publishing and marking."""
-
-
 def test_a_crashed_shard_is_taken_over_and_nothing_is_lost(db, commands, publisher, kafka_bootstrap, topic):
     customers = [new_customer(commands, n, CTX).id for n in range(20)]
     in_shard_1 = [c for c in customers if shard_of(c, 2) == 1]
 
-    def publish_then_die(events):
-        publisher(events)
-        raise Crash()
-
     with pytest.raises(Crash):
-        relay(db, publish_then_die, 1, 2).run_once()  # its connection closes: PostgreSQL frees its locks
+        relay(db, SendThenCrash(publisher), 1, 2).run_once()  # its connection closes: PostgreSQL frees its locks
     assert unpublished(db) == 20  # published, not marked
 
     results = [relay(db, publisher, shard, 2).run_once() for shard in (1, 0)]
@@ -142,12 +134,12 @@ def test_one_bad_row_parks_only_its_customer_and_the_other_shards_go_on(db, comm
     bad = customers[0]
     commands.change_email(ChangeEmail(bad, "later@example.org"), CTX)
 
-    def refuse_the_bad_one(event):
+    def refuse_the_bad_one(conn, event):
         if event.stream_id == bad and event.version == 1:
             raise ValueError("cannot be read")
         return event
 
-    results = [relay(db, publisher, shard, 2, upcast=refuse_the_bad_one).run_once() for shard in range(2)]
+    results = [relay(db, publisher, shard, 2, prepare=refuse_the_bad_one).run_once() for shard in range(2)]
     assert sum(r.parked for r in results) == 1
     with psycopg.connect(db) as conn:
         waiting = conn.execute("SELECT o.stream_id, e.version, o.parked_at IS NOT NULL FROM outbox o"

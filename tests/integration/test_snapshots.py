@@ -10,10 +10,10 @@ import pytest
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer
 from chalicelib.domain.customer import Customer, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
-from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.store import ConcurrencyError, InMemoryEventStore
 from chalicelib.infra import db as infra_db
-from chalicelib.usecases.commands import CustomerCommands
+from tests.support.fakes import commands_on
+from tests.support.stores import PooledStore
 
 CTX = CommandContext("snapshots")
 
@@ -24,7 +24,7 @@ def store(request):
         yield InMemoryEventStore()
         return
     pool = infra_db.new_pool(request.getfixturevalue("db"), max_size=2)
-    yield PostgresEventStore(pool)
+    yield PooledStore(pool)
     pool.close()
 
 
@@ -53,7 +53,7 @@ def customer_with_changes(service, changes):
 
 def test_a_snapshot_is_taken_every_n_events_and_used_to_load(store):
     counting = CountingStore(store)
-    service = CustomerCommands(counting, snapshot_every=10)
+    service = commands_on(counting, snapshot_every=10)
     cid = customer_with_changes(service, 24)  # versions 1..25
     snapshot = store.load_snapshot(cid)
     assert (snapshot.version, snapshot.schema_version) == (20, Customer.state_schema_version)
@@ -63,12 +63,12 @@ def test_a_snapshot_is_taken_every_n_events_and_used_to_load(store):
     customer = service.get(cid)
     assert counting.loaded == [5]  # the snapshot, then versions 21..25 only
     assert (customer.version, customer.email) == (25, "e23@example.com")
-    without = CustomerCommands(store).get(cid)  # no snapshots: every event
+    without = commands_on(store).get(cid)  # no snapshots: every event
     assert without.to_dict() == customer.to_dict()
 
 
 def test_a_snapshot_of_an_older_state_shape_is_ignored_not_misread(store, monkeypatch):
-    service = CustomerCommands(store, snapshot_every=5)
+    service = commands_on(store, snapshot_every=5)
     cid = customer_with_changes(service, 6)
     # Today's code reads a newer shape.
     monkeypatch.setattr(Customer, "state_schema_version", Customer.state_schema_version + 1)
@@ -80,7 +80,7 @@ def test_a_snapshot_of_an_older_state_shape_is_ignored_not_misread(store, monkey
 def test_no_snapshot_when_the_append_is_refused(db):
     pool = infra_db.new_pool(db, max_size=2)
     try:
-        store = PostgresEventStore(pool)
+        store = PooledStore(pool)
         cid = uuid.uuid4()
         from chalicelib.eventstore.events import Snapshot
 
@@ -96,8 +96,8 @@ def test_no_snapshot_when_the_append_is_refused(db):
 def test_a_snapshot_row_in_a_shape_this_code_does_not_read_is_ignored(db):
     pool = infra_db.new_pool(db, max_size=2)
     try:
-        store = PostgresEventStore(pool)
-        service = CustomerCommands(store, snapshot_every=100)
+        store = PooledStore(pool)
+        service = commands_on(store, snapshot_every=100)
         cid = customer_with_changes(service, 2)
         with psycopg.connect(db) as conn:
             conn.execute("INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"

@@ -6,17 +6,47 @@ import uuid
 
 import psycopg
 
-from chalicelib.domain.commands import CreateCustomer
+from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
 from chalicelib.domain.customer import Customer
 from chalicelib.eventstore.events import CommandContext, RecordedEvent, recorded_event_columns
 from chalicelib.eventstore.outbox import backlog
 from chalicelib.eventstore.postgres import recorded_event_row
+from chalicelib.infra.db import Connections
+from chalicelib.personal.sealing import PersonalData
 from chalicelib.usecases.commands import CustomerCommands
+from chalicelib.usecases.unit_of_work import PostgresUnitsOfWork
 
 CONTEXT = CommandContext(correlation_id="test", causation_id="test")
 
 
-def new_customer(commands: CustomerCommands, n: int = 0, context: CommandContext = CONTEXT) -> Customer:
+class Commands:
+    """The Customer's command handlers without HTTP or the facade, each call
+    in a unit of work of its own on `connections`, as the facade runs them."""
+
+    def __init__(self, connections: Connections, *, max_retries: int = 5, snapshot_every: int | None = None,
+                 personal: PersonalData | None = None) -> None:
+        self.units = PostgresUnitsOfWork(connections, personal, snapshot_every=snapshot_every,
+                                         idempotency_ttl_seconds=3600)
+        self.max_retries = max_retries
+
+    def _run(self, handle):
+        with self.units.begin() as unit:
+            return handle(CustomerCommands(unit.customers, self.max_retries))
+
+    def create(self, command: CreateCustomer, context: CommandContext = CONTEXT) -> Customer:
+        return self._run(lambda commands: commands.create(command, context))
+
+    def change_email(self, command: ChangeEmail, context: CommandContext = CONTEXT) -> Customer:
+        return self._run(lambda commands: commands.change_email(command, context))
+
+    def delete(self, command: DeleteCustomer, context: CommandContext = CONTEXT) -> Customer:
+        return self._run(lambda commands: commands.delete(command, context))
+
+    def get(self, customer_id: uuid.UUID) -> Customer:
+        return self._run(lambda commands: commands.get(customer_id))
+
+
+def new_customer(commands: Commands, n: int = 0, context: CommandContext = CONTEXT) -> Customer:
     """Customer n: name "Customer n", email cn@example.com."""
     return commands.create(CreateCustomer(name=f"Customer {n}", email=f"c{n}@example.com", customer_id=uuid.uuid4()),
                            context)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import psycopg
 
+from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.eventstore.outbox import wake_relay
-from chalicelib.eventstore.relay import OutboxRelay
+from chalicelib.eventstore.relay import Acknowledgement, OutboxRelay, Sender
 
 
 def start_relay(relay: OutboxRelay, results: list | None = None) -> tuple[threading.Event, threading.Thread]:
@@ -25,3 +27,19 @@ def stop_relay(database_url: str, stop: threading.Event, thread: threading.Threa
     with psycopg.connect(database_url, autocommit=True) as conn:
         wake_relay(conn)  # if asleep
     thread.join(timeout=30)
+
+
+class Crash(BaseException):
+    """The process dies: not an error anyone handles."""
+
+
+class SendThenCrash:
+    """A sender whose process dies once the broker has acknowledged a batch,
+    before the relay could mark it."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    def send(self, events: Sequence[RecordedEvent]) -> Acknowledgement:
+        self.sender.send(events)()
+        raise Crash()

@@ -8,8 +8,7 @@ from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustom
 from chalicelib.domain.errors import CustomerNotFound, InvalidValue, StaleVersion
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.store import InMemoryEventStore, RetriesExhausted
-from chalicelib.usecases.commands import CustomerCommands
-from tests.support.fakes import RacingStore
+from tests.support.fakes import RacingStore, commands_on
 
 CTX = CommandContext(correlation_id="corr-1", causation_id="req-1")
 
@@ -19,7 +18,7 @@ def create(commands, email="ada@example.com"):
 
 
 def test_create_then_get():
-    commands = CustomerCommands(InMemoryEventStore())
+    commands = commands_on(InMemoryEventStore())
     customer = create(commands)
     loaded = commands.get(customer.id)
     assert loaded.to_dict() == {"id": str(customer.id), "name": "Ada", "email": "ada@example.com", "version": 1}
@@ -27,7 +26,7 @@ def test_create_then_get():
 
 def test_events_carry_correlation_and_causation():
     store = InMemoryEventStore()
-    customer = create(CustomerCommands(store))
+    customer = create(commands_on(store))
     metadata = store.load(customer.id)[0].metadata
     assert metadata["correlation_id"] == "corr-1" and metadata["causation_id"] == "req-1"
     assert uuid.UUID(metadata["event_id"]) and metadata["occurred_at"].endswith("+00:00")
@@ -35,7 +34,7 @@ def test_events_carry_correlation_and_causation():
 
 def test_lost_race_is_retried_on_the_new_state():
     store = RacingStore(races=0)
-    commands = CustomerCommands(store, max_retries=3)
+    commands = commands_on(store, max_retries=3)
     customer = create(commands)
     store.races = 2
     changed = commands.change_email(ChangeEmail(customer_id=customer.id, email="mine@example.com"), CTX)
@@ -47,7 +46,7 @@ def test_lost_race_is_retried_on_the_new_state():
 
 def test_retries_are_bounded():
     store = RacingStore(races=0)
-    commands = CustomerCommands(store, max_retries=2)
+    commands = commands_on(store, max_retries=2)
     customer = create(commands)
     store.races = 3
     with pytest.raises(RetriesExhausted):
@@ -57,7 +56,7 @@ def test_retries_are_bounded():
 
 def test_if_match_on_an_old_version_is_stale():
     store = InMemoryEventStore()
-    commands = CustomerCommands(store)
+    commands = commands_on(store)
     customer = create(commands)
     commands.change_email(ChangeEmail(customer_id=customer.id, email="b@example.com", expected_version=1), CTX)
     with pytest.raises(StaleVersion) as error:
@@ -68,7 +67,7 @@ def test_if_match_on_an_old_version_is_stale():
 
 def test_a_race_turns_an_if_match_command_into_stale_not_a_blind_retry():
     store = RacingStore(races=0)
-    commands = CustomerCommands(store, max_retries=5)
+    commands = commands_on(store, max_retries=5)
     customer = create(commands)
     store.races = 1
     with pytest.raises(StaleVersion):
@@ -77,7 +76,7 @@ def test_a_race_turns_an_if_match_command_into_stale_not_a_blind_retry():
 
 def test_delete_then_everything_is_not_found():
     store = InMemoryEventStore()
-    commands = CustomerCommands(store)
+    commands = commands_on(store)
     customer = create(commands)
     deleted = commands.delete(DeleteCustomer(customer_id=customer.id), CTX)
     assert deleted.version == 2
@@ -93,7 +92,7 @@ def test_delete_then_everything_is_not_found():
 
 def test_invalid_input_stores_nothing():
     store = InMemoryEventStore()
-    commands = CustomerCommands(store)
+    commands = commands_on(store)
     with pytest.raises(InvalidValue):
         create(commands, email="not-an-email")
     assert store.events == [] and store.outbox == []
@@ -103,7 +102,7 @@ def test_creating_a_customer_with_an_id_in_use_says_it_exists_and_stores_nothing
     from chalicelib.domain.errors import CustomerAlreadyExists
 
     store = InMemoryEventStore()
-    commands = CustomerCommands(store)
+    commands = commands_on(store)
     customer_id = uuid.uuid4()
     commands.create(CreateCustomer(name="Ada", email="ada@example.com", customer_id=customer_id), CTX)
     with pytest.raises(CustomerAlreadyExists, match=f"customer {customer_id} already exists"):
