@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
+import psycopg
+
 from chalicelib.application import CustomerApplication
-from chalicelib.eventstore.migrations import migrate
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.settings import ConfigurationError, Settings
+from ops.progress import Progress
 
 PROJECT = Path(__file__).resolve().parent.parent
 LOCAL_STACK_ENV = Path(os.environ.get("DEVSTACK_DIR") or PROJECT / ".devstack") / "stack.env"
@@ -50,7 +51,7 @@ def _age(seconds: float | None) -> str:
 
 
 def cmd_migrate(application: CustomerApplication, args: argparse.Namespace) -> int:
-    applied = migrate(application.database().direct().conninfo())
+    applied = application.migrate()
     print("applied: " + ", ".join(applied) if applied else "already up to date")
     return 0
 
@@ -111,24 +112,10 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
     return 0
 
 
-class ProgressBar:
-    def __init__(self, unit: str = "events", width: int = 30) -> None:
-        self.unit = unit
-        self.width = width
-        self.started = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        share = done / total if total else 1.0
-        rate = done / max(time.monotonic() - self.started, 1e-9)
-        filled = int(share * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        print(f"\r[{bar}] {share:4.0%}  {done:,}/{total:,} {self.unit}  {rate:,.0f}/s", end="", file=sys.stderr,
-              flush=True)
-
-
 def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> int:
-    result = application.rebuild_read_model(progress=ProgressBar())
-    print(file=sys.stderr)
+    progress = Progress("rebuild")
+    result = application.rebuild_read_model(progress=progress)
+    progress.close()
     print(f"rebuilt customers_view: {result.rows} customers from {result.events} events"
           f" ({result.caught_up} caught up at the swap)")
     for customer_id, why in result.unreadable.items():
@@ -138,8 +125,9 @@ def cmd_rebuild(application: CustomerApplication, args: argparse.Namespace) -> i
 
 
 def cmd_encrypt_events(application: CustomerApplication, args: argparse.Namespace) -> int:
-    changed = application.encrypt_stored_events(progress=ProgressBar("customers"))
-    print(file=sys.stderr)
+    progress = Progress("encrypt-events", "customers")
+    changed = application.encrypt_stored_events(progress=progress)
+    progress.close()
     print(f"encrypted the personal data of {changed} customers; run it again until it says 0"
           " (a customer changed while it ran may need a second pass)")
     return 0
@@ -209,13 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     _use_local_stack_when_unconfigured()
     if not os.environ.get("DATABASE_URL") and not os.environ.get("DATABASE_SECRET_ARN"):
         parser.error("neither DATABASE_SECRET_ARN nor DATABASE_URL is set, and no local stack is running")
-    application = CustomerApplication(Settings.from_env())
+    command = {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild, "dlq": cmd_dlq,
+               "encrypt-events": cmd_encrypt_events, "rewrap-keys": cmd_rewrap_keys,
+               "reapply-erasures": cmd_reapply_erasures}[args.command]
     try:
-        return {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild, "dlq": cmd_dlq,
-                "encrypt-events": cmd_encrypt_events, "rewrap-keys": cmd_rewrap_keys,
-                "reapply-erasures": cmd_reapply_erasures}[args.command](application, args)
-    finally:
-        application.close()
+        application = CustomerApplication(Settings.from_env())
+        try:
+            return command(application, args)
+        finally:
+            application.close()
+    except ConfigurationError as error:
+        print(f"python -m ops {args.command}: {error}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        print(f"python -m ops {args.command}: cannot reach PostgreSQL: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
