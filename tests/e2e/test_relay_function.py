@@ -1,12 +1,14 @@
 """The scheduled relay function, invoked the way the schedule invokes it."""
 
 import dataclasses
+import json
 import uuid
 
 import pytest
 
 from chalicelib.application import CustomerApplication
 from tests.support.api import serving
+from tests.support.fakes import RecordingSender
 from tests.support.kafka import cloudevent, read_topic
 
 pytestmark = pytest.mark.usefixtures("topic")
@@ -48,3 +50,21 @@ def test_each_shards_schedule_publishes_that_shards_customers(client, applicatio
         assert {r.key.decode() for r in read_topic(kafka_bootstrap, topic, expected=len(by_shard[1]))} == by_shard[1]
         second = client.lambda_.invoke("relay_outbox", scheduled_event(client))  # Chalice's own schedule: shard 0
         assert second.payload["shard"] == 0 and second.payload["published"] == len(by_shard[0])
+
+
+def test_the_scheduled_relay_sends_the_next_batch_before_the_first_is_acknowledged(client, application, capsys,
+                                                                                    monkeypatch):
+    """As the schedule invokes it, through the metrics around the sender:
+    pipelined, and every acknowledged event counted."""
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    sender = RecordingSender()
+    pipelined = CustomerApplication(dataclasses.replace(application.settings, relay_batch_size=2), sender=sender)
+    with serving(pipelined):
+        for n in range(5):
+            client.create("Pipelined", f"pipelined{n}@example.com")
+        capsys.readouterr()
+        response = client.lambda_.invoke("relay_outbox", scheduled_event(client))
+    assert response.payload["published"] == 5
+    assert sender.calls == ["send 1", "send 2", "wait 1", "send 3", "wait 2", "wait 3"]
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert sum(sum(m.get("EventsPublished", [])) for m in metrics) == 5
