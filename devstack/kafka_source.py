@@ -51,11 +51,12 @@ class KafkaEventSource:
         self.on_failure = on_failure
         self.invocations = 0
         self.failures = 0
-        # How often an idle source checks whether its topic was made anew.
+        # How often the source checks whether its topic was made anew.
         self.recreated_check_seconds = 1.0
+        self.restarts = 0  # times it started over on a topic made anew
 
     def run(self, stop: threading.Event) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import KafkaAdminClient, KafkaConsumer
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, client_id=self.group_id,
@@ -63,51 +64,81 @@ class KafkaEventSource:
             # A record waits at most this long on the broker before delivery.
             fetch_max_wait_ms=20,
         )
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.group_id}-topics")
         try:
-            partitions = None
-            while not partitions and not stop.is_set():
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    stop.wait(0.2)
-            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
-            consumer.assign(assigned)
-            for tp in assigned:
-                committed = consumer.committed(tp)
-                if committed is None:
-                    consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, committed)
+            self._assign(consumer, stop)
+            topic_id = self._topic_id(admin)
             checked = time.monotonic()
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=100, max_records=self.batch_size)
+                # Before a batch is handed over, and every so often when idle:
+                # a batch polled from a topic made anew (the embedded broker
+                # keeps nothing across a restart) came from an old position.
+                if polled or time.monotonic() - checked >= self.recreated_check_seconds:
+                    checked = time.monotonic()
+                    now = self._topic_id(admin)
+                    if now is None and polled:
+                        for tp, records in polled.items():  # cannot tell now: polled again later
+                            consumer.seek(tp, records[0].offset)
+                        stop.wait(0.2)
+                        continue
+                    if now is not None and now != topic_id:
+                        topic_id = now
+                        self._start_over(consumer, stop)
+                        continue
                 batch = [record for tp in sorted(polled, key=lambda tp: tp.partition) for record in polled[tp]]
                 if not batch:
-                    if time.monotonic() - checked >= self.recreated_check_seconds:
-                        checked = time.monotonic()
-                        self._start_over_if_recreated(consumer, assigned)
                     continue
                 if not self._invoke_until_done(batch, stop):
                     return  # stopping: the batch stays uncommitted, to be delivered again
                 self._commit(consumer, polled)
         finally:
             consumer.close(autocommit=False)
+            admin.close()
 
-    @staticmethod
-    def _start_over_if_recreated(consumer, assigned) -> None:
-        """A position past the end of a partition means the topic was made
-        anew (the embedded broker keeps nothing across a restart): read the
-        new one from its beginning, as a new mapping would."""
+    def _assign(self, consumer, stop: threading.Event) -> None:
+        """Every partition of the topic, each from its committed offset (or its beginning)."""
+        for tp in self._assign_partitions(consumer, stop):
+            committed = consumer.committed(tp)
+            if committed is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+
+    def _start_over(self, consumer, stop: threading.Event) -> None:
+        """The topic was made anew: read it from its beginning, as a new
+        mapping would (its partitions may differ, and no offset of the old
+        one means anything in it)."""
+        self.restarts += 1
+        assigned = self._assign_partitions(consumer, stop)
+        consumer.seek_to_beginning(*assigned)
+        _log("event_source_topic_recreated", partitions=[tp.partition for tp in assigned],
+             action="reading it from the beginning")
+
+    def _assign_partitions(self, consumer, stop: threading.Event) -> list:
+        from kafka import TopicPartition
+
+        partitions = None
+        while not partitions and not stop.is_set():
+            partitions = consumer.partitions_for_topic(self.topic)
+            if not partitions:
+                stop.wait(0.2)
+        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
+        consumer.assign(assigned)
+        return assigned
+
+    def _topic_id(self, admin) -> str | None:
+        """The topic's id, which a topic made anew under the same name does
+        not share; None when the broker cannot say now."""
         from kafka.errors import KafkaError
 
         try:
-            ends = consumer.end_offsets(assigned)
-        except KafkaError:
-            return  # the broker is away or the topic not there yet: next time
-        behind = [tp for tp in assigned if tp in ends and consumer.position(tp) > ends[tp]]
-        if behind:
-            _log("event_source_topic_recreated", partitions=[tp.partition for tp in behind],
-                 action="reading it from the beginning")
-            consumer.seek_to_beginning(*behind)
+            (described,) = admin.describe_topics([self.topic])
+        except (KafkaError, ValueError, OSError):
+            return None
+        if described.get("error_code"):
+            return None
+        return str(described.get("topic_id")) if described.get("topic_id") else None
 
     def _invoke_until_done(self, batch, stop: threading.Event) -> bool:
         from chalice.local import LambdaContext

@@ -110,3 +110,26 @@ def test_a_broker_killed_under_a_writer_loses_nothing_from_the_read_model(tmp_pa
         assert len(read_model(trusted_database)) == len(written)
         print(f"[fault] broker killed under a writer: the read model equals the store"
               f" {time.monotonic() - began:.1f} s after the last write ({len(written)} customers)")
+
+
+def test_the_event_source_settles_after_each_of_several_broker_kills(tmp_path, trusted_database):
+    """Each time the broker comes back empty, the emulated event source reads
+    the new topic from its beginning once, then waits for new records: it
+    does not start over again and again."""
+    with running_stack(tmp_path, DATABASE_URL=trusted_database) as (state, api_port, output):
+        customers = [post_customer(state, api_port, f"settle{n}@example.com") for n in range(20)]
+        assert wait_for(lambda: len(read_model(trusted_database)) == len(customers), timeout=30)
+        for kill in range(1, 4):
+            os.kill(part_pid(state, "Kafka-broker"), signal.SIGKILL)
+            assert wait_for(lambda kill=kill: sum("[stack] Kafka broker restarted" in line
+                                                  for line in list(output.lines)) == kill, timeout=60)
+            customers.append(post_customer(state, api_port, f"after-kill-{kill}@example.com"))
+            assert wait_for(lambda: read_source(state, api_port, customers[-1]) == "read-model", timeout=30)
+
+        def starts_over() -> int:
+            return sum("event_source_topic_recreated" in line for line in list(output.lines))
+
+        time.sleep(3)
+        settled = starts_over()
+        time.sleep(5)
+        assert starts_over() == settled <= 3, [line for line in output.lines if "recreated" in line]
