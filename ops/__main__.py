@@ -82,6 +82,8 @@ def cmd_outbox(application: CustomerApplication, args: argparse.Namespace) -> in
             return 1
         print(f"skipped outbox row {args.skip}: it will not be published; its customer's later events go on")
         return 0
+    if args.publish:
+        application.settings.require_kafka()
     before = application.outbox_backlog()
     _print_backlog(before)
     shards = application.outbox_backlog_by_shard()

@@ -3,7 +3,6 @@ encrypted (KMS, emulated by moto in process), erased by deleting the
 customer's key, and nowhere to be found afterwards."""
 
 import json
-import subprocess
 import uuid
 
 import psycopg
@@ -12,11 +11,11 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.eventstore.events import CommandContext
-from devstack.postgres import _bin_path
 from ops.__main__ import main as ops
 from tests.support.api import Api
 from tests.support.builders import count, stored_events
 from tests.support.deliveries import delivered_batch
+from tests.support.pgtools import dump
 
 NAME, FIRST, SECOND = "Ada Lovelace", "ada@example.com", "ada@analytical-engine.org"
 
@@ -27,12 +26,6 @@ pytestmark = pytest.mark.usefixtures("encryption")
 def eraser(issuer):
     with Client(app) as client:
         yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
-
-
-def dump(db: str) -> str:
-    """The whole database as pg_dump writes it."""
-    return subprocess.run([str(_bin_path() / "pg_dump"), "--no-owner", db], check=True, capture_output=True,
-                          text=True).stdout
 
 
 def readable(application, db):

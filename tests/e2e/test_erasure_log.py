@@ -3,7 +3,6 @@ a database restored from a backup taken before them has them made again by
 `python -m ops reapply-erasures`. A real pg_dump and pg_restore; S3 is moto."""
 
 import json
-import subprocess
 import uuid
 
 import psycopg
@@ -12,10 +11,10 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.personal.erasure_log import PREFIX
-from devstack.postgres import _bin_path
 from ops.__main__ import main as ops
 from tests.support.api import Api
 from tests.support.builders import count
+from tests.support.pgtools import backup, restore
 
 pytestmark = pytest.mark.usefixtures("encryption")
 
@@ -24,25 +23,6 @@ pytestmark = pytest.mark.usefixtures("encryption")
 def eraser(issuer):
     with Client(app) as client:
         yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
-
-
-def backup(db: str, path) -> None:
-    _run([str(_bin_path() / "pg_dump"), "--format=custom", "--data-only", "--exclude-table=schema_migrations",
-          f"--file={path}", db])
-
-
-def restore(db: str, path) -> None:
-    """The database as the backup has it: every table emptied, its rows put back."""
-    with psycopg.connect(db, autocommit=True) as conn:
-        tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                                             " AND tablename <> 'schema_migrations'")]
-        conn.execute("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
-    _run([str(_bin_path() / "pg_restore"), "--data-only", "--disable-triggers", f"--dbname={db}", str(path)])
-
-
-def _run(command: list[str]) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
 
 
 def test_erasures_undone_by_a_restore_are_made_again_once_and_the_others_are_left_alone(

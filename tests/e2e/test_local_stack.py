@@ -66,16 +66,6 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
     assert not port_in_use(kafka_port) and not port_in_use(api_port)
 
 
-
-
-
-
-
-
-
-
-
-
 def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything(tmp_path):
     state = tmp_path / "stack"
     api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
@@ -132,7 +122,10 @@ def test_the_next_run_stops_what_a_killed_run_left_running(tmp_path):
         again.send_signal(signal.SIGINT)
         again.wait(timeout=60)
         output.thread.join(timeout=10)
+    # It says what it is doing while it waits for each to stop, then that it did.
+    assert "stopping the Kafka broker an earlier stack left running" in output
     assert "stopped the Kafka broker left running by an earlier stack" in output
+    assert "stopping the PostgreSQL an earlier stack left running" in output
     assert "stopped a PostgreSQL left running by an earlier stack" in output
     assert not port_in_use(ports[2])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,19 +34,53 @@ def authorized(state: Path) -> dict:
     return {"Authorization": f"Bearer {make_token(state)}"}
 
 
-def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int, **settings: str) -> subprocess.Popen:
-    """`make run` in a folder of the test's own, with two relay shards (what
-    one relay promises must hold for each of several); `settings` add to its
-    environment."""
+# What a terminal of the developer's would not have set: the stack and the
+# commands run beside it configure themselves.
+_SERVICE_SETTINGS = ("DATABASE_URL", "DATABASE_SECRET_ARN", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC",
+                     "PROJECTION_DLQ_URL", "KMS_KEY_ID", "EMAIL_HASH_SECRET_ARN", "ERASURE_LOG_BUCKET",
+                     "MESSAGE_SIGNING_SECRET_ARN")
+
+
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k not in _SERVICE_SETTINGS and not k.startswith(("AUTH_", "AWS_"))}
+
+
+def make_command(*targets: str) -> list[str]:
+    """`make TARGET`, with this interpreter's environment (installed already)."""
+    venv = Path(sys.executable).parent.parent
+    return ["make", "--no-print-directory", "-o", f"{venv}/.installed", f"VENV={venv}", f"PY={sys.executable}",
+            *targets]
+
+
+def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int, *, via_make: bool = False,
+                **settings: str) -> subprocess.Popen:
+    """`make run` (or the program it runs) in a folder of the test's own,
+    with two relay shards (what one relay promises must hold for each of
+    several); `settings` add to its environment."""
     settings = {"RELAY_SHARDS": "2", **settings}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC",
-                        "PROJECTION_DLQ_URL") and not k.startswith(("AUTH_", "AWS_"))}
+    env = clean_environment()
     env.update(DEVSTACK_DIR=str(state), PORT=str(api_port), PGPORT=str(pg_port), KAFKA_PORT=str(kafka_port),
                AUTH_ISSUER_PORT=str(free_port()), AWS_PORT=str(free_port()), **settings)
+    command = make_command("run") if via_make else [sys.executable, "-m", "devstack"]
     # A session of its own, as in a terminal: the test signals its whole group.
-    return subprocess.Popen([sys.executable, "-m", "devstack"], cwd=PROJECT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def interrupt(stack: subprocess.Popen, timeout: float = 60) -> None:
+    """Ctrl-C in the stack's terminal: every process of its group gets SIGINT."""
+    if stack.poll() is None:
+        os.killpg(stack.pid, signal.SIGINT)
+    stack.wait(timeout=timeout)
+
+
+def make(state: Path, *targets: str, env: dict[str, str] | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess:
+    """`make TARGET` in another terminal beside the stack in `state` (or,
+    with `env`, against what it names)."""
+    return subprocess.run(make_command(*targets), cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
+                          env={**clean_environment(), "DEVSTACK_DIR": str(state), **(env or {})})
 
 
 def wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -139,9 +174,8 @@ def stack_env(state: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in (state / "stack.env").read_text().splitlines())
 
 
-def ops(state: Path, *args: str) -> subprocess.CompletedProcess:
-    """What `make outbox`, `make dlq`, ... run, beside the stack."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_SECRET_ARN")
-           and not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=PROJECT, env={**env, "DEVSTACK_DIR": str(state)},
-                          capture_output=True, text=True, timeout=60)
+def ops(state: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m ops ...` beside the stack in `state` (or, with `env`,
+    against what it names)."""
+    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=120, env={**clean_environment(), "DEVSTACK_DIR": str(state), **(env or {})})
