@@ -32,6 +32,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.eventstore.migrations import migrate
+from chalicelib.eventstore.postgres import one
 from devstack import aws
 from devstack.issuer import DevIssuer
 from devstack.kafka import EmbeddedKafka, create_topic
@@ -228,7 +229,7 @@ class BrokerStarts:
         from chalicelib.eventstore.outbox import republish_since
 
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            (now,) = conn.execute("SELECT clock_timestamp()").fetchone()
+            now = one(conn.execute("SELECT clock_timestamp()"))
             if self.previous is not None:
                 count = republish_since(conn, self.previous)
                 say(f"the broker came back empty: {count} events it had are published again from the outbox")
@@ -299,9 +300,9 @@ def main() -> int:
             sys.exit(f"[stack] cannot log in to PostgreSQL with DATABASE_URL ({str(error).strip().splitlines()[-1]});"
                      " check its host, port, user and password (postgresql://user:password@host:port/dbname)")
         say(f"migrations applied: {', '.join(applied) if applied else 'none needed'}")
-        given = conninfo_to_dict(database_url)
-        database_secret = {"engine": "postgres", **{key: given[part] for part, key in _SECRET_PARTS.items()
-                                                    if given.get(part)}}
+        given = {name: str(value) for name, value in conninfo_to_dict(database_url).items() if value is not None}
+        database_secret: dict[str, str | int] = {"engine": "postgres", **{
+            key: given[part] for part, key in _SECRET_PARTS.items() if given.get(part)}}
         database_options = make_conninfo(**{k: v for k, v in given.items() if k not in _SECRET_PARTS})
         keys = aws.key_secrets(STATE)
         region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "eu-west-1"

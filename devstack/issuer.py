@@ -37,7 +37,10 @@ class DevIssuer:
                                                    serialization.NoEncryption()))
             key_file.chmod(0o600)
             (folder / "kid").write_text(uuid.uuid4().hex[:16])
-        self.private_key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError(f"{key_file} does not hold an RSA private key")
+        self.private_key = loaded
         self.kid = (folder / "kid").read_text().strip()
         self.extra_keys: list[dict] = []  # published too: rotation in tests
         self.jwks_requests = 0

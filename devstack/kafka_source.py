@@ -168,6 +168,8 @@ class KafkaEventSource:
 
     def _send_away(self, event: dict, attempts: int) -> bool:
         """To the on-failure destination; the batch is skipped only once it is there."""
+        if self.on_failure is None:
+            return False
         try:
             self.on_failure(failure_record(event, f"arn:aws:lambda:local:000000000000:function:{self.function_name}",
                                            attempts))

@@ -40,7 +40,8 @@ def main() -> int:
     from moto.server import main as serve
 
     keep_kms_keys(Path(os.environ["DEVSTACK_KMS_SEED_FILE"]))
-    return serve(sys.argv[1:])
+    serve(sys.argv[1:])
+    return 0
 
 
 if __name__ == "__main__":

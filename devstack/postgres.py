@@ -82,9 +82,9 @@ class EmbeddedPostgres:
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(
-                    f"PostgreSQL exited with code {self.process.returncode};"
+                    f"PostgreSQL exited with code {self.process.returncode if self.process else None};"
                     f" see {self.data_dir.parent / (self.data_dir.name + '.log')}"
                 )
             try:
