@@ -218,7 +218,7 @@ def get_customer(customer_id):
     if version is not None or as_of is not None:
         return shape.state_then(application.current().customer_at(cid, version=version, as_of=as_of))
     read = application.current().customer(cid, min_version=parse.version(params.get("min_version"), "min_version"),
-                                          strong=parse.consistency(params.get("consistency")) == "strong")
+                                          strong=parse.strong(params.get("consistency")))
     return shape.current_state(read)
 
 
@@ -239,8 +239,7 @@ def find_customers():
     params = _query()
     if not params.get("email"):
         raise parse.BadRequest("give the email to look for: POST /customers/search {\"email\": ...}")
-    strong = parse.consistency(params.get("consistency")) == "strong"
-    return shape.found(application.current().find_by_email(valid_email(params["email"]), strong=strong), strong)
+    return _found(params["email"], params.get("consistency"))
 
 
 @data_route("/customers/search", "POST", auth.READ)
@@ -248,8 +247,12 @@ def search_customers():
     """Find customers by email, the email in the body (never in a URL);
     "consistency": "strong" sees the caller's own write at once."""
     body = parse.json_object(_request().raw_body, {"email": str}, optional={"consistency": str})
-    strong = parse.consistency(body.get("consistency")) == "strong"
-    return shape.found(application.current().find_by_email(valid_email(body["email"]), strong=strong), strong)
+    return _found(body["email"], body.get("consistency"))
+
+
+def _found(email: str, consistency: str | None) -> Response:
+    strong = parse.strong(consistency)
+    return shape.found(application.current().find_by_email(valid_email(email), strong=strong), strong)
 
 
 @data_route("/customer/{customer_id}/email", "POST", auth.WRITE)

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.postgres import free_port
+from devstack.postgres import free_port, wait_until_listening
 
 PROJECT = Path(__file__).resolve().parent.parent
 CLIENTS = (8, 32, 128)
@@ -111,20 +110,6 @@ def load(port: int, token: str, ids: list[str], clients: int, keep_alive: bool, 
     return tally.figures(time.monotonic() - began)
 
 
-def _wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the API did not come up") from None
-            time.sleep(0.1)
-
-
 def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGINT)
     try:
@@ -152,7 +137,7 @@ def run(database_url: str, bootstrap: str, seconds: float = SECONDS, clients: tu
             if stack.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the local stack did not start")
             time.sleep(0.2)
-        _wait_until_listening(api_port, stack)
+        wait_until_listening(api_port, stack)
         token = subprocess.run([sys.executable, "-m", "devstack.issuer", "token"], cwd=PROJECT, env=env,
                                check=True, capture_output=True, text=True).stdout.strip()
         ids = asyncio.run(_create(api_port, token, 64))
@@ -162,7 +147,7 @@ def run(database_url: str, bootstrap: str, seconds: float = SECONDS, clients: tu
         stock = subprocess.Popen([str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload",
                                   "--port", str(stock_port), "--stage", "dev"], cwd=PROJECT,
                                  env={**env, **settings}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until_listening(stock_port, stock)
+        wait_until_listening(stock_port, stock)
         results: dict = {"seconds_per_case": seconds, "clients": list(clients), "ours": {}, "chalice_local": {}}
         for keep_alive in (False, True):
             mode = "keep_alive" if keep_alive else "new_connection"

@@ -165,6 +165,18 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until something accepts connections on the port (TimeoutError), as
+    long as `process` runs (RuntimeError once it has exited)."""
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port):
+        if process.poll() is not None:
+            raise RuntimeError(f"it exited with code {process.returncode} before listening on {port}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {port} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def _running_pid(data_dir: Path) -> int | None:
     pid_file = data_dir / "postmaster.pid"
     try:

@@ -124,8 +124,7 @@ def main() -> int:
     threads = [threading.Thread(target=run_schedule, args=(s,), daemon=True) for s in schedules]
     for t in threads:
         t.start()
-    while not stop.wait(0.5):
-        pass
+    stop.wait()
     return 0
 
 

@@ -9,7 +9,7 @@ stack when those are not set.
   python -m ops rebuild            rebuild the read model from the event store, reads staying online
   python -m ops encrypt-events     encrypt personal data stored in clear before encryption (resumable)
   python -m ops reapply-erasures   after a restore: erase again the customers the erasure log names
-  python -m ops rewrap-keys        give key-encryption keys made by an older release their KMS encryption context
+  python -m ops rewrap-keys        give key-encryption keys wrapped without the KMS encryption context the context
   python -m ops dlq                the projection's dead letters (PROJECTION_DLQ_URL)
   python -m ops dlq --replay       re-project the customers they name from the event store, delete them
 """
@@ -25,7 +25,7 @@ import psycopg
 
 from chalicelib.application import CustomerApplication
 from chalicelib.infra.settings import ConfigurationError, Settings
-from ops.progress import Progress
+from ops.progress import Progress, duration
 
 PROJECT = Path(__file__).resolve().parent.parent
 LOCAL_STACK_ENV = Path(os.environ.get("DEVSTACK_DIR") or PROJECT / ".devstack") / "stack.env"
@@ -41,13 +41,7 @@ def _use_local_stack_when_unconfigured() -> None:
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    return "-" if seconds is None else duration(seconds)
 
 
 def cmd_migrate(application: CustomerApplication, args: argparse.Namespace) -> int:
@@ -190,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("reapply-erasures", help="after a restore from a backup: erase again every customer the"
                         " erasure log (ERASURE_LOG_BUCKET) names; safe to run at any time")
     commands.add_parser("rewrap-keys", help="re-encrypt, in KMS, the key-encryption keys made without an encryption"
-                        " context (before this release) with one; run with credentials the key policy lets re-encrypt")
+                        " context with one; run with credentials the key policy lets re-encrypt")
     dlq = commands.add_parser("dlq", help="list the projection's dead letters; --replay re-projects and deletes them")
     dlq.add_argument("--replay", action="store_true",
                      help="re-project the customers the dead letters name from the event store, then delete them")

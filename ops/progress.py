@@ -49,7 +49,7 @@ class Progress:
         rate = done / elapsed
         share = f"{done / total:.0%}" if total else "100%"
         left = (total - done) / rate if rate > 0 and total >= done else None
-        eta = f", {_duration(left)} left" if left is not None and done < total else ""
+        eta = f", {duration(left)} left" if left is not None and done < total else ""
         return f"{self.label}: {done:,}/{total:,} {self.unit} ({share}), {rate:,.0f}/s{eta}"
 
     def close(self) -> None:
@@ -60,9 +60,10 @@ class Progress:
             self.stream.write(self._line(*self._last) + "\n")
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
+def duration(seconds: float) -> str:
+    """A time a person reads at a glance: 12.3 s, 4.5 min, 2.0 h."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"

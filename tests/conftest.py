@@ -70,8 +70,17 @@ def topic(kafka_bootstrap, monkeypatch):
     name = f"customer-events-test-{uuid.uuid4().hex[:10]}"
     create_topic(kafka_bootstrap, name, partitions=3)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("KAFKA_TOPIC", name)
-    return name
+    return _set(monkeypatch, "KAFKA_TOPIC", name)
+
+
+@pytest.fixture
+def publisher(kafka_bootstrap, topic):
+    """A Kafka producer of the relay's, unsigned, on this test's topic."""
+    from chalicelib.infra.kafka_publisher import KafkaPublisher
+
+    publisher = KafkaPublisher(kafka_bootstrap, topic, source="/customer-service")
+    yield publisher
+    publisher.close()
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +123,13 @@ def client(application, issuer):
 
 
 @pytest.fixture
+def eraser(application, issuer):
+    """The API, called by a data protection officer: may erase and read."""
+    with Client(app) as client:
+        yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
+
+
+@pytest.fixture
 def aws(monkeypatch):
     """The AWS APIs, emulated in this process by moto; boto3 clients for them."""
     from moto import mock_aws
@@ -149,9 +165,8 @@ def encryption(aws, monkeypatch):
 @pytest.fixture
 def dlq(aws, monkeypatch):
     """The projection's dead-letter queue (moto), for the application built after it."""
-    url = aws("sqs").create_queue(QueueName=f"projection-dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    monkeypatch.setenv("PROJECTION_DLQ_URL", url)
-    return url
+    return _set(monkeypatch, "PROJECTION_DLQ_URL",
+                aws("sqs").create_queue(QueueName=f"projection-dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"])
 
 
 @pytest.fixture
@@ -162,8 +177,13 @@ def signed_messages(aws, monkeypatch):
 
     name = f"message-signing-{uuid.uuid4().hex[:8]}"
     aws("secretsmanager").create_secret(Name=name, SecretString=new_hmac_key_secret())
-    monkeypatch.setenv("MESSAGE_SIGNING_SECRET_ARN", name)  # a name serves as well as an ARN
-    return name
+    return _set(monkeypatch, "MESSAGE_SIGNING_SECRET_ARN", name)  # a name serves as well as an ARN
+
+
+def _set(monkeypatch, setting: str, value: str) -> str:
+    """The setting, for the application built after it; its value."""
+    monkeypatch.setenv(setting, value)
+    return value
 
 
 @pytest.fixture

@@ -58,6 +58,9 @@ _IDEMPOTENCY_KEY = _header("Idempotency-Key", "Run at most once per key; a retry
 _CORRELATION = _header("X-Correlation-Id", "Stored with every event the request causes, and echoed.",
                        {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"})
 
+_CONSISTENCY = _query("consistency", "strong: from the event store, the caller's own write of a moment ago"
+                                     " included.", {"type": "string", "enum": ["strong", "eventual"]})
+
 _BAD_REQUEST = _error("The request is malformed; the message says what to change. Nothing was stored.")
 _NOT_FOUND = _error("No such customer (or it was deleted).")
 _CONFLICT = _error("The email belongs to another customer, or the command lost the race for the customer"
@@ -70,6 +73,8 @@ _CHALLENGE = {"WWW-Authenticate": {"description": "How to authenticate (RFC 6750
                                    "schema": {"type": "string"}}}
 _UNAUTHENTICATED = {"description": "No bearer token, or not a valid one. Nothing was read or stored.",
                     "headers": {**_headers(), **_CHALLENGE}, "content": _json("Error")}
+_FOUND = {"description": "The live customers with this email (none or one).",
+          "headers": _headers("X-Read-Source", required=("X-Read-Source",)), "content": _json("CustomerList")}
 _FORBIDDEN = {"description": "The token lacks the scope this needs. Nothing was read or stored.",
               "headers": {**_headers(), **_CHALLENGE}, "content": _json("Error")}
 
@@ -78,6 +83,23 @@ def _secured(operation: dict, scope: str) -> dict:
     """A data route: a bearer token with `scope`, refused with 401 or 403."""
     return {**operation, "security": [{"bearer": [scope]}],
             "responses": {**operation["responses"], "401": _UNAUTHENTICATED, "403": _FORBIDDEN}}
+
+
+def _health(why: str) -> dict[str, Any]:
+    return {"400": _BAD_CORRELATION_ID,
+            "200": {"description": "Healthy.", "headers": _headers(), "content": _json("Health")},
+            "503": {"description": f"Unhealthy: {why}.", "headers": _headers(), "content": _json("Health")}}
+
+
+def _document(operation_id: str, summary: str, what: str, content_type: str) -> dict[str, Any]:
+    """A public GET of a document the service serves."""
+    schema = {"type": "object"} if content_type == "application/json" else {"type": "string"}
+    return {"get": _public({
+        "operationId": operation_id, "summary": summary, "parameters": [_CORRELATION],
+        "responses": {"200": {"description": what, "headers": _headers(),
+                              "content": {content_type: {"schema": schema}}},
+                      "400": _BAD_CORRELATION_ID},
+    })}
 
 
 def _public(operation: dict) -> dict:
@@ -120,8 +142,7 @@ def document() -> dict[str, Any]:
                         _CUSTOMER_ID, _CORRELATION,
                         _query("min_version", "Answer at least this version (read your own writes).",
                                {"type": "integer", "minimum": 1, "maximum": 999_999_999}),
-                        _query("consistency", "strong: always from the event store.",
-                               {"type": "string", "enum": ["strong", "eventual"]}),
+                        _CONSISTENCY,
                         _query("version", "The time machine: the state at this version.",
                                {"type": "integer", "minimum": 1, "maximum": 999_999_999}),
                         _query("as_of", "The time machine: the state at this moment (RFC 3339 with an offset).",
@@ -188,15 +209,12 @@ def document() -> dict[str, Any]:
             }, READ)},
             "/customers/search": {"post": _secured({
                 "operationId": "searchCustomers",
-                "summary": "Find customers by email, the email in the body (from the read model)",
+                "summary": "Find customers by email, the email in the body: from the read model, or with"
+                           " consistency strong by the email's reservation (which commits with the write) and"
+                           " from the event store",
                 "parameters": [_CORRELATION],
                 "requestBody": {"required": True, "content": _json("EmailQuery")},
-                "responses": {
-                    "200": {"description": "The live customers with this email (none or one).",
-                            "headers": _headers("X-Read-Source", required=("X-Read-Source",)),
-                            "content": _json("CustomerList")},
-                    "400": _BAD_REQUEST, "415": _UNSUPPORTED,
-                },
+                "responses": {"200": _FOUND, "400": _BAD_REQUEST, "415": _UNSUPPORTED},
             }, READ)},
             "/customers": {"get": _secured({
                 "operationId": "findCustomers",
@@ -204,63 +222,27 @@ def document() -> dict[str, Any]:
                            " logs, so prefer POST /customers/search)",
                 "deprecated": True,
                 "parameters": [_CORRELATION, {**_query("email", "The email to look for.", {"type": "string"}),
-                                              "required": True}],
-                "responses": {
-                    "200": {"description": "The live customers with this email (none or one).",
-                            "headers": _headers("X-Read-Source", required=("X-Read-Source",)),
-                            "content": _json("CustomerList")},
-                    "400": _BAD_REQUEST,
-                },
+                                              "required": True}, _CONSISTENCY],
+                "responses": {"200": _FOUND, "400": _BAD_REQUEST},
             }, READ)},
             "/health": {"get": _public({
                 "operationId": "health",
                 "summary": "Healthy or not, for load balancers: database, outbox and read model each within its"
                            " limit (checked at most every few seconds per container; no figures, no customer data)",
                 "parameters": [_CORRELATION],
-                "responses": {
-                    "400": _BAD_CORRELATION_ID,
-                    "200": {"description": "Healthy.", "headers": _headers(), "content": _json("Health")},
-                    "503": {"description": "Unhealthy: /health/details says why.", "headers": _headers(),
-                            "content": _json("Health")},
-                },
+                "responses": _health("/health/details says why"),
             })},
             "/health/details": {"get": _secured({
                 "operationId": "healthDetails",
                 "summary": "For operators: outbox backlog, parked rows, the read model's lag, and what to do"
                            " (no customer data)",
                 "parameters": [_CORRELATION],
-                "responses": {
-                    "400": _BAD_CORRELATION_ID,
-                    "200": {"description": "Healthy.", "headers": _headers(), "content": _json("Health")},
-                    "503": {"description": "Unhealthy: `reasons` says why.", "headers": _headers(),
-                            "content": _json("Health")},
-                },
+                "responses": _health("`reasons` says why"),
             }, OPERATE)},
-            "/openapi.json": {"get": _public({
-                "operationId": "openapi",
-                "summary": "This document",
-                "parameters": [_CORRELATION],
-                "responses": {"200": {"description": "OpenAPI 3.1.", "headers": _headers(),
-                                      "content": {"application/json": {"schema": {"type": "object"}}}},
-                              "400": _BAD_CORRELATION_ID},
-            })},
-            "/asyncapi.json": {"get": _public({
-                "operationId": "asyncapi",
-                "summary": "The contract of the events published on Kafka: one message per event type and"
-                           " schema version",
-                "parameters": [_CORRELATION],
-                "responses": {"200": {"description": "AsyncAPI 3.0.", "headers": _headers(),
-                                      "content": {"application/json": {"schema": {"type": "object"}}}},
-                              "400": _BAD_CORRELATION_ID},
-            })},
-            "/docs": {"get": _public({
-                "operationId": "docs",
-                "summary": "This document, rendered (works offline)",
-                "parameters": [_CORRELATION],
-                "responses": {"200": {"description": "An HTML page.", "headers": _headers(),
-                                      "content": {"text/html": {"schema": {"type": "string"}}}},
-                              "400": _BAD_CORRELATION_ID},
-            })},
+            "/openapi.json": _document("openapi", "This document", "OpenAPI 3.1.", "application/json"),
+            "/asyncapi.json": _document("asyncapi", "The contract of the events published on Kafka: one message per"
+                                        " event type and schema version", "AsyncAPI 3.0.", "application/json"),
+            "/docs": _document("docs", "This document, rendered (works offline)", "An HTML page.", "text/html"),
             "/docs/{asset}": {"get": _public({
                 "operationId": "docsAsset",
                 "summary": "The script and style sheet of the /docs page",
@@ -305,7 +287,9 @@ _SCHEMAS: dict[str, Any] = {
     "EmailQuery": {
         "type": "object", "required": ["email"], "additionalProperties": False,
         "properties": {"email": {"type": "string", "format": "email", "maxLength": 254,
-                                 "example": "ada@example.com"}},
+                                 "example": "ada@example.com"},
+                       "consistency": {"type": "string", "enum": ["eventual", "strong"], "default": "eventual",
+                                       "description": "strong: the caller's own write of a moment ago is found"}},
     },
     "Customer": {
         "type": "object", "required": ["id", "name", "email", "version"],

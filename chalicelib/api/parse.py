@@ -117,12 +117,13 @@ def as_of(raw: str | None) -> datetime | None:
     return moment
 
 
-def consistency(raw: str | None) -> str:
-    if raw is None or raw == "eventual":
-        return "eventual"
-    if raw == "strong":
-        return "strong"
-    raise BadRequest(f"consistency must be 'strong' or 'eventual', not {quoted(raw)}")
+def strong(consistency: str | None) -> bool:
+    """Whether `consistency` ('strong' or 'eventual', the default) asks for strong."""
+    if consistency is None or consistency == "eventual":
+        return False
+    if consistency == "strong":
+        return True
+    raise BadRequest(f"consistency must be 'strong' or 'eventual', not {quoted(consistency)}")
 
 
 def idempotency_key(header: str) -> str:

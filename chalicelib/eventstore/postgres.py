@@ -113,17 +113,9 @@ class PostgresEventStore:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
-    def append(
-        self,
-        stream_id: uuid.UUID,
-        stream_type: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        snapshot: Snapshot | None = None,
-        reserve: Sequence[Reservation] = (),
-        release: Sequence[Reservation] = (),
-        stream_key: StreamKey | None = None,
-    ) -> list[int]:
+    def append(self, stream_id: uuid.UUID, stream_type: str, expected_version: int, events: Sequence[NewEvent],
+               snapshot: Snapshot | None = None, reserve: Sequence[Reservation] = (),
+               release: Sequence[Reservation] = (), stream_key: StreamKey | None = None) -> list[int]:
         if not events:
             return []
         params: dict[str, Any] = {"stream_id": stream_id, "stream_type": stream_type,

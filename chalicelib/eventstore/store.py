@@ -13,16 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from .aggregate import Aggregate
 from .errors import ConcurrencyError, ReservationTaken, RetriesExhausted
-from .events import (
-    CommandContext,
-    EventRegistry,
-    Metadata,
-    NewEvent,
-    RecordedEvent,
-    Reservation,
-    Snapshot,
-    StreamKey,
-)
+from .events import CommandContext, EventRegistry, Metadata, NewEvent, RecordedEvent, Reservation, Snapshot, StreamKey
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")

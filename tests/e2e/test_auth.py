@@ -18,6 +18,7 @@ from chalicelib.auth import TokenVerifier, Unauthenticated
 from devstack.issuer import AUDIENCE
 from tests.support.api import serving
 from tests.support.builders import count
+from tests.support.clock import Clock
 
 
 def b64(data: bytes) -> str:
@@ -212,14 +213,6 @@ def test_remembered_tokens_are_bounded(issuer):
     assert len(verifier._verified) == 3
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def publish_extra_key(issuer, kid: str):
     key = other_key()
     public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
@@ -228,7 +221,7 @@ def publish_extra_key(issuer, kid: str):
 
 
 def test_a_withdrawn_key_stops_working_within_the_refresh_interval_remembered_tokens_too(issuer):
-    clock = Clock()
+    clock = Clock(1000.0)
     verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url, refresh_seconds=300, clock=clock)
     try:
         leaked = publish_extra_key(issuer, "leaked")
@@ -248,7 +241,7 @@ def test_a_withdrawn_key_stops_working_within_the_refresh_interval_remembered_to
 
 
 def test_an_issuer_that_is_down_is_asked_once_per_interval_and_the_keys_held_serve_on(issuer):
-    clock = Clock()
+    clock = Clock(1000.0)
     verifier = TokenVerifier(issuer.url, AUDIENCE, issuer.jwks_url, refresh_seconds=300, refetch_interval=10,
                              clock=clock)
     issuer.down = True

@@ -5,13 +5,13 @@ verifier, keys)."""
 
 import http.client
 import json
-import signal
 import threading
 import uuid
 from collections import Counter, defaultdict
 
 from devstack.postgres import free_port
-from tests.support.stack import Output, make_token, start_stack, wait_until_ready
+from tests.support.stack import Output, interrupt, make_token, start_stack, wait_until_ready
+from tests.support.waiting import run_in_threads
 
 
 def call(port: int, method: str, path: str, headers: dict, body: dict | None = None) -> tuple[int, dict, bytes]:
@@ -73,11 +73,7 @@ def test_a_burst_of_concurrent_first_requests_is_answered_as_each_would_be_alone
             except OSError as error:
                 answers[n] = (None, {}, repr(error).encode())
 
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(len(requests))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=90)
+        run_in_threads(send, [(n,) for n in range(len(requests))], timeout=90)
 
         statuses = [answer[0] for answer in answers]
         failed = [(request[:2], answer) for request, answer in zip(requests, answers, strict=True)
@@ -99,9 +95,7 @@ def test_a_burst_of_concurrent_first_requests_is_answered_as_each_would_be_alone
         assert json.loads(answers[14][2])["openapi"].startswith("3.")
         assert all(answers[n][1]["X-Correlation-Id"] == correlation_ids[n] for n in range(len(requests)))
     finally:
-        stack.send_signal(signal.SIGINT)
-        stack.wait(timeout=60)
-        output.thread.join(timeout=10)
+        interrupt(stack, output)
 
     # Every log line and metric line of an invocation carries that
     # invocation's request id, and no other request's correlation id.

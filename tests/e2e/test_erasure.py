@@ -22,12 +22,6 @@ NAME, FIRST, SECOND = "Ada Lovelace", "ada@example.com", "ada@analytical-engine.
 pytestmark = pytest.mark.usefixtures("encryption")
 
 
-@pytest.fixture
-def eraser(issuer):
-    with Client(app) as client:
-        yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
-
-
 def readable(application, db):
     """The stored events made readable, as the relay publishes them."""
     with application.parts.units().reading() as unit:

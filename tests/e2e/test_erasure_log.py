@@ -7,22 +7,13 @@ import uuid
 
 import psycopg
 import pytest
-from chalice.test import Client
 
-from app import app
 from chalicelib.personal.erasure_log import PREFIX
 from ops.__main__ import main as ops
-from tests.support.api import Api
 from tests.support.builders import count
 from tests.support.pgtools import backup, restore
 
 pytestmark = pytest.mark.usefixtures("encryption")
-
-
-@pytest.fixture
-def eraser(issuer):
-    with Client(app) as client:
-        yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
 
 
 def test_erasures_undone_by_a_restore_are_made_again_once_and_the_others_are_left_alone(

@@ -5,7 +5,6 @@ reasons; 200 when healthy, 503 when not; never any customer data."""
 
 import dataclasses
 import json
-import threading
 import time
 
 import psycopg
@@ -15,6 +14,7 @@ from chalicelib.auth import OPERATE
 from chalicelib.usecases.health import HealthCheck, Limits
 from tests.support.api import serving
 from tests.support.deliveries import delivered_batch, stored_events
+from tests.support.waiting import run_in_threads
 
 
 def project_everything(client, db):
@@ -143,10 +143,6 @@ def test_many_anonymous_checks_at_once_cost_the_database_one_query():
     opened = []
     check = HealthCheck(lambda: opened.append(1) or conn, Limits(120, 120), cache_seconds=60)
     answers = []
-    threads = [threading.Thread(target=lambda: answers.extend(check.public() for _ in range(5))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(lambda: answers.extend(check.public() for _ in range(5)), [()] * 8)
     assert len(answers) == 40 and all(answer.healthy for answer in answers)
     assert len(opened) == 1 and len(conn.statements) == 1

@@ -14,10 +14,12 @@ from tests.support.kafka import read_topic
 from tests.support.stack import (
     Output,
     alive,
+    interrupt,
     ops,
     part_pid,
     post_customer,
     read_source,
+    running_stack,
     stack_env,
     start_stack,
     wait_for_http,
@@ -28,11 +30,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everything(tmp_path):
-    state = tmp_path / "stack"
-    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
-    stack = start_stack(state, api_port, pg_port, kafka_port)
-    try:
-        wait_for_http(api_port, stack)
+    with running_stack(tmp_path) as running:
+        state, api_port, kafka_port = running.state, running.api_port, running.kafka_port
         customer_id = post_customer(state, api_port, "ada@example.com")
 
         # The emulated schedule runs the real relay: the event reaches Kafka.
@@ -55,24 +54,18 @@ def test_stack_serves_the_api_publishes_refuses_a_second_copy_and_stops_everythi
         assert no_token.value.code == 401
 
         second = start_stack(state, free_port(), free_port(), free_port())
-        output, _ = second.communicate(timeout=60)
+        said, _ = second.communicate(timeout=60)
         assert second.returncode != 0
-        assert "already running" in output
-    finally:
-        stack.send_signal(signal.SIGINT)
-        output, _ = stack.communicate(timeout=60)
-    assert "[stack] stopped" in output
+        assert "already running" in said
+    assert "[stack] stopped" in running.output
     assert not (state / "pgdata" / "postmaster.pid").exists()
     assert not port_in_use(kafka_port) and not port_in_use(api_port)
 
 
 def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything(tmp_path):
-    state = tmp_path / "stack"
-    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
-    stack = start_stack(state, api_port, pg_port, kafka_port)
-    output = Output(stack)
-    try:
-        wait_for_http(api_port, stack)
+    with running_stack(tmp_path) as running:
+        state, api_port, kafka_port, output, stack = (running.state, running.api_port, running.kafka_port,
+                                                      running.output, running.process)
         crashed = {name: part_pid(state, name) for name in ("schedule", "event-source", "Kafka-broker")}
         for pid in crashed.values():
             os.kill(pid, signal.SIGKILL)
@@ -90,11 +83,6 @@ def test_crashed_parts_are_restarted_with_the_api_up_and_sighup_stops_everything
 
         os.killpg(stack.pid, signal.SIGHUP)  # the terminal was closed
         stack.wait(timeout=60)
-    finally:
-        if stack.poll() is None:
-            stack.send_signal(signal.SIGINT)
-            stack.wait(timeout=60)
-    output.thread.join(timeout=10)
     assert "[stack] stopped" in output
     assert wait_for(lambda: not (state / "pgdata" / "postmaster.pid").exists(), timeout=10)
     assert not port_in_use(kafka_port) and not port_in_use(api_port)
@@ -119,9 +107,7 @@ def test_the_next_run_stops_what_a_killed_run_left_running(tmp_path):
         assert [name for name, pid in leftovers.items() if alive(pid)] == []
         wait_for_http(ports[0], again)
     finally:
-        again.send_signal(signal.SIGINT)
-        again.wait(timeout=60)
-        output.thread.join(timeout=10)
+        interrupt(again, output)
     # It says what it is doing while it waits for each to stop, then that it did.
     assert "stopping the Kafka broker an earlier stack left running" in output
     assert "stopped the Kafka broker left running by an earlier stack" in output
@@ -138,11 +124,8 @@ def test_credentials_come_from_the_emulated_secret_rotation_needs_no_restart_and
     import boto3
     from kafka import KafkaProducer
 
-    state = tmp_path / "stack"
-    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
-    stack = start_stack(state, api_port, pg_port, kafka_port)
-    try:
-        wait_for_http(api_port, stack)
+    with running_stack(tmp_path) as running:
+        state, api_port, pg_port, kafka_port = running.state, running.api_port, running.pg_port, running.kafka_port
         settings = stack_env(state)
         assert "DATABASE_URL" not in settings and settings["DATABASE_SECRET_ARN"]
         assert "password" not in (state / "stack.env").read_text().lower()
@@ -187,6 +170,3 @@ def test_credentials_come_from_the_emulated_secret_rotation_needs_no_restart_and
         replay = ops(state, "dlq", "--replay")
         assert replay.returncode == 0 and "replayed 1 of 1" in replay.stdout, replay
         assert "0 dead letters" in ops(state, "dlq").stdout
-    finally:
-        stack.send_signal(signal.SIGINT)
-        stack.wait(timeout=60)

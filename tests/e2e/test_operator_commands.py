@@ -12,8 +12,6 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,57 +20,15 @@ from psycopg import sql
 from devstack import aws as devstack_aws
 from devstack.postgres import free_port
 from tests.support import pgtools
-from tests.support.stack import (
-    PROJECT,
-    Output,
-    interrupt,
-    make,
-    make_command,
-    ops,
-    post_customer,
-    read_source,
-    stack_env,
-    start_stack,
-    wait_for_http,
-)
+from tests.support.stack import PROJECT, make, make_command, ops, post_customer, read_source, running_stack
 from tests.support.waiting import wait_for
-
-
-@dataclass
-class Stack:
-    state: Path
-    api_port: int
-    pg_port: int
-    kafka_port: int
-    output: Output
-
-    @property
-    def database(self) -> str:
-        """The stack's database, as its superuser (a trusted loopback login)."""
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/customers"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return stack_env(self.state)
-
-    def aws(self, service: str):
-        env = self.env
-        return devstack_aws.client(service, env["AWS_ENDPOINT_URL"], env["AWS_DEFAULT_REGION"])
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    state = tmp_path_factory.mktemp("operator") / "stack"
-    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
-    process = start_stack(state, api_port, pg_port, kafka_port, via_make=True, RELAY_SHARDS="1")
-    output = Output(process)
-    try:
-        wait_for_http(api_port, process)
-        yield Stack(state, api_port, pg_port, kafka_port, output)
-    finally:
-        interrupt(process)
-        output.thread.join(timeout=10)
-    assert "[stack] stopped" in output
+    with running_stack(tmp_path_factory.mktemp("operator"), via_make=True, RELAY_SHARDS="1") as running:
+        yield running
+    assert "[stack] stopped" in running.output
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:

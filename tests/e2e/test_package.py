@@ -208,20 +208,23 @@ def test_the_api_is_traced_and_the_kafka_producer_uses_msk_iam_on_tls(cfn):
     assert relay["KAFKA_SASL_MECHANISM"] == {"Fn::If": ["UseMsk", "AWS_MSK_IAM", "SCRAM-SHA-512"]}
 
 
-def without(sam, name, *path):
+def _copy_at(sam, name, path):
+    """A copy of the template, and in it the node that holds `path`'s last key."""
     broken = copy.deepcopy(sam)
     node = broken["Resources"][name]
     for key in path[:-1]:
         node = node[key]
+    return broken, node
+
+
+def without(sam, name, *path):
+    broken, node = _copy_at(sam, name, path)
     del node[path[-1]]
     return broken
 
 
 def with_value(sam, name, value, *path):
-    broken = copy.deepcopy(sam)
-    node = broken["Resources"][name]
-    for key in path[:-1]:
-        node = node[key]
+    broken, node = _copy_at(sam, name, path)
     node[path[-1]] = value
     return broken
 

@@ -10,24 +10,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from chalice.test import Client
 
-from app import app
 from chalicelib.auth import OPERATE
 from ops.__main__ import main as ops
-from tests.support.api import Api
 from tests.support.builders import stored_events
 from tests.support.deliveries import delivered_batch, read_model
 
 pytestmark = pytest.mark.usefixtures("encryption")
 
 LOOKALIKE = "pd1:Qwerty Plain"
-
-
-@pytest.fixture
-def eraser(issuer):
-    with Client(app) as client:
-        yield Api(client, token=issuer.token(subject="dpo", scopes="customers:erase customers:read"))
 
 
 def operator(issuer) -> dict:

@@ -2,7 +2,6 @@
 PostgreSQL that trusts its loopback logins, and a broker killed outright
 while customers are being written."""
 
-import contextlib
 import os
 import signal
 import threading
@@ -18,12 +17,11 @@ from psycopg.conninfo import make_conninfo
 from devstack.postgres import free_port
 from tests.support.deliveries import read_model, read_model_from_store
 from tests.support.stack import (
-    Output,
     part_pid,
     post_customer,
     read_source,
+    running_stack,
     start_stack,
-    wait_for_http,
 )
 from tests.support.waiting import wait_for
 
@@ -42,23 +40,9 @@ def trusted_database(database_url):
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@contextlib.contextmanager
-def running_stack(tmp_path, **settings):
-    state = tmp_path / "stack"
-    api_port, kafka_port = free_port(), free_port()
-    stack = start_stack(state, api_port, free_port(), kafka_port, **settings)
-    output = Output(stack)
-    try:
-        wait_for_http(api_port, stack)
-        yield state, api_port, output
-    finally:
-        stack.send_signal(signal.SIGINT)
-        stack.wait(timeout=60)
-        output.thread.join(timeout=10)
-
-
 def test_a_database_url_without_a_password_serves_every_request(tmp_path, trusted_database):
-    with running_stack(tmp_path, DATABASE_URL=trusted_database) as (state, api_port, _):
+    with running_stack(tmp_path, DATABASE_URL=trusted_database) as running:
+        state, api_port = running.state, running.api_port
         customer_id = post_customer(state, api_port, "ada@example.com")
         assert wait_for(lambda: read_source(state, api_port, customer_id) == "read-model", timeout=30)
 
@@ -74,7 +58,8 @@ def test_a_database_url_the_server_refuses_stops_the_stack_with_what_to_set(tmp_
 
 
 def test_a_broker_killed_under_a_writer_loses_nothing_from_the_read_model(tmp_path, trusted_database):
-    with running_stack(tmp_path, DATABASE_URL=trusted_database) as (state, api_port, output):
+    with running_stack(tmp_path, DATABASE_URL=trusted_database) as running:
+        state, api_port, output = running.state, running.api_port, running.output
         written, failures, stop = [], [], threading.Event()
 
         def writer() -> None:
@@ -116,7 +101,8 @@ def test_the_event_source_settles_after_each_of_several_broker_kills(tmp_path, t
     """Each time the broker comes back empty, the emulated event source reads
     the new topic from its beginning once, then waits for new records: it
     does not start over again and again."""
-    with running_stack(tmp_path, DATABASE_URL=trusted_database) as (state, api_port, output):
+    with running_stack(tmp_path, DATABASE_URL=trusted_database) as running:
+        state, api_port, output = running.state, running.api_port, running.output
         customers = [post_customer(state, api_port, f"settle{n}@example.com") for n in range(20)]
         assert wait_for(lambda: len(read_model(trusted_database)) == len(customers), timeout=30)
         for kill in range(1, 4):

@@ -14,6 +14,7 @@ from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.settings import Settings
+from tests.support.waiting import run_in_threads
 
 CONTEXT = CommandContext(correlation_id="test", causation_id="test")
 
@@ -71,11 +72,7 @@ def test_one_connection_serves_one_caller_at_a_time_and_refuses_a_nested_ask(db)
                 conn.execute("SELECT pg_sleep(0.02)")
                 inside.pop()
 
-        threads = [threading.Thread(target=use) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(use, [() for _ in range(6)])
         assert overlap == [1] * 6
         with connections.connection(), pytest.raises(RuntimeError, match="pass it down"):
             with connections.connection():

@@ -3,7 +3,6 @@ the function, batches failed past the retry limit sent by the (emulated)
 Kafka trigger, listed by `make dlq`, replayed by `make dlq-replay`."""
 
 import json
-import threading
 import uuid
 
 import psycopg
@@ -23,7 +22,7 @@ from tests.support.api import serving
 from tests.support.builders import new_customer
 from tests.support.deliveries import delivered_batch, read_model, read_model_from_store, stored_events
 from tests.support.kafka import read_topic
-from tests.support.waiting import wait_for
+from tests.support.waiting import in_background, wait_for
 
 NOT_A_CLOUDEVENT = b"this is not a CloudEvent"
 
@@ -108,9 +107,7 @@ def test_a_batch_failing_past_the_retry_limit_goes_to_the_queue_and_replay_reads
                               retry_backoff=(0.01, 0.01), max_retry_attempts=2,
                               on_failure=lambda record: (sent.append(record), aws("sqs").send_message(
                                   QueueUrl=dlq, MessageBody=json.dumps(record))))
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,))
-    thread.start()
+    stop, thread = in_background(source.run)
     try:
         assert wait_for(lambda: sum(r["KafkaBatchInfo"]["batchSize"] for r in sent) >= 4, timeout=30)
     finally:
@@ -144,9 +141,7 @@ def test_without_a_destination_a_failing_batch_is_retried_until_it_succeeds(kafk
 
     source = KafkaEventSource(fails_five_times, kafka_bootstrap, topic, f"nodlq-{uuid.uuid4().hex[:8]}",
                               retry_backoff=(0.01, 0.01), max_retry_attempts=2, on_failure=None)
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,))
-    thread.start()
+    stop, thread = in_background(source.run)
     try:
         assert wait_for(lambda: len(calls) >= 6, timeout=30)
     finally:

@@ -5,28 +5,20 @@ import uuid
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
 
 from chalicelib.eventstore.events import NewEvent
-from chalicelib.eventstore.store import ConcurrencyError, InMemoryEventStore
-from tests.support.stores import PooledStore
+from chalicelib.eventstore.store import ConcurrencyError
+from tests.support.stores import PooledStore, stores
+from tests.support.waiting import run_in_threads
 
 
 def event(n: int) -> NewEvent:
     return NewEvent("Happened", 1, {"n": n}, {"event_id": str(uuid.uuid4()), "correlation_id": "c"})
 
 
-@pytest.fixture
-def pool(db):
-    with ConnectionPool(db, min_size=1, max_size=8, kwargs={"autocommit": True}) as pool:
-        yield pool
-
-
 @pytest.fixture(params=["memory", "postgres"])
 def store(request):
-    if request.param == "memory":
-        return InMemoryEventStore()
-    return PooledStore(request.getfixturevalue("pool"))
+    return stores[request.param](request)
 
 
 def test_append_then_load_in_version_order(store):
@@ -123,11 +115,7 @@ def test_concurrent_appends_at_one_version_exactly_one_wins(db, pool):
         except ConcurrencyError:
             outcomes.append("lost")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(writer, [(n,) for n in range(8)])
     assert sorted(outcomes) == ["lost"] * 7 + ["won"]
     assert [e.version for e in store.load(stream)] == [1, 2]
 

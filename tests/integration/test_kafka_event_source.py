@@ -2,7 +2,6 @@
 the mapping's shape, retried without committing past a failure, resumed from
 committed offsets."""
 
-import threading
 import time
 import uuid
 
@@ -11,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from chalicelib.infra import kafka_delivery
 from devstack.kafka_source import KafkaEventSource
-from tests.support.waiting import wait_for
+from tests.support.waiting import in_background, wait_for
 
 
 @pytest.fixture
@@ -46,10 +45,7 @@ class Recorder:
 
 
 def start(source):
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,))
-    thread.start()
-    return stop, thread
+    return in_background(source.run)
 
 
 

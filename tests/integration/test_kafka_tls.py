@@ -35,12 +35,17 @@ def tls_broker(tmp_path_factory):
     broker.stop()
 
 
-def test_the_relay_publishes_over_tls_with_the_ca_file_from_the_settings(db, tls_broker, monkeypatch):
-    bootstrap, ca, _ = tls_broker
+def over_tls(monkeypatch, bootstrap: str, ca_file) -> None:
+    """The application's settings for the broker over TLS, trusting `ca_file`."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.setenv("KAFKA_TOPIC", TOPIC)
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
-    monkeypatch.setenv("KAFKA_SSL_CAFILE", str(ca))
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", str(ca_file))
+
+
+def test_the_relay_publishes_over_tls_with_the_ca_file_from_the_settings(db, tls_broker, monkeypatch):
+    bootstrap, ca, _ = tls_broker
+    over_tls(monkeypatch, bootstrap, ca)
     application = CustomerApplication(Settings.from_env())
     try:
         created = application.create_customer("Ada", f"{uuid.uuid4().hex}@example.com", CommandContext("t", "t"))
@@ -66,10 +71,7 @@ def test_the_relay_publishes_over_tls_with_the_ca_file_from_the_settings(db, tls
 def test_a_broker_certificate_the_ca_file_does_not_vouch_for_is_refused(db, tls_broker, monkeypatch, tmp_path):
     bootstrap, _, proxy = tls_broker
     other_ca, _, _ = make_certificates(tmp_path)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-    monkeypatch.setenv("KAFKA_TOPIC", TOPIC)
-    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
-    monkeypatch.setenv("KAFKA_SSL_CAFILE", str(other_ca))
+    over_tls(monkeypatch, bootstrap, other_ca)
     refused_before = proxy.handshakes_refused
     application = CustomerApplication(Settings.from_env())
     try:

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.personal.keyring import ENCRYPTION_CONTEXT, KEY_CACHE_SECONDS, KeyNeedsRewrap, KeyRing
 from ops.__main__ import main as ops
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.usefixtures("encryption")
 
@@ -28,14 +29,6 @@ def test_a_key_encryption_key_is_wrapped_under_the_context_and_opens_only_with_i
     assert len(aws("kms").decrypt(CiphertextBlob=bytes(wrapped), EncryptionContext=context)["Plaintext"]) == 32
     with pytest.raises(ClientError, match="InvalidCiphertext"):
         aws("kms").decrypt(CiphertextBlob=bytes(wrapped))
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 def container_with_a_customer(db, aws, key_id):

@@ -13,6 +13,7 @@ from chalicelib.eventstore.events import CommandContext
 from chalicelib.infra import logs
 from chalicelib.infra.settings import ConfigurationError, Settings
 from tests.integration.test_connection_pool import client_connections
+from tests.support.waiting import run_in_threads
 
 CALLERS = 16
 
@@ -28,11 +29,7 @@ def run_together(work, callers: int = CALLERS) -> list:
         except Exception as error:  # noqa: BLE001 - reported by the test
             results[n] = error
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(callers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    run_in_threads(run, [(n,) for n in range(callers)], timeout=120)
     return results
 
 

@@ -29,13 +29,6 @@ def service(commands):
     return commands
 
 
-@pytest.fixture
-def publisher(kafka_bootstrap, topic):
-    publisher = KafkaPublisher(kafka_bootstrap, topic, source="/customer-service")
-    yield publisher
-    publisher.close()
-
-
 def relay(db, sender, **options):
     return OutboxRelay(lambda: psycopg.connect(db, autocommit=True), sender, **options)
 

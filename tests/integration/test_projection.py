@@ -67,8 +67,7 @@ def test_an_older_version_after_a_newer_one_is_a_no_op(client, db, history):
     history(n_customers=1, changes=3)
     events = stored_events(db)
     project(client, delivered_batch(events))
-    result = project(client, delivered_batch(events[:2]))
-    assert result["rows_written"] == 0
+    assert project(client, delivered_batch(events[:2]))["rows_written"] == 0
     assert read_model(db) == expected(db)
 
 

@@ -15,7 +15,6 @@ from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.outbox import BUCKETS
 from chalicelib.eventstore.relay import OutboxRelay, buckets_of
-from chalicelib.infra.kafka_publisher import KafkaPublisher
 from tests.integration.test_outbox_relay import append_uncommitted
 from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
@@ -23,13 +22,6 @@ from tests.support.relay import Crash, SendThenCrash, start_relay, stop_relay
 from tests.support.waiting import wait_for
 
 CTX = CommandContext("sharded-relay-test")
-
-
-@pytest.fixture
-def publisher(kafka_bootstrap, topic):
-    publisher = KafkaPublisher(kafka_bootstrap, topic, source="/customer-service")
-    yield publisher
-    publisher.close()
 
 
 def relay(db, sender, shard, shards, **options):

@@ -17,6 +17,7 @@ from chalicelib.infra.message_signing import MessageSigning
 from devstack.aws import new_hmac_key_secret
 from devstack.kafka_source_events import KafkaRecord, event_from
 from tests.support.builders import stored_events
+from tests.support.clock import Clock
 from tests.support.deliveries import read_model
 from tests.support.kafka import read_topic
 
@@ -96,14 +97,6 @@ def test_the_relay_keeps_the_events_while_the_signing_key_cannot_be_read_and_pub
     aws("secretsmanager").create_secret(Name=signed_messages, SecretString=new_hmac_key_secret())
     assert application.outbox_relay().run_once().published == 1
     assert dict(read_topic(kafka_bootstrap, topic, 1)[0].headers)["signature"].startswith(b"hmac-sha256=")
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_a_rotated_key_is_accepted_once_the_secret_is_read_again_at_most_once_a_minute(aws):

@@ -10,22 +10,16 @@ import pytest
 from chalicelib.domain.commands import ChangeEmail, CreateCustomer
 from chalicelib.domain.customer import Customer, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
-from chalicelib.eventstore.store import ConcurrencyError, InMemoryEventStore
-from chalicelib.infra import db as infra_db
+from chalicelib.eventstore.store import ConcurrencyError
 from tests.support.fakes import commands_on
-from tests.support.stores import PooledStore
+from tests.support.stores import PooledStore, stores
 
 CTX = CommandContext("snapshots")
 
 
 @pytest.fixture(params=["memory", "postgres"])
 def store(request):
-    if request.param == "memory":
-        yield InMemoryEventStore()
-        return
-    pool = infra_db.new_pool(request.getfixturevalue("db"), max_size=2)
-    yield PooledStore(pool)
-    pool.close()
+    return stores[request.param](request)
 
 
 class CountingStore:
@@ -77,32 +71,23 @@ def test_a_snapshot_of_an_older_state_shape_is_ignored_not_misread(store, monkey
     assert (customer.version, customer.email) == (7, "e5@example.com")
 
 
-def test_no_snapshot_when_the_append_is_refused(db):
-    pool = infra_db.new_pool(db, max_size=2)
-    try:
-        store = PooledStore(pool)
-        cid = uuid.uuid4()
-        from chalicelib.eventstore.events import Snapshot
+def test_no_snapshot_when_the_append_is_refused(pool):
+    from chalicelib.eventstore.events import Snapshot
 
-        with pytest.raises(ConcurrencyError):
-            store.append(cid, "Customer", 3, [registry.serialize(CustomerEmailChanged("x@example.com", None),
-                                                                 Metadata.new("c", None))],
-                         Snapshot(4, 1, {"name": "N", "email": "x@example.com", "deleted": False}))
-        assert store.load_snapshot(cid) is None
-    finally:
-        pool.close()
+    store = PooledStore(pool)
+    cid = uuid.uuid4()
+    with pytest.raises(ConcurrencyError):
+        store.append(cid, "Customer", 3, [registry.serialize(CustomerEmailChanged("x@example.com", None),
+                                                             Metadata.new("c", None))],
+                     Snapshot(4, 1, {"name": "N", "email": "x@example.com", "deleted": False}))
+    assert store.load_snapshot(cid) is None
 
 
-def test_a_snapshot_row_in_a_shape_this_code_does_not_read_is_ignored(db):
-    pool = infra_db.new_pool(db, max_size=2)
-    try:
-        store = PooledStore(pool)
-        service = commands_on(store, snapshot_every=100)
-        cid = customer_with_changes(service, 2)
-        with psycopg.connect(db) as conn:
-            conn.execute("INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"
-                         " VALUES (%s, 'Customer', 3, 99, %s)", (cid, json.dumps({"nom": "Ada", "courriel": "?"})))
-        customer = service.get(cid)
-        assert (customer.name, customer.email, customer.version) == ("Ada", "e1@example.com", 3)
-    finally:
-        pool.close()
+def test_a_snapshot_row_in_a_shape_this_code_does_not_read_is_ignored(db, pool):
+    service = commands_on(PooledStore(pool), snapshot_every=100)
+    cid = customer_with_changes(service, 2)
+    with psycopg.connect(db) as conn:
+        conn.execute("INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"
+                     " VALUES (%s, 'Customer', 3, 99, %s)", (cid, json.dumps({"nom": "Ada", "courriel": "?"})))
+    customer = service.get(cid)
+    assert (customer.name, customer.email, customer.version) == ("Ada", "e1@example.com", 3)

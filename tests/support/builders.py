@@ -52,10 +52,15 @@ def new_customer(commands: Commands, n: int = 0, context: CommandContext = CONTE
                            context)
 
 
-def stored_events(database_url: str) -> list[RecordedEvent]:
+def rows(database_url: str, row_factory, query: str) -> list:
+    """What `query` selects, each row made by `row_factory`."""
     with psycopg.connect(database_url) as conn:
-        return conn.cursor(row_factory=recorded_event_row).execute(
-            f"SELECT {recorded_event_columns()} FROM events ORDER BY global_position").fetchall()
+        return conn.cursor(row_factory=row_factory).execute(query).fetchall()
+
+
+def stored_events(database_url: str) -> list[RecordedEvent]:
+    return rows(database_url, recorded_event_row,
+                f"SELECT {recorded_event_columns()} FROM events ORDER BY global_position")
 
 
 def count(database_url: str, table: str = "events") -> int:

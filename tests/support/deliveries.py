@@ -3,13 +3,11 @@ would have published them."""
 
 from __future__ import annotations
 
-import psycopg
-
 from chalicelib.eventstore import cloudevents
 from chalicelib.eventstore.events import RecordedEvent
 from chalicelib.readmodel.projection import COLUMNS, CustomerRow, ProjectedEvent, customer_row, fold
 from devstack.kafka_source_events import KafkaRecord, event_from
-from tests.support.builders import stored_events
+from tests.support.builders import rows, stored_events
 
 __all__ = ["delivered_batch", "read_model", "read_model_from_store", "stored_events"]
 
@@ -24,9 +22,7 @@ def delivered_batch(events: list[RecordedEvent], topic: str = "customer-events",
 
 
 def read_model(db: str) -> list[CustomerRow]:
-    with psycopg.connect(db) as conn:
-        return conn.cursor(row_factory=customer_row).execute(
-            f"SELECT {COLUMNS} FROM customers_view ORDER BY id").fetchall()
+    return rows(db, customer_row, f"SELECT {COLUMNS} FROM customers_view ORDER BY id")
 
 
 def read_model_from_store(db: str) -> list[CustomerRow]:

@@ -3,21 +3,23 @@ server, real processes, one Ctrl-C to stop everything."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from devstack.postgres import free_port
+from devstack.postgres import free_port, wait_until_listening
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -68,11 +70,57 @@ def start_stack(state: Path, api_port: int, pg_port: int, kafka_port: int, *, vi
                             text=True, start_new_session=True)
 
 
-def interrupt(stack: subprocess.Popen, timeout: float = 60) -> None:
-    """Ctrl-C in the stack's terminal: every process of its group gets SIGINT."""
+@dataclass
+class RunningStack:
+    state: Path
+    api_port: int
+    pg_port: int
+    kafka_port: int
+    process: subprocess.Popen
+    output: Output
+
+    @property
+    def database(self) -> str:
+        """The stack's database, as its superuser (a trusted loopback login)."""
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/customers"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the stack gives its functions (.devstack/stack.env)."""
+        return stack_env(self.state)
+
+    def aws(self, service: str):
+        """A boto3 client of the stack's emulated AWS."""
+        from devstack import aws
+
+        env = self.env
+        return aws.client(service, env["AWS_ENDPOINT_URL"], env["AWS_DEFAULT_REGION"])
+
+
+@contextlib.contextmanager
+def running_stack(tmp_path: Path, *, via_make: bool = False, **settings: str) -> Iterator[RunningStack]:
+    """`make run` (or, with `via_make`, through make itself) in a folder of
+    the test's own, once its API answers; stopped with Ctrl-C at the end of
+    the block."""
+    state = tmp_path / "stack"
+    api_port, pg_port, kafka_port = free_port(), free_port(), free_port()
+    process = start_stack(state, api_port, pg_port, kafka_port, via_make=via_make, **settings)
+    output = Output(process)
+    try:
+        wait_for_http(api_port, process)
+        yield RunningStack(state, api_port, pg_port, kafka_port, process, output)
+    finally:
+        interrupt(process, output)
+
+
+def interrupt(stack: subprocess.Popen, output: Output | None = None, timeout: float = 60) -> None:
+    """Ctrl-C in the stack's terminal (every process of its group gets
+    SIGINT); back once it has stopped and said all it had to say."""
     if stack.poll() is None:
         os.killpg(stack.pid, signal.SIGINT)
     stack.wait(timeout=timeout)
+    if output is not None:
+        output.thread.join(timeout=10)
 
 
 def make(state: Path, *targets: str, env: dict[str, str] | None = None,
@@ -105,14 +153,7 @@ def wait_until_ready(output: Output, port: int, proc: subprocess.Popen, timeout:
         if proc.poll() is not None or time.monotonic() > deadline:
             pytest.fail("the stack did not come up:\n" + "".join(output.lines))
         time.sleep(0.1)
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail("the API does not accept connections")
-            time.sleep(0.1)
+    wait_until_listening(port, proc, max(1.0, deadline - time.monotonic()))
 
 
 def post_customer(state: Path, api_port: int, email: str) -> str:

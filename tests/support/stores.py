@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from chalicelib.eventstore.events import NewEvent, RecordedEvent, Reservation, Snapshot, StreamKey
 from chalicelib.eventstore.postgres import PostgresEventStore
+from chalicelib.eventstore.store import InMemoryEventStore
 from chalicelib.infra.db import Connections
 
 
@@ -29,3 +30,10 @@ class PooledStore:
     def load(self, stream_id: uuid.UUID, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._connections.connection() as conn:
             return PostgresEventStore(conn).load(stream_id, after_version, limit)
+
+
+# The stores every contract test runs against, by name, from a pytest request.
+stores = {
+    "memory": lambda request: InMemoryEventStore(),
+    "postgres": lambda request: PooledStore(request.getfixturevalue("pool")),
+}

@@ -29,3 +29,12 @@ def run_in_threads(target: Callable[..., None], arguments: Iterable[tuple], time
         thread.start()
     for thread in threads:
         thread.join(timeout)
+
+
+def in_background(run: Callable[[threading.Event], object]) -> tuple[threading.Event, threading.Thread]:
+    """run(stop) in a thread of its own (an event source, say); set `stop`
+    and join the thread to end it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(stop,))
+    thread.start()
+    return stop, thread

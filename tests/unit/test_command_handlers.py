@@ -17,6 +17,16 @@ def create(commands, email="ada@example.com"):
     return commands.create(CreateCustomer(name="Ada", email=email, customer_id=uuid.uuid4()), CTX)
 
 
+def with_a_customer(max_retries: int = 5, races: int = 0):
+    """A store with a customer, then another writer getting in first on it
+    `races` times; the handlers on it."""
+    store = RacingStore(races=0)
+    commands = commands_on(store, max_retries=max_retries)
+    customer = create(commands)
+    store.races = races
+    return store, commands, customer
+
+
 def test_create_then_get():
     commands = commands_on(InMemoryEventStore())
     customer = create(commands)
@@ -33,10 +43,7 @@ def test_events_carry_correlation_and_causation():
 
 
 def test_lost_race_is_retried_on_the_new_state():
-    store = RacingStore(races=0)
-    commands = commands_on(store, max_retries=3)
-    customer = create(commands)
-    store.races = 2
+    store, commands, customer = with_a_customer(max_retries=3, races=2)
     changed = commands.change_email(ChangeEmail(customer_id=customer.id, email="mine@example.com"), CTX)
     versions = [(e.version, e.data.get("email")) for e in store.load(customer.id)]
     assert versions == [(1, "ada@example.com"), (2, "rival1@example.com"),
@@ -45,19 +52,14 @@ def test_lost_race_is_retried_on_the_new_state():
 
 
 def test_retries_are_bounded():
-    store = RacingStore(races=0)
-    commands = commands_on(store, max_retries=2)
-    customer = create(commands)
-    store.races = 3
+    store, commands, customer = with_a_customer(max_retries=2, races=3)
     with pytest.raises(RetriesExhausted):
         commands.change_email(ChangeEmail(customer_id=customer.id, email="mine@example.com"), CTX)
     assert "mine@example.com" not in [e.data.get("email") for e in store.load(customer.id)]
 
 
 def test_if_match_on_an_old_version_is_stale():
-    store = InMemoryEventStore()
-    commands = commands_on(store)
-    customer = create(commands)
+    store, commands, customer = with_a_customer()
     commands.change_email(ChangeEmail(customer_id=customer.id, email="b@example.com", expected_version=1), CTX)
     with pytest.raises(StaleVersion) as error:
         commands.delete(DeleteCustomer(customer_id=customer.id, expected_version=1), CTX)
@@ -66,18 +68,13 @@ def test_if_match_on_an_old_version_is_stale():
 
 
 def test_a_race_turns_an_if_match_command_into_stale_not_a_blind_retry():
-    store = RacingStore(races=0)
-    commands = commands_on(store, max_retries=5)
-    customer = create(commands)
-    store.races = 1
+    store, commands, customer = with_a_customer(max_retries=5, races=1)
     with pytest.raises(StaleVersion):
         commands.change_email(ChangeEmail(customer_id=customer.id, email="c@example.com", expected_version=1), CTX)
 
 
 def test_delete_then_everything_is_not_found():
-    store = InMemoryEventStore()
-    commands = commands_on(store)
-    customer = create(commands)
+    store, commands, customer = with_a_customer()
     deleted = commands.delete(DeleteCustomer(customer_id=customer.id), CTX)
     assert deleted.version == 2
     for call in (

@@ -59,13 +59,16 @@ def test_change_email_records_event():
     assert customer.loaded_version == 1 and customer.version == 2
 
 
-def test_deleted_customer_refuses_every_command():
-    customer = Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="a@example.com"), CustomerDeleted()])
-    with pytest.raises(CustomerNotFound):
-        customer.change_email("b@example.com")
-    with pytest.raises(CustomerNotFound):
-        customer.delete()
+def refuses_every_command(customer: Customer) -> None:
+    for command in (lambda: customer.change_email("b@example.com"), customer.delete):
+        with pytest.raises(CustomerNotFound):
+            command()
     assert customer.pending_events == []
+
+
+def test_deleted_customer_refuses_every_command():
+    refuses_every_command(Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="a@example.com"),
+                                                  CustomerDeleted()]))
 
 
 def test_erasure_records_an_event_without_personal_data_and_releases_the_email():
@@ -82,10 +85,7 @@ def test_erasure_happens_once_and_an_erased_customer_takes_no_command():
     customer = Customer.rehydrate(ID, [CustomerCreated(name="Ada", email="a@example.com"),
                                        CustomerPersonalDataErased()])
     assert customer.erase_personal_data() is False and customer.pending_events == []
-    with pytest.raises(CustomerNotFound):
-        customer.change_email("b@example.com")
-    with pytest.raises(CustomerNotFound):
-        customer.delete()
+    refuses_every_command(customer)
 
 
 def test_a_deleted_customer_can_be_erased_and_has_no_email_left_to_release():

@@ -103,7 +103,7 @@ def test_any_text_in_each_header_and_parameter(raw):
     parses_or_refuses(parse.version, raw)
     parses_or_refuses(parse.whole_number, raw, "after", minimum=0)
     parses_or_refuses(parse.as_of, raw)
-    parses_or_refuses(parse.consistency, raw)
+    parses_or_refuses(parse.strong, raw)
     parses_or_refuses(parse.idempotency_key, raw)
     parses_or_refuses(parse.correlation_id, raw)
 
