@@ -271,3 +271,30 @@ def test_a_sealed_value_copied_into_another_customers_event_does_not_open_as_the
 
     with pytest.raises(InvalidTag):
         open_sealed(key, aad("event", uuid.UUID(second), 1, "name"), value)
+
+
+def test_a_wrapped_data_key_copied_onto_another_customer_does_not_open_for_it(application, client, db):
+    """The wrap is bound to its stream: a key row moved to another customer
+    opens for no one, rather than opening that customer's data with another's key."""
+    from cryptography.exceptions import InvalidTag
+
+    first = uuid.UUID(client.create_id("first@example.com", "First Person"))
+    second = uuid.UUID(client.create_id("second@example.com", "Second Person"))
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE stream_keys SET kek_id = f.kek_id, wrapped_key = f.wrapped_key FROM stream_keys f"
+                     " WHERE f.stream_id = %s AND stream_keys.stream_id = %s", (first, second))
+    application.parts.close()  # a new container: no key in memory
+    with psycopg.connect(db) as conn, pytest.raises(InvalidTag):
+        application.parts.required_personal_data().keys.key_for(second, conn)
+
+
+def test_a_sealed_value_moved_to_another_field_of_its_event_does_not_open(application, client, db):
+    from cryptography.exceptions import InvalidTag
+
+    customer = uuid.UUID(client.create_id("fields@example.com", "Field Person"))
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE events SET data = jsonb_set(data, '{email}', data->'name')"
+                     " WHERE stream_id = %s AND version = 1", (customer,))
+    application.parts.close()
+    with pytest.raises(InvalidTag), application.parts.units().reading() as unit:
+        unit.events.load(customer)

@@ -85,3 +85,22 @@ def test_an_unknown_customer_is_404_and_not_recorded(application, eraser, aws):
     assert response.status_code == 404
     listed = aws("s3").list_objects_v2(Bucket=application.settings.erasure_log_bucket)
     assert listed.get("KeyCount", 0) == 0
+
+
+def test_reapply_erasures_reads_the_whole_log_however_many_pages_s3_answers_it_in(
+        application, client, eraser, aws, monkeypatch, capsys):
+    """S3 lists at most 1,000 objects a page: an erasure on the second page
+    is made again as much as one on the first."""
+    import chalicelib.application
+
+    last = uuid.UUID("ffffffff-ffff-4fff-bfff-ffffffffffff")  # listed after every other key
+    with monkeypatch.context() as patched:
+        patched.setattr(chalicelib.application.uuid, "uuid4", lambda: last)
+        assert client.create_id("paged@example.com", "Paged Person") == str(last)
+    assert eraser.http.delete(f"/customer/{last}/personal-data").status_code == 204
+    bucket, s3 = application.settings.erasure_log_bucket, aws("s3")
+    for n in range(1000):  # erasures of customers this database does not have
+        s3.put_object(Bucket=bucket, Key=f"{PREFIX}00000000-0000-4000-8000-{n:012d}", Body=b"{}")
+
+    assert ops(["reapply-erasures"]) == 0
+    assert "0 erasures made again, 1 in place already, 1000 customers not in this database" in capsys.readouterr().out

@@ -146,3 +146,31 @@ def test_many_anonymous_checks_at_once_cost_the_database_one_query():
     run_in_threads(lambda: answers.extend(check.public() for _ in range(5)), [()] * 8)
     assert len(answers) == 40 and all(answer.healthy for answer in answers)
     assert len(opened) == 1 and len(conn.statements) == 1
+
+
+def test_the_public_check_is_cheap_with_no_setting_at_all(monkeypatch):
+    """As the composition root makes it from a default environment: many
+    anonymous calls within its cache window cost the database one query."""
+    import contextlib
+
+    from chalicelib.bootstrap import Bootstrap
+    from chalicelib.infra.settings import Settings
+
+    monkeypatch.delenv("HEALTH_CACHE_SECONDS", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nowhere")
+    conn = CountingConnection((None, False, None))
+
+    class Connections:
+        def connection(self):
+            return contextlib.nullcontext(conn)
+
+        def close(self):
+            pass
+
+    class Parts(Bootstrap):
+        def connections(self):
+            return Connections()
+
+    check = Parts(Settings.from_env()).health_check()
+    assert all(check.public().healthy for _ in range(50))
+    assert len(conn.statements) == 1

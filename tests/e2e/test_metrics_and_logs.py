@@ -79,3 +79,19 @@ def test_outside_an_invocation_nothing_is_recorded(application, capfd):
 @pytest.fixture(autouse=True)
 def short_relay(monkeypatch):
     monkeypatch.setenv("RELAY_MAX_SECONDS", "1")
+
+
+def test_a_requests_correlation_id_never_reaches_the_next_invocation_on_the_same_thread(client, capfd):
+    """`chalice local` reuses its threads and Lambda its containers: the next
+    invocation (a request or a batch of the projection) logs its own id, or none."""
+    capfd.readouterr()
+    assert client.create(headers={"X-Correlation-Id": "corr-of-the-first-request"}).status_code == 201
+    client.lambda_.invoke("project_customers", delivered_batch([]))
+    assert client.get(f"/customer/{uuid.uuid4()}").status_code == 404
+    _, err = capfd.readouterr()
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    first = [line for line in lines if line.get("correlation_id") == "corr-of-the-first-request"]
+    assert first and all(line["message"] in ("customer_created", "request_handled") for line in first)
+    assert logged(err, "projection_batch").get("correlation_id") is None
+    assert [line for line in lines if line["message"] == "request_handled"][-1]["correlation_id"] not in (
+        None, "corr-of-the-first-request")

@@ -14,7 +14,7 @@ import pytest
 from chalicelib.domain.commands import ChangeEmail
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.outbox import BUCKETS
-from chalicelib.eventstore.relay import OutboxRelay, buckets_of
+from chalicelib.eventstore.relay import RELAY_LOCK_BASE, OutboxRelay, buckets_of
 from tests.integration.test_outbox_relay import append_uncommitted
 from tests.support.builders import new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
@@ -209,3 +209,26 @@ def test_changing_the_shard_count_under_a_writer_keeps_each_customer_in_order_an
     assert sum(r.published for r in results) == events  # none published twice
     assert sum(1 for r in results if r.published) >= 6  # the work did move between relays
     assert sum(1 for r in results if r.locked_out) >= 3
+
+
+def test_buckets_another_relay_held_are_taken_over_soon_after_their_release_not_after_the_idle_wait(
+        db, commands, publisher):
+    """During a change of shard count a relay starts without some of its
+    buckets: once their holder lets go, it takes them within about a second
+    (its idle wait here is ten minutes)."""
+    odd = [RELAY_LOCK_BASE + b for b in range(BUCKETS) if b % 2]
+    holder = psycopg.connect(db, autocommit=True)  # a relay of two shards, draining shard 1
+    holder.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k", (odd,))
+    results = []
+    stop, thread = start_relay(relay(db, publisher, 0, 1), results)
+    try:
+        customers = [new_customer(commands, n, CTX).id for n in range(12)]
+        waiting = [c for c in customers if bucket(c) % 2]
+        assert waiting and wait_for(lambda: unpublished(db) == len(waiting), timeout=10)
+        time.sleep(0.5)
+        assert unpublished(db) == len(waiting)  # its buckets held elsewhere: not published
+        holder.close()  # the other relay ends
+        assert wait_for(lambda: unpublished(db) == 0, timeout=5)
+    finally:
+        stop_relay(db, stop, thread)
+    assert results[0].missing == 0

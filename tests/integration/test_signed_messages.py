@@ -123,3 +123,46 @@ def test_a_missing_or_malformed_signature_is_refused(aws, header):
     arn = aws("secretsmanager").create_secret(Name=f"s-{uuid.uuid4().hex[:6]}",
                                               SecretString=new_hmac_key_secret())["ARN"]
     assert MessageSigning(Secret(arn, aws)).refusal(b"value", header) is not None
+
+
+@pytest.mark.parametrize("secret", [{"hmacKey": "k" * 44}, {"hmacKey": "k" * 44, "previousHmacKey": ""}],
+                         ids=["no previous key", "an empty previous key"])
+def test_a_message_signed_with_an_empty_key_is_refused(aws, secret):
+    """Between rotations there is no previous key: nothing verifies under an empty one."""
+    arn = aws("secretsmanager").create_secret(Name=f"s-{uuid.uuid4().hex[:6]}", SecretString=json.dumps(secret))["ARN"]
+    value = b'{"specversion":"1.0","type":"CustomerCreated"}'
+    forged = b"hmac-sha256=" + hmac.digest(b"", value, hashlib.sha256).hex().encode()
+    assert MessageSigning(Secret(arn, aws)).refusal(value, forged) is not None
+
+
+class CountingSecrets:
+    """Secrets Manager (moto), counting the secret reads."""
+
+    def __init__(self, aws) -> None:
+        self.aws = aws
+        self.reads = 0
+
+    def __call__(self, service: str):
+        client = self.aws(service)
+        if service != "secretsmanager":
+            return client
+        counting = self
+
+        class Client:
+            def get_secret_value(self, **kwargs):
+                counting.reads += 1
+                return client.get_secret_value(**kwargs)
+
+        return Client()
+
+
+def test_a_flood_of_forged_records_reads_the_signing_secret_again_at_most_once_a_minute(aws, signed_messages, db):
+    secrets = CountingSecrets(aws)
+    clock = Clock()
+    signing = MessageSigning(Secret(signed_messages, secrets), clock)
+    forged = [(f'{{"n":{n}}}'.encode(), b"hmac-sha256=" + b"00" * 32) for n in range(50)]
+    assert all(signing.refusal(value, signature) is not None for value, signature in forged)
+    assert secrets.reads == 1  # read once when first asked, not once per forged record
+    clock.now = 61
+    assert all(signing.refusal(value, signature) is not None for value, signature in forged)
+    assert secrets.reads == 2  # again once the minute is up, once for all fifty

@@ -132,3 +132,13 @@ def test_release_records_new_versions_and_refuses_breaking_ones(tmp_path, monkey
     monkeypatch.setattr(asyncapi, "current", lambda: {("CustomerEmailChanged", 2): asyncapi.data_schema(planted)})
     with pytest.raises(ValueError, match="'previous_email' was removed"):
         asyncapi.release(tmp_path)
+
+
+def test_the_guard_reports_a_field_that_is_no_longer_required():
+    """A consumer of the released version counts on `previous_email` being
+    there (null or not); a message without it breaks that consumer."""
+    released = asyncapi.released()[("CustomerEmailChanged", 2)]
+    loosened = {**released, "required": [name for name in released["required"] if name != "previous_email"]}
+    code = {**asyncapi.current(), ("CustomerEmailChanged", 2): loosened}
+    found = asyncapi.breaking_changes(code)
+    assert any("'previous_email' is no longer required" in problem for problem in found), found
