@@ -12,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devstack.postgres import free_port
 from tests.support.deliveries import read_model, read_model_from_store
@@ -27,13 +27,18 @@ from tests.support.waiting import wait_for
 
 
 @pytest.fixture
-def trusted_database(database_url):
-    """A database of the test's own on a server that lets `postgres` in without
-    a password, and its URL with none: the usual laptop PostgreSQL."""
+def trusted_database(database_url, monkeypatch):
+    """A database of the test's own, and its URL with no password: the usual
+    laptop PostgreSQL that trusts its loopback logins. On a server that asks
+    for one (as RDS does), libpq finds it in PGPASSWORD, as it would in
+    ~/.pgpass; the URL still holds none."""
     name = f"stack_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(database_url, dbname=name)
+    given = conninfo_to_dict(database_url)
+    if given.get("password"):
+        monkeypatch.setenv("PGPASSWORD", str(given.pop("password")))
+    url = make_conninfo(**{**given, "dbname": name})
     assert "password" not in url
     yield url
     with psycopg.connect(database_url, autocommit=True) as conn:

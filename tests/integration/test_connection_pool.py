@@ -8,7 +8,7 @@ import uuid
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.events import CommandContext
@@ -120,7 +120,7 @@ def test_a_caller_waits_for_the_connection_at_most_so_long(db):
 
 def test_through_rds_proxy_connections_keep_no_prepared_statements_and_the_relay_goes_direct(db):
     port = conninfo_to_dict(db)["port"]
-    through_proxy = infra_db.Database(db.replace(f":{port}/", ":1/"), proxy_endpoint=f"127.0.0.1:{port}")
+    through_proxy = infra_db.Database(make_conninfo(db, port="1"), proxy_endpoint=f"127.0.0.1:{port}")
     assert conninfo_to_dict(through_proxy.conninfo())["port"] == port
     with through_proxy.connect(autocommit=True) as conn:
         assert conn.prepare_threshold is None
