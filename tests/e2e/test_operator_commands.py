@@ -35,7 +35,7 @@ def one_line(result: subprocess.CompletedProcess) -> str:
     """What a command that refused to run said: one line, no traceback (make's
     own lines, the command it runs and its error trailer, left out)."""
     ours = [line for line in (result.stdout + result.stderr).splitlines()
-            if line.strip() and not line.startswith(("make: ***", sys.executable))]
+            if line.strip() and not re.match(r"make(\[\d+\])?: \*\*\*", line) and not line.startswith(sys.executable)]
     assert result.returncode != 0 and len(ours) == 1 and "Traceback" not in ours[0], ours
     return ours[0]
 
