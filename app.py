@@ -292,9 +292,26 @@ def erase_personal_data(customer_id):
     return Response(body="", status_code=204)
 
 
+@data_route("/events", "GET", auth.FEED)
+def catch_up_feed():
+    """Every event of the store in commit order, a page at a time, for
+    consumers that cannot reach Kafka: each as a CloudEvent, as on Kafka."""
+    params = _query()
+    after = parse.feed_position(params.get("after"))
+    limit = parse.whole_number(params.get("limit"), "limit", minimum=1, maximum=1000) or 100
+    return shape.feed_page(application.current().events_page(after, limit), limit)
+
+
 # Stop this long before the Lambda timeout, so the lock is released and the
 # last batch marked before the platform would kill the invocation.
 _DRAIN_SAFETY_MARGIN_SECONDS = 5.0
+
+
+def _time_left(event) -> float | None:
+    """Seconds the invocation may still use, short of its timeout."""
+    if event.context is not None and hasattr(event.context, "get_remaining_time_in_millis"):
+        return event.context.get_remaining_time_in_millis() / 1000 - _DRAIN_SAFETY_MARGIN_SECONDS
+    return None
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="relay_outbox")
@@ -303,14 +320,22 @@ def relay_outbox(event):
     invocation keeps publishing, woken by PostgreSQL notifications, until
     close to its timeout; the schedule only makes sure one is always
     running per shard."""
-    time_left = None
-    if event.context is not None and hasattr(event.context, "get_remaining_time_in_millis"):
-        time_left = event.context.get_remaining_time_in_millis() / 1000 - _DRAIN_SAFETY_MARGIN_SECONDS
     # One schedule per shard, its shard in the event's detail (deploy/template.yaml).
     shard = (event.detail or {}).get("shard", 0)
-    result = application.current().relay_outbox(time_left, shard)
+    result = application.current().relay_outbox(_time_left(event), shard)
     return {"shard": shard, "published": result.published, "failures": result.failures,
             "locked_out": result.locked_out}
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="backfill_events")
+def backfill_events(event):
+    """Go on with every unfinished backfill (`python -m ops backfill` asks
+    for one) until close to the timeout; the next minute's invocation goes
+    on from their checkpoints, until each is done."""
+    time_left = _time_left(event)
+    results = application.current().run_unfinished_backfills(60.0 if time_left is None else max(0.0, time_left))
+    return {"backfills": [{"id": r.backfill.id, "state": r.backfill.state, "sent": r.sent,
+                           "running_elsewhere": r.running_elsewhere} for r in results if r.backfill is not None]}
 
 
 @app.lambda_function(name="project_customers")

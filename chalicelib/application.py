@@ -24,13 +24,16 @@ from chalicelib.infra.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.auth import Caller
+    from chalicelib.eventstore.backfill import Backfill, RunResult
     from chalicelib.eventstore.events import CommandContext
+    from chalicelib.eventstore.feed import Position, Selection
     from chalicelib.eventstore.outbox import Backlog, ParkedRow
     from chalicelib.eventstore.relay import OutboxRelay, RelayResult, Sender
     from chalicelib.infra.dead_letters import DeadLetter
     from chalicelib.readmodel.projection import ProjectionResult
     from chalicelib.readmodel.rebuild import Progress, RebuildResult
     from chalicelib.readmodel.rows import CustomerRow
+    from chalicelib.usecases.catch_up import FeedPage
     from chalicelib.usecases.commands import Command, CommandResult
     from chalicelib.usecases.erasure import ReapplyResult
     from chalicelib.usecases.health import Health
@@ -189,6 +192,44 @@ class CustomerApplication:
         from chalicelib.usecases import publishing
 
         return publishing.skip_parked(outbox_id, connections=self.parts.connections())
+
+    # Backfills, and the catch-up feed.
+
+    def start_backfill(self, topic: str, selection: Selection | None = None, *, rate_limit: int | None = None,
+                       requested_by: str | None = None, to_live_topic: bool = False) -> Backfill:
+        from chalicelib.eventstore.feed import EVERYTHING
+        from chalicelib.usecases import backfills
+
+        return backfills.start(topic, selection or EVERYTHING, rate_limit=rate_limit, requested_by=requested_by,
+                               to_live_topic=to_live_topic, live_topic=self.settings.kafka_topic,
+                               connections=self.parts.connections())
+
+    def run_backfill(self, backfill_id: int, seconds: float,
+                     progress: Progress = _no_progress) -> RunResult:
+        from chalicelib.usecases import backfills
+
+        return backfills.run(backfill_id, seconds, progress, runner=self.parts.backfill_runner())
+
+    def run_unfinished_backfills(self, seconds: float) -> list[RunResult]:
+        from chalicelib.usecases import backfills
+
+        return backfills.run_unfinished(seconds, runner=self.parts.backfill_runner(),
+                                        connections=self.parts.connections())
+
+    def backfills(self) -> list[Backfill]:
+        from chalicelib.usecases import backfills
+
+        return backfills.status(connections=self.parts.connections())
+
+    def backfill(self, backfill_id: int) -> Backfill | None:
+        from chalicelib.usecases import backfills
+
+        return backfills.one(backfill_id, connections=self.parts.connections())
+
+    def events_page(self, after: Position, limit: int) -> FeedPage:
+        from chalicelib.usecases import catch_up
+
+        return catch_up.page(after, limit, units=self.parts.units(), source=self.settings.event_source)
 
     # The read side.
 

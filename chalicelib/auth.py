@@ -39,6 +39,7 @@ READ = "customers:read"
 WRITE = "customers:write"
 ERASE = "customers:erase"
 OPERATE = "customers:operate"  # the detailed health report
+FEED = "customers:feed"  # every event of every customer, from the catch-up feed
 
 ALGORITHMS = list(jws.ALGORITHMS)
 

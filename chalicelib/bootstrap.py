@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from chalicelib.infra import db
 from chalicelib.infra.aws import AwsClients
 from chalicelib.infra.credentials import Secret
+from chalicelib.infra.logs import log
 from chalicelib.infra.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.auth import Caller
+    from chalicelib.eventstore.backfill import BackfillRunner
     from chalicelib.eventstore.relay import Sender
     from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue
+    from chalicelib.infra.kafka_publisher import KafkaPublisher
     from chalicelib.infra.message_signing import MessageSigning
     from chalicelib.personal.erasure_log import ErasureLog
     from chalicelib.personal.sealing import PersonalData
@@ -170,16 +173,7 @@ class Bootstrap:
 
     def publisher(self) -> Sender:
         """One producer per container, kept by warm invocations."""
-        def make() -> Sender:
-            from chalicelib.infra.kafka_publisher import KafkaPublisher
-
-            settings = self.settings
-            signing = self.message_signing()
-            return KafkaPublisher(settings.require_kafka(), settings.kafka_topic, settings.event_source,
-                                  max_message_bytes=settings.kafka_max_message_bytes, security=self.kafka_security,
-                                  sign=signing.sign if signing else None)
-
-        return self._once("publisher", make)
+        return self.topic_publisher(self.settings.kafka_topic)
 
     def relays(self) -> Relays:
         """What each shard's relay is made of: a direct connection, the sender,
@@ -191,6 +185,37 @@ class Bootstrap:
                           self.settings)
 
         return self._once("relays", make)
+
+    def backfill_runner(self) -> BackfillRunner:
+        """Backfills run on a direct connection of their own and a producer
+        per topic, apart from the live relay's."""
+        def make() -> BackfillRunner:
+            from chalicelib.eventstore.backfill import BackfillRunner
+            from chalicelib.usecases.backfills import ReplaySender, as_consumers_read_them
+
+            database = self.database().direct()
+            return BackfillRunner(
+                lambda: database.connect(autocommit=True, connect_timeout=5,
+                                         application_name="customer-service-backfill"),
+                lambda backfill: ReplaySender(self.topic_publisher(backfill.topic), backfill.name),
+                as_consumers_read_them(self.personal_data()),
+                batch_size=self.settings.backfill_batch_size,
+                on_error=lambda error: log("backfill_publish_failed", level="error", error=str(error)))
+
+        return self._once("backfill-runner", make)
+
+    def topic_publisher(self, topic: str) -> KafkaPublisher:
+        """A producer of the live messages, to another topic (a backfill's)."""
+        def make() -> KafkaPublisher:
+            from chalicelib.infra.kafka_publisher import KafkaPublisher
+
+            settings = self.settings
+            signing = self.message_signing()
+            return KafkaPublisher(settings.require_kafka(), topic, settings.event_source,
+                                  max_message_bytes=settings.kafka_max_message_bytes, security=self.kafka_security,
+                                  sign=signing.sign if signing else None)
+
+        return self._once(f"publisher-to-{topic}", make)
 
     def message_signing(self) -> MessageSigning | None:
         """The key the relay signs messages with and the projection checks
@@ -239,9 +264,8 @@ class Bootstrap:
 
     def close(self) -> None:
         with self._lock:
-            publisher = self._made.pop("publisher", None)
-            if publisher is not None:
-                publisher.close()
+            for name in [name for name in self._made if name.startswith("publisher-to-")]:
+                self._made.pop(name).close()
             connections = self._made.pop("connections", None)
             if connections is not None:
                 connections.close()

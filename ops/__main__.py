@@ -12,6 +12,7 @@ stack when those are not set.
   python -m ops rewrap-keys        give key-encryption keys wrapped without the KMS encryption context the context
   python -m ops dlq                the projection's dead letters (PROJECTION_DLQ_URL)
   python -m ops dlq --replay       re-project the customers they name from the event store, delete them
+  python -m ops backfill --topic T republish stored events to a consumer's topic (--status, --resume ID)
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import psycopg
 
 from chalicelib.application import CustomerApplication
+from chalicelib.eventstore.backfill import Backfill
 from chalicelib.infra.settings import ConfigurationError, Settings
 from ops.progress import Progress, duration
 
@@ -149,6 +153,72 @@ def cmd_rewrap_keys(application: CustomerApplication, args: argparse.Namespace) 
     return 0
 
 
+def _backfill_line(backfill: Backfill) -> str:
+    what = [f"customer {backfill.stream_id}"] if backfill.stream_id else []
+    what += [f"types {', '.join(backfill.event_types)}"] if backfill.event_types else []
+    what += [f"after position {backfill.after_global_position}"] if backfill.after_global_position else []
+    total = "?" if backfill.total is None else f"{backfill.total:,}"
+    line = (f"{backfill.name}  {backfill.state:<7}  to {backfill.topic}  {backfill.sent:,}/{total} events"
+            f"  at {backfill.at_transaction}.{backfill.at_position}, ending below transaction"
+            f" {backfill.end_transaction}" + (f"  ({'; '.join(what)})" if what else "")
+            + f"  asked {backfill.created_at:%Y-%m-%d %H:%M:%S} by {backfill.requested_by or '-'}")
+    return line + (f"\n    {backfill.error}" if backfill.error else "")
+
+
+def cmd_backfill(application: CustomerApplication, args: argparse.Namespace) -> int:
+    if args.status:
+        found = application.backfills()
+        for listed in found:
+            print(_backfill_line(listed))
+        print(f"{len(found)} backfills" + ("" if found else ": python -m ops backfill --topic T asks for one"))
+        return 0
+    if args.resume is not None:
+        resumed = application.backfill(args.resume)
+        if resumed is None:
+            print(f"no backfill {args.resume}: python -m ops backfill --status lists them", file=sys.stderr)
+            return 1
+        backfill = resumed
+    else:
+        if not args.topic:
+            print("name the topic to backfill to: --topic T (or --resume ID, --status)", file=sys.stderr)
+            return 2
+        from chalicelib.eventstore.feed import Selection
+
+        try:
+            backfill = application.start_backfill(
+                args.topic, Selection(args.customer, tuple(args.type or ()), args.from_position),
+                rate_limit=args.rate, requested_by=f"python -m ops backfill ({os.environ.get('USER') or '?'})",
+                to_live_topic=args.to_live_topic)
+        except ValueError as error:
+            print(str(error), file=sys.stderr)
+            return 2
+        print(f"{backfill.name}: every event of the transactions below {backfill.end_transaction} to"
+              f" {backfill.topic}; the live topic carries what comes after")
+        if args.detach:
+            print(f"asked for; the scheduled backfill_events function runs it (python -m ops backfill --status,"
+                  f" or --resume {backfill.id} to run it here)")
+            return 0
+    progress = Progress(backfill.name)
+    result = application.run_backfill(backfill.id, float("inf"), progress)
+    while result.running_elsewhere:  # the scheduled function has it: follow it
+        time.sleep(1)
+        current = application.backfill(backfill.id)
+        if current is None or current.finished:
+            break
+        progress(current.sent, current.total or current.sent)
+    progress.close()
+    done = application.backfill(backfill.id) or backfill
+    print(_backfill_line(done))
+    if done.state == "failed":
+        print(f"it stopped at an event it cannot send; once that is mended: python -m ops backfill --resume"
+              f" {done.id}", file=sys.stderr)
+        return 1
+    if done.state == "done":
+        print(f"done: {done.sent:,} events sent, everything up to position {done.at_transaction}.{done.at_position}"
+              f" (below transaction {done.end_transaction})")
+    return 0
+
+
 def cmd_dlq(application: CustomerApplication, args: argparse.Namespace) -> int:
     if args.replay:
         result = application.replay_dead_letters()
@@ -188,6 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     dlq = commands.add_parser("dlq", help="list the projection's dead letters; --replay re-projects and deletes them")
     dlq.add_argument("--replay", action="store_true",
                      help="re-project the customers the dead letters name from the event store, then delete them")
+    backfill = commands.add_parser("backfill", help="republish stored events to a topic of a consumer's choice;"
+                                   " --status lists the backfills, --resume ID goes on with one")
+    backfill.add_argument("--topic", help="where to (the live topic only with --to-live-topic)")
+    backfill.add_argument("--customer", type=uuid.UUID, metavar="ID", help="only this customer's events")
+    backfill.add_argument("--type", action="append", metavar="TYPE", help="only events of this type (repeatable)")
+    backfill.add_argument("--from-position", type=int, metavar="N",
+                          help="only events after this global position (the messages' `position`)")
+    backfill.add_argument("--rate", type=int, metavar="EVENTS_PER_SECOND", help="at most this many a second")
+    backfill.add_argument("--to-live-topic", action="store_true",
+                          help="allow the live topic: its consumers get every event again")
+    backfill.add_argument("--detach", action="store_true",
+                          help="only ask for it: the scheduled backfill_events function runs it")
+    backfill.add_argument("--resume", type=int, metavar="ID", help="go on with this backfill from its checkpoint")
+    backfill.add_argument("--status", action="store_true", help="list the backfills and their progress")
     args = parser.parse_args(argv)
 
     _use_local_stack_when_unconfigured()
@@ -195,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("neither DATABASE_SECRET_ARN nor DATABASE_URL is set, and no local stack is running")
     command = {"migrate": cmd_migrate, "outbox": cmd_outbox, "rebuild": cmd_rebuild, "dlq": cmd_dlq,
                "encrypt-events": cmd_encrypt_events, "rewrap-keys": cmd_rewrap_keys,
-               "reapply-erasures": cmd_reapply_erasures}[args.command]
+               "reapply-erasures": cmd_reapply_erasures, "backfill": cmd_backfill}[args.command]
     try:
         application = CustomerApplication(Settings.from_env())
         try:

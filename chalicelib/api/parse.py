@@ -10,7 +10,10 @@ import json
 import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chalicelib.eventstore.feed import Position
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # ASCII digits only: str.isdigit() also accepts "²" and other digits that
@@ -131,6 +134,18 @@ def idempotency_key(header: str) -> str:
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise BadRequest("Idempotency-Key must be 1 to 255 printable characters, such as a UUID")
     return key
+
+
+def feed_position(raw: str | None) -> Position:
+    """Where the catch-up feed goes on from: a position a page gave (the start without one)."""
+    from chalicelib.eventstore.feed import START, BadPosition, Position
+
+    if raw is None:
+        return START
+    try:
+        return Position.parse(raw)
+    except BadPosition as error:
+        raise BadRequest(f"after: {error}") from None
 
 
 def correlation_id(header: str | None) -> str:

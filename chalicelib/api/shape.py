@@ -12,6 +12,7 @@ from chalicelib.readmodel.rows import CustomerRow
 
 if TYPE_CHECKING:
     from chalicelib.eventstore.events import RecordedEvent
+    from chalicelib.usecases.catch_up import FeedPage
     from chalicelib.usecases.commands import CommandResult
     from chalicelib.usecases.health import Health
     from chalicelib.usecases.queries import CustomerRead, HistoryPage
@@ -93,6 +94,16 @@ def history_entry(recorded: RecordedEvent) -> dict:
         "data": recorded.data,
         "erased": bool(metadata.get(PERSONAL_DATA_ERASED)) or recorded.event_type == "CustomerPersonalDataErased",
     }
+
+
+def feed_page(page: FeedPage, limit: int) -> Response:
+    """A full page never changes (its events lie below the safe horizon):
+    cacheable, privately (personal data), no longer than a key may stay in a
+    container's memory after an erasure. A page not full may grow."""
+    body = {"events": [{**event, "feedposition": str(position)} for position, event in page.events],
+            "next": f"/events?after={page.after}&limit={limit}", "complete": page.full}
+    caching = "private, max-age=300, immutable" if page.full else "no-cache"
+    return Response(body=body, headers={"Cache-Control": caching})
 
 
 def health(report: Health, detailed: bool) -> Response:

@@ -54,3 +54,12 @@ class UnpublishableEvent(EventStoreError):
     def __init__(self, event: Any, reason: str) -> None:  # a RecordedEvent
         super().__init__(reason)
         self.event = event
+
+
+class UnreadableEvent(EventStoreError):
+    """A stored event this code cannot make a message of (its shape is
+    newer than the code, say): no retry helps."""
+
+    def __init__(self, event: Any, reason: str) -> None:  # a RecordedEvent
+        super().__init__(f"{event.stream_id} v{event.version} {event.event_type}: {reason}")
+        self.event = event

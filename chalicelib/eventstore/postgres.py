@@ -33,20 +33,27 @@ _GAP_CHECK = """
     WHERE %(expected_version)s = coalesce(
         (SELECT max(version) FROM events WHERE stream_id = %(stream_id)s), 0)"""
 
+# The events' place in commit order (migration 017): this transaction's id,
+# or the stream's previous event's when that is higher (this transaction may
+# have written something, and so got its id, before that event committed).
+_NEW_STREAM_TRANSACTION = "pg_current_xact_id()"
+_NEXT_TRANSACTION = """(SELECT greatest(pg_current_xact_id(), p.transaction_id) FROM events p
+            WHERE p.stream_id = %(stream_id)s AND p.version = %(expected_version)s)"""
+
 _ONE_EVENT = """
     SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + 1,
-           %(event_type)s, %(schema_version)s, %(data)s::jsonb, %(metadata)s::jsonb{gap_check}"""
+           %(event_type)s, %(schema_version)s, %(data)s::jsonb, %(metadata)s::jsonb, {transaction}{gap_check}"""
 
 _MANY_EVENTS = """
     SELECT %(stream_id)s, %(stream_type)s, %(expected_version)s + u.n,
-           u.e->>'event_type', (u.e->>'schema_version')::int, u.e->'data', u.e->'metadata'
+           u.e->>'event_type', (u.e->>'schema_version')::int, u.e->'data', u.e->'metadata', {transaction}
     FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS u(e, n){gap_check}
     ORDER BY u.n"""
 
 _APPEND = """
 WITH new_events AS (
     INSERT INTO events (stream_id, stream_type, version, event_type,
-                        schema_version, data, metadata){rows}
+                        schema_version, data, metadata, transaction_id){rows}
     RETURNING global_position, stream_id
 ){snapshot}
 INSERT INTO outbox (global_position, stream_id)
@@ -95,7 +102,9 @@ _STREAM_KEY = """, stream_key AS (
 def _append_sql(*, many: bool, check_gap: bool, snapshot: bool, release: bool, reserve: bool,
                 stream_key: bool = False) -> str:
     """The append statement with just the parts this append needs."""
-    rows = (_MANY_EVENTS if many else _ONE_EVENT).format(gap_check=_GAP_CHECK if check_gap else "")
+    rows = (_MANY_EVENTS if many else _ONE_EVENT).format(
+        gap_check=_GAP_CHECK if check_gap else "",
+        transaction=_NEXT_TRANSACTION if check_gap else _NEW_STREAM_TRANSACTION)
     extras = ((_SNAPSHOT if snapshot else "") + (_RELEASE if release else "") + (_RESERVE if reserve else "")
               + (_STREAM_KEY if stream_key else ""))
     return _APPEND.format(rows=rows, snapshot=extras)

@@ -90,10 +90,12 @@ class KafkaPublisher:
                                             " a message may have")
         return value
 
-    def send(self, events: Sequence[RecordedEvent]) -> Callable[[], None]:
+    def send(self, events: Sequence[RecordedEvent],
+             extra_headers: Sequence[tuple[str, bytes]] = ()) -> Callable[[], None]:
         """Send a batch without waiting; returns what waits until every
         message was acked (PublishError otherwise). The relay sends the next
-        batch while this one is acknowledged."""
+        batch while this one is acknowledged. `extra_headers` go on every
+        message after ours (a backfill's replay header)."""
         from kafka.errors import KafkaError
 
         # Every message is made before any is sent: a bad one is named
@@ -105,7 +107,7 @@ class KafkaPublisher:
                 producer = self._get_producer()
                 futures = [
                     producer.send(self.topic, key=str(event.stream_id).encode(), value=value,
-                                  headers=self._headers(event, signature))
+                                  headers=self._headers(event, signature) + list(extra_headers))
                     for (event, value), signature in zip(messages, signatures, strict=True)
                 ]
             except (KafkaError, CredentialsUnavailable) as error:

@@ -62,6 +62,8 @@ class Settings:
     relay_shards: int = 1
     # A key the issuer withdraws stops working within this time.
     auth_jwks_refresh_seconds: float = 300.0
+    # Events per batch of a backfill (one send, one checkpoint).
+    backfill_batch_size: int = 500
 
     @staticmethod
     def from_env() -> Settings:
@@ -140,6 +142,7 @@ class Settings:
             auth_jwks_refresh_seconds=float(jwks_refresh),
             relay_shards=relay_shards,
             erasure_log_bucket=os.environ.get("ERASURE_LOG_BUCKET", "").strip() or None,
+            backfill_batch_size=max(1, _int("BACKFILL_BATCH_SIZE", 500)),
         )
 
     def require_auth(self) -> tuple[str, str]:

@@ -20,7 +20,16 @@ from psycopg import sql
 from devstack import aws as devstack_aws
 from devstack.postgres import free_port
 from tests.support import pgtools
-from tests.support.stack import PROJECT, make, make_command, ops, post_customer, read_source, running_stack
+from tests.support.stack import (
+    PROJECT,
+    clean_environment,
+    make,
+    make_command,
+    ops,
+    post_customer,
+    read_source,
+    running_stack,
+)
 from tests.support.waiting import wait_for
 
 
@@ -244,3 +253,46 @@ def test_make_clean_removes_the_virtualenv(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert not venv.exists()
+
+
+def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progress_and_status(stack):
+    from devstack.kafka import create_topic
+    from tests.support.kafka import cloudevent, read_topic
+
+    bootstrap = f"127.0.0.1:{stack.kafka_port}"
+    topic = f"backfill-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    with psycopg.connect(stack.database) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    added = [post_customer(stack.state, stack.api_port, f"kill{n}.{uuid.uuid4().hex[:6]}@example.com")
+             for n in range(max(0, 150 - stored))]
+    with psycopg.connect(stack.database) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    env = {**clean_environment(), "DEVSTACK_DIR": str(stack.state), "BACKFILL_BATCH_SIZE": "10"}
+    killed = subprocess.Popen([sys.executable, "-m", "ops", "backfill", "--topic", topic, "--rate", "100"],
+                              cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def sent() -> int:
+        with psycopg.connect(stack.database) as conn:
+            row = conn.execute("SELECT sent FROM backfills WHERE topic = %s", (topic,)).fetchone()
+        return row[0] if row else 0
+
+    try:
+        assert wait_for(lambda: sent() >= 40, timeout=60)
+    finally:
+        killed.kill()  # kill -9: no chance to clean up
+        killed.wait()
+    listed = ops(stack.state, "backfill", "--status")
+    (line,) = [line for line in listed.stdout.splitlines() if f"to {topic}" in line]
+    backfill_id = int(line.split()[0].removeprefix("backfill-"))
+    assert " running " in line and f"/{stored:,} events" in line
+
+    resumed = ops(stack.state, "backfill", "--resume", str(backfill_id), env={"BACKFILL_BATCH_SIZE": "10"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"done: {stored:,} events sent, everything up to position" in resumed.stdout
+    assert re.search(rf"backfill-{backfill_id}: [\d,]+/{stored:,} events \(100%\)", resumed.stderr), resumed.stderr
+    records = read_topic(bootstrap, topic, expected=stored)
+    delivered = [(cloudevent(r)["subject"], cloudevent(r)["streamversion"]) for r in records]
+    assert len(set(delivered)) == stored and set(added) <= {subject for subject, _ in delivered}
+    assert len(delivered) - stored <= 10  # again: at most the batch on its way when it was killed
+    assert f"backfill-{backfill_id}  done" in ops(stack.state, "backfill", "--status").stdout
