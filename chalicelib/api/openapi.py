@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from chalicelib.auth import ERASE, OPERATE, READ, WRITE
+from chalicelib.auth import ERASE, FEED, OPERATE, READ, WRITE
 
 _UUID = {"type": "string", "format": "uuid", "example": "123e4567-e89b-12d3-a456-426614174000"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -207,6 +207,23 @@ def document() -> dict[str, Any]:
                     "400": _BAD_REQUEST, "404": _NOT_FOUND,
                 },
             }, READ)},
+            "/events": {"get": _secured({
+                "operationId": "catchUpFeed",
+                "summary": "Every event of every customer in commit order, a page at a time, each as the"
+                           " CloudEvent on Kafka (for consumers that cannot reach it)",
+                "parameters": [
+                    _CORRELATION,
+                    _query("after", "Go on after this position (a page's `next` gives it); the start without.",
+                           {"type": "string", "pattern": "^[0-9]{1,19}\\.[0-9]{1,19}$", "example": "7301.125"}),
+                    _query("limit", "Events per page.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
+                "responses": {
+                    "200": {"description": "A page; a full one (`complete`) never changes (Cache-Control:"
+                                           " immutable), the last one may grow.",
+                            "headers": _headers(), "content": _json("FeedPage")},
+                    "400": _BAD_REQUEST,
+                },
+            }, FEED)},
             "/customers/search": {"post": _secured({
                 "operationId": "searchCustomers",
                 "summary": "Find customers by email, the email in the body: from the read model, or with"
@@ -262,8 +279,8 @@ def document() -> dict[str, Any]:
             "description": "An access token from the configured OpenID Connect issuer (AUTH_ISSUER), for the "
                            "audience AUTH_AUDIENCE, with the scopes each operation names: customers:read to "
                            "read, customers:write to create, change and delete, customers:erase to erase "
-                           "personal data, customers:operate for the detailed health report. 401 without a "
-                           "valid token, 403 without the scope.",
+                           "personal data, customers:operate for the detailed health report, customers:feed"
+                           " for the catch-up feed. 401 without a valid token, 403 without the scope.",
         }}},
     }
 
@@ -317,6 +334,14 @@ _SCHEMAS: dict[str, Any] = {
             "data": {"type": "object"},
             "erased": {"type": "boolean", "description": "Personal data erased: its fields in data are null."},
         },
+    },
+    "FeedPage": {
+        "type": "object", "required": ["events", "next", "complete"],
+        "properties": {
+            "events": {"type": "array", "items": {"type": "object", "required": ["feedposition"],
+                       "description": "A CloudEvent as on Kafka (see /asyncapi.json), with its `feedposition`."}},
+            "next": {"type": "string", "description": "The page after this one."},
+            "complete": {"type": "boolean", "description": "A full page, which never changes."}},
     },
     "HistoryPage": {
         "type": "object", "required": ["events", "next"],
