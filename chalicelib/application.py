@@ -202,7 +202,7 @@ class CustomerApplication:
 
         return backfills.start(topic, selection or EVERYTHING, rate_limit=rate_limit, requested_by=requested_by,
                                to_live_topic=to_live_topic, live_topic=self.settings.kafka_topic,
-                               connections=self.parts.connections())
+                               topic_prefix=self.settings.backfill_topic_prefix, connections=self.parts.connections())
 
     def run_backfill(self, backfill_id: int, seconds: float,
                      progress: Progress = _no_progress) -> RunResult:
@@ -220,6 +220,11 @@ class CustomerApplication:
         from chalicelib.usecases import backfills
 
         return backfills.status(connections=self.parts.connections())
+
+    def resume_backfill(self, backfill_id: int) -> Backfill | None:
+        from chalicelib.usecases import backfills
+
+        return backfills.resume(backfill_id, connections=self.parts.connections())
 
     def backfill(self, backfill_id: int) -> Backfill | None:
         from chalicelib.usecases import backfills

@@ -191,13 +191,13 @@ class Bootstrap:
         per topic, apart from the live relay's."""
         def make() -> BackfillRunner:
             from chalicelib.eventstore.backfill import BackfillRunner
-            from chalicelib.usecases.backfills import ReplaySender, as_consumers_read_them
+            from chalicelib.usecases.backfills import as_consumers_read_them, replay_senders
 
             database = self.database().direct()
             return BackfillRunner(
                 lambda: database.connect(autocommit=True, connect_timeout=5,
                                          application_name="customer-service-backfill"),
-                lambda backfill: ReplaySender(self.topic_publisher(backfill.topic), backfill.name),
+                replay_senders(self.topic_publisher, self.settings.backfill_topic_prefix),
                 as_consumers_read_them(self.personal_data()),
                 batch_size=self.settings.backfill_batch_size,
                 on_error=lambda error: log("backfill_publish_failed", level="error", error=str(error)))

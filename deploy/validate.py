@@ -82,10 +82,10 @@ def rules(cloudformation: dict) -> list[str]:
         if variables.get("DB_POOL_MAX_SIZE") != "1":
             findings.append(f"{name}: DB_POOL_MAX_SIZE must be 1: a container serves one invocation at a time and"
                             " keeps one database connection")
-    relay = functions.get("RelayOutbox", {}).get("Environment", {}).get("Variables", {})
-    if "DATABASE_PROXY_ENDPOINT" in relay:
-        findings.append("RelayOutbox: the relay connects to the database directly, never through RDS Proxy (its LISTEN"
-                        " and advisory lock would pin a proxy connection)")
+    for name in ("RelayOutbox", "BackfillEvents"):  # a LISTEN, session advisory locks
+        if "DATABASE_PROXY_ENDPOINT" in functions.get(name, {}).get("Environment", {}).get("Variables", {}):
+            findings.append(f"{name}: connects to the database directly, never through RDS Proxy (its session"
+                            " locks would pin a proxy connection)")
     for name, group in resources.items():
         if group["Type"] == "AWS::RDS::DBProxyTargetGroup":
             share = group["Properties"].get("ConnectionPoolConfigurationInfo", {}).get("MaxConnectionsPercent", 100)

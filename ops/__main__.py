@@ -173,7 +173,7 @@ def cmd_backfill(application: CustomerApplication, args: argparse.Namespace) -> 
         print(f"{len(found)} backfills" + ("" if found else ": python -m ops backfill --topic T asks for one"))
         return 0
     if args.resume is not None:
-        resumed = application.backfill(args.resume)
+        resumed = application.resume_backfill(args.resume)
         if resumed is None:
             print(f"no backfill {args.resume}: python -m ops backfill --status lists them", file=sys.stderr)
             return 1

@@ -220,6 +220,15 @@ def document() -> dict[str, Any]:
                 "messages": references,
                 "bindings": {"kafka": {"topic": TOPIC, "bindingVersion": "0.5.0"}},
             },
+            "backfill": {
+                "address": None,
+                "title": "A backfill's topic",
+                "description": "A topic of a consumer's choice (python -m ops backfill --topic T): the stored history,"
+                               " as the same messages as on customer-events, each with the header replay naming the"
+                               " backfill; a customer's events in order. See docs/messages.md for joining it with"
+                               " customer-events.",
+                "messages": references,
+            },
         },
         "operations": {
             "publishCustomerEvents": {
@@ -227,6 +236,12 @@ def document() -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/customerEvents"},
                 "summary": "The outbox relay publishes each recorded event once it is committed (at least once).",
                 "messages": [{"$ref": f"#/channels/customerEvents/messages/{name}"} for name in messages],
+            },
+            "publishBackfill": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/backfill"},
+                "summary": "A backfill publishes every stored event it was asked for, up to its end.",
+                "messages": [{"$ref": f"#/channels/backfill/messages/{name}"} for name in messages],
             },
         },
         "components": {
@@ -241,6 +256,9 @@ def document() -> dict[str, Any]:
                         "signature": {"type": "string", "pattern": "^hmac-sha256=[0-9a-f]{64}$",
                                       "description": "HMAC-SHA256 of the value under the relay's key"
                                                      " (MESSAGE_SIGNING_SECRET_ARN), when signing is on."},
+                        "replay": {"type": "string", "pattern": "^backfill-[0-9]+$",
+                                   "description": "Only on a backfill's messages: the backfill they are a replay"
+                                                  " of."},
                     },
                     "required": ["content-type", "event-type"],
                 },

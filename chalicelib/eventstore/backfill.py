@@ -50,6 +50,11 @@ SenderFor = Callable[["Backfill"], Sender]
 Progress = Callable[[int, int], None]
 
 
+class TopicNotAllowed(Exception):
+    """A SenderFor's answer for a topic this deployment may not write to: no
+    retry would help, so the backfill fails with the reason."""
+
+
 @dataclass(frozen=True)
 class Backfill:
     id: int
@@ -134,6 +139,18 @@ def _update(conn: psycopg.Connection, backfill_id: int, assignments: str, params
                       f" RETURNING {_COLUMNS}", (*params, backfill_id))
 
 
+def _fail(conn: psycopg.Connection, backfill_id: int, error: Exception) -> Backfill:
+    return _update(conn, backfill_id, "state = 'failed', error = %s", (str(error)[:1000],))
+
+
+def retry(conn: psycopg.Connection, backfill_id: int) -> Backfill | None:
+    """A failed backfill made unfinished again, from its checkpoint (once
+    what stopped it is mended); any other as it is. None if there is none."""
+    conn.execute("UPDATE backfills SET state = CASE WHEN total IS NULL THEN 'waiting' ELSE 'running' END,"
+                 " error = NULL, updated_at = clock_timestamp() WHERE id = %s AND state = 'failed'", (backfill_id,))
+    return get(conn, backfill_id)
+
+
 @dataclass
 class RunResult:
     backfill: Backfill | None
@@ -189,7 +206,11 @@ class BackfillRunner:
             backfill = result.backfill = _update(conn, backfill_id, "state = 'running', total = %s", (total,))
         total = backfill.total or 0
         progress(backfill.sent, total)
-        sender = self._sender_for(backfill)
+        try:
+            sender = self._sender_for(backfill)
+        except TopicNotAllowed as refused:
+            result.backfill = _fail(conn, backfill_id, refused)
+            return result
         began, backoff = self._clock(), self._retry_backoff[0]
         while not stop.is_set() and self._clock() < deadline:
             rows = feed.read(conn, backfill.checkpoint, self._batch_size, below=backfill.end_transaction,
@@ -200,7 +221,7 @@ class BackfillRunner:
             try:
                 sender.send(self._prepare(conn, [event for _, event in rows]))()
             except (UnreadableEvent, UnpublishableEvent) as error:
-                result.backfill = _update(conn, backfill_id, "state = 'failed', error = %s", (str(error)[:1000],))
+                result.backfill = _fail(conn, backfill_id, error)
                 return result
             except Unavailable as error:
                 result.failures += 1
@@ -222,5 +243,4 @@ class BackfillRunner:
                 ahead = began + result.sent / backfill.rate_limit - self._clock()
                 if ahead > 0 and stop.wait(min(ahead, max(0.0, deadline - self._clock()))):
                     return result
-        return result
         return result

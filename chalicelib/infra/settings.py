@@ -64,6 +64,9 @@ class Settings:
     auth_jwks_refresh_seconds: float = 300.0
     # Events per batch of a backfill (one send, one checkpoint).
     backfill_batch_size: int = 500
+    # Backfills go only to topics of this prefix (what their function may
+    # write to on AWS); any topic without it.
+    backfill_topic_prefix: str | None = None
 
     @staticmethod
     def from_env() -> Settings:
@@ -143,6 +146,7 @@ class Settings:
             relay_shards=relay_shards,
             erasure_log_bucket=os.environ.get("ERASURE_LOG_BUCKET", "").strip() or None,
             backfill_batch_size=max(1, _int("BACKFILL_BATCH_SIZE", 500)),
+            backfill_topic_prefix=os.environ.get("BACKFILL_TOPIC_PREFIX", "").strip() or None,
         )
 
     def require_auth(self) -> tuple[str, str]:

@@ -12,7 +12,7 @@ backfill: `backfill-<id>`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import psycopg
@@ -51,6 +51,26 @@ class ReplaySender:
         return self._publisher.send(events, self._headers)
 
 
+def _outside(topic: str, topic_prefix: str | None) -> str | None:
+    """Why `topic` is not for this deployment's backfills, if it is not:
+    on AWS their function may write only to topics of one prefix."""
+    if topic_prefix and not topic.startswith(topic_prefix):
+        return (f"this deployment backfills only to topics named {topic_prefix}* (BACKFILL_TOPIC_PREFIX, the"
+                f" template's BackfillTopicPrefix), not to {topic}")
+    return None
+
+
+def replay_senders(publisher_for: Callable[[str], HeaderSender], topic_prefix: str | None) -> backfill.SenderFor:
+    """Each backfill's sender: to its topic, with its replay header."""
+    def sender_for(asked: backfill.Backfill) -> ReplaySender:
+        refused = _outside(asked.topic, topic_prefix)
+        if refused:
+            raise backfill.TopicNotAllowed(refused)
+        return ReplaySender(publisher_for(asked.topic), asked.name)
+
+    return sender_for
+
+
 def as_consumers_read_them(personal: PersonalData | None) -> backfill.PrepareBatch:
     """Stored events as consumers read them: today's shape, personal data
     opened (the batch's keys looked up together), null once erased."""
@@ -74,7 +94,7 @@ def as_consumers_read_them(personal: PersonalData | None) -> backfill.PrepareBat
 
 def start(topic: str, selection: feed.Selection = feed.EVERYTHING, *, rate_limit: int | None = None,
           requested_by: str | None = None, to_live_topic: bool = False, live_topic: str,
-          connections: Connections) -> backfill.Backfill:
+          topic_prefix: str | None = None, connections: Connections) -> backfill.Backfill:
     """Ask for a backfill of `selection` to `topic`; it begins with the next
     run. The live topic only with `to_live_topic`: its consumers would get
     every event again."""
@@ -83,6 +103,9 @@ def start(topic: str, selection: feed.Selection = feed.EVERYTHING, *, rate_limit
     if topic == live_topic and not to_live_topic:
         raise TopicRefused(f"{topic} is the live topic: its consumers would get every event again; ask for it"
                            " explicitly (--to-live-topic) if that is what they want")
+    refused = _outside(topic, topic_prefix)
+    if refused:
+        raise TopicRefused(refused)
     with connections.connection() as conn:
         made = backfill.create(conn, topic, selection, rate_limit=rate_limit, requested_by=requested_by)
     log("backfill_requested", backfill=made.name, topic=topic, stream_id=str(selection.stream_id or ""),
@@ -121,6 +144,12 @@ def run_unfinished(seconds: float, *, runner: backfill.BackfillRunner,
 def status(*, connections: Connections, limit: int = 100) -> list[backfill.Backfill]:
     with connections.connection() as conn:
         return backfill.listed(conn, limit)
+
+
+def resume(backfill_id: int, *, connections: Connections) -> backfill.Backfill | None:
+    """Ready to go on from its checkpoint: a failed one is tried again."""
+    with connections.connection() as conn:
+        return backfill.retry(conn, backfill_id)
 
 
 def one(backfill_id: int, *, connections: Connections) -> backfill.Backfill | None:

@@ -262,14 +262,14 @@ def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progre
     bootstrap = f"127.0.0.1:{stack.kafka_port}"
     topic = f"backfill-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
-    with psycopg.connect(stack.database) as conn:
-        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    with psycopg.connect(stack.database) as conn:  # the other tests' events, damaged ones among them
+        (before,) = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
     added = [post_customer(stack.state, stack.api_port, f"kill{n}.{uuid.uuid4().hex[:6]}@example.com")
-             for n in range(max(0, 150 - stored))]
-    with psycopg.connect(stack.database) as conn:
-        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+             for n in range(150)]
+    stored = len(added)
     env = {**clean_environment(), "DEVSTACK_DIR": str(stack.state), "BACKFILL_BATCH_SIZE": "10"}
-    killed = subprocess.Popen([sys.executable, "-m", "ops", "backfill", "--topic", topic, "--rate", "100"],
+    killed = subprocess.Popen([sys.executable, "-m", "ops", "backfill", "--topic", topic, "--rate", "100",
+                               "--from-position", str(before)],
                               cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def sent() -> int:
@@ -278,10 +278,11 @@ def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progre
         return row[0] if row else 0
 
     try:
-        assert wait_for(lambda: sent() >= 40, timeout=60)
+        started = wait_for(lambda: sent() >= 40, timeout=60)
     finally:
         killed.kill()  # kill -9: no chance to clean up
         killed.wait()
+    assert started, f"{ops(stack.state, 'backfill', '--status').stdout}\n{killed.stdout.read()}\n{killed.stderr.read()}"
     listed = ops(stack.state, "backfill", "--status")
     (line,) = [line for line in listed.stdout.splitlines() if f"to {topic}" in line]
     backfill_id = int(line.split()[0].removeprefix("backfill-"))
@@ -293,6 +294,41 @@ def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progre
     assert re.search(rf"backfill-{backfill_id}: [\d,]+/{stored:,} events \(100%\)", resumed.stderr), resumed.stderr
     records = read_topic(bootstrap, topic, expected=stored)
     delivered = [(cloudevent(r)["subject"], cloudevent(r)["streamversion"]) for r in records]
-    assert len(set(delivered)) == stored and set(added) <= {subject for subject, _ in delivered}
+    assert len(set(delivered)) == stored and set(added) == {subject for subject, _ in delivered}
     assert len(delivered) - stored <= 10  # again: at most the batch on its way when it was killed
     assert f"backfill-{backfill_id}  done" in ops(stack.state, "backfill", "--status").stdout
+
+
+def test_a_backfill_stops_at_an_event_it_cannot_read_names_it_and_does_not_pass_it_on_resume(stack):
+    from devstack.kafka import create_topic
+    from tests.support.kafka import cloudevent, read_topic
+
+    bootstrap = f"127.0.0.1:{stack.kafka_port}"
+    topic = f"backfill-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    with psycopg.connect(stack.database) as conn:
+        (before,) = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
+    first = [post_customer(stack.state, stack.api_port, f"before{n}.{uuid.uuid4().hex[:6]}@example.com")
+             for n in range(2)]
+    damaged, _ = unreadable_event(stack.database)
+    after = post_customer(stack.state, stack.api_port, f"after.{uuid.uuid4().hex[:6]}@example.com")
+    env = {"BACKFILL_BATCH_SIZE": "2"}
+    asked = ops(stack.state, "backfill", "--topic", topic, "--from-position", str(before), env=env)
+    assert asked.returncode == 1
+    assert f"{damaged} v1 CustomerCreated: UnknownEventType" in asked.stdout
+    assert "once that is mended: python -m ops backfill --resume" in asked.stderr
+    (line,) = [line for line in ops(stack.state, "backfill", "--status").stdout.splitlines() if f"to {topic}" in line]
+    assert " failed " in line and " 2/4 events" in line
+    backfill_id = line.split()[0].removeprefix("backfill-")
+    again = ops(stack.state, "backfill", "--resume", backfill_id, env=env)
+    assert again.returncode == 1 and "failed " in again.stdout and str(damaged) in again.stdout  # tried, not skipped
+    sent = read_topic(bootstrap, topic, expected=2, timeout=3)
+    assert sorted(cloudevent(r)["subject"] for r in sent) == sorted(first)
+
+    with psycopg.connect(stack.database, autocommit=True) as conn:  # mended (say, the code that reads it deployed)
+        conn.execute("UPDATE events SET schema_version = 1, data = %s WHERE stream_id = %s",
+                     (json.dumps({"name": "Mended", "email": "mended@example.com"}), damaged))
+    mended = ops(stack.state, "backfill", "--resume", backfill_id, env=env)
+    assert mended.returncode == 0 and "done: 4 events sent" in mended.stdout, mended.stdout + mended.stderr
+    subjects = [cloudevent(r)["subject"] for r in read_topic(bootstrap, topic, expected=4)]
+    assert sorted(subjects) == sorted([*first, str(damaged), after])

@@ -79,7 +79,7 @@ def test_the_projection_is_triggered_by_kafka_with_retries_and_a_dead_letter_que
 
 def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_password_in_sight(sam, cfn):
     functions = resources(cfn, "AWS::Lambda::Function")
-    assert set(functions) == {"APIHandler", "RelayOutbox", "ProjectCustomers"}
+    assert set(functions) == {"APIHandler", "RelayOutbox", "BackfillEvents", "ProjectCustomers"}
     roles = set()
     for function in functions.values():
         p = function["Properties"]
@@ -91,7 +91,7 @@ def test_every_function_runs_in_the_vpc_traced_with_a_role_of_its_own_and_no_pas
         assert variables["EMAIL_HASH_SECRET_ARN"] == {"Ref": "EmailHashSecret"}
         assert "@" not in str(variables.get("DATABASE_URL", "")) and "password" not in str(variables).lower()
         roles.add(p["Role"]["Fn::GetAtt"][0])
-    assert roles == {"ApiRole", "RelayRole", "ProjectionRole"}
+    assert roles == {"ApiRole", "RelayRole", "BackfillRole", "ProjectionRole"}
     assert functions["APIHandler"]["Properties"]["Timeout"] < 29  # API Gateway gives up at 29 s
     assert "password" not in (PROJECT / ".chalice" / "config.json").read_text().lower()
     assert "DefaultRole" not in cfn["Resources"]
@@ -119,7 +119,7 @@ def actions(cfn, role):
 
 def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
     secret = {"Ref": "DatabaseSecretArn"}
-    for role in ("ApiRole", "RelayRole", "ProjectionRole"):
+    for role in ("ApiRole", "RelayRole", "BackfillRole", "ProjectionRole"):
         assert any(s["Resource"] == secret and s["Action"] == "secretsmanager:GetSecretValue"
                    for s in statements(cfn, role))
         assert all(s["Resource"] != "*" and "*" not in str(s["Action"]) for s in statements(cfn, role))
@@ -133,6 +133,7 @@ def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
     assert "s3:PutObject" not in actions(cfn, "RelayRole") | actions(cfn, "ProjectionRole")
     assert {"kafka-cluster:Connect", "kafka-cluster:WriteData"} <= actions(cfn, "RelayRole")
     assert "sqs:SendMessage" not in actions(cfn, "RelayRole")
+    assert actions(cfn, "BackfillRole") == actions(cfn, "RelayRole")
     assert {"kafka-cluster:ReadData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} <= actions(cfn, "ProjectionRole")
     assert "kafka-cluster:WriteData" not in actions(cfn, "ProjectionRole")
     [send] = [s for s in statements(cfn, "ProjectionRole") if s["Action"] == "sqs:SendMessage"]
@@ -157,7 +158,7 @@ def test_the_personal_data_key_is_used_only_by_the_roles_that_need_it_and_only_w
     context = {"StringEquals": {"kms:EncryptionContext:service": "customer-service",
                                 "kms:EncryptionContext:purpose": "personal-data-keys"}}
     assert grants["ApiRole"] == {"kms:GenerateDataKey": context, "kms:Decrypt": context}
-    assert grants["RelayRole"] == grants["ProjectionRole"] == {"kms:Decrypt": context}
+    assert grants["RelayRole"] == grants["BackfillRole"] == grants["ProjectionRole"] == {"kms:Decrypt": context}
     operator = json.dumps({"Ref": "OperatorRoleArn"})
     assert grants[operator] == {"kms:GenerateDataKey": context, "kms:Decrypt": context, "kms:ReEncryptTo": context,
                                 "kms:ReEncryptFrom": None}
@@ -170,7 +171,7 @@ def test_the_personal_data_key_is_used_only_by_the_roles_that_need_it_and_only_w
 
 def test_logs_are_kept_for_a_while_encrypted_and_dead_letters_under_a_key_of_ours_behind_a_queue_policy(cfn):
     for function, group in (("APIHandler", "ApiLogGroup"), ("RelayOutbox", "RelayLogGroup"),
-                            ("ProjectCustomers", "ProjectionLogGroup")):
+                            ("BackfillEvents", "BackfillLogGroup"), ("ProjectCustomers", "ProjectionLogGroup")):
         assert cfn["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": group}
         properties = cfn["Resources"][group]["Properties"]
         assert properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
@@ -240,6 +241,9 @@ def with_value(sam, name, value, *path):
     lambda sam: with_value(sam, "DatabaseProxyTargetGroup", 100,
                            "Properties", "ConnectionPoolConfigurationInfo", "MaxConnectionsPercent"),
     lambda sam: without(sam, "RelayOutbox", "Properties", "LoggingConfig"),
+    lambda sam: with_value(sam, "BackfillEvents", "proxy.example.com",
+                           "Properties", "Environment", "Variables", "DATABASE_PROXY_ENDPOINT"),
+    lambda sam: without(sam, "BackfillEvents", "Properties", "ReservedConcurrentExecutions"),
     lambda sam: without(sam, "ProjectionLogGroup", "Properties", "KmsKeyId"),
     lambda sam: without(sam, "ApiLogGroup", "Properties", "RetentionInDays"),
     lambda sam: without(sam, "ProjectionDeadLetterQueue", "Properties", "KmsMasterKeyId"),
@@ -248,6 +252,7 @@ def with_value(sam, name, value, *path):
         "Properties", "KeyPolicy", "Statement"),
 ], ids=["relay-through-the-proxy", "api-without-reserved-concurrency", "a-pool-per-container",
         "no-throttling", "public-routes-unthrottled", "proxy-takes-every-connection", "logs-to-the-default-group",
+        "backfill-through-the-proxy", "backfill-without-reserved-concurrency",
         "logs-unencrypted", "logs-kept-forever", "dead-letters-under-an-aws-key", "the-account-uses-the-key"])
 def test_a_planted_sizing_or_privacy_mistake_is_caught(sam, plant):
     assert check(plant(sam)) != []
@@ -272,10 +277,11 @@ def test_the_api_and_projection_can_reach_the_database_through_rds_proxy_and_the
         assert endpoint[1]["Fn::If"][1:] == [{"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]},
                                              {"Ref": "DatabaseProxyEndpoint"}]
         assert variables["DATABASE_IAM_AUTH"] == {"Fn::If": ["UseDatabaseProxy", "true", "false"]}
-    relay = cfn["Resources"]["RelayOutbox"]["Properties"]["Environment"]["Variables"]
-    assert "DATABASE_PROXY_ENDPOINT" not in relay and "DATABASE_IAM_AUTH" not in relay
+    for function in ("RelayOutbox", "BackfillEvents"):
+        variables = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert "DATABASE_PROXY_ENDPOINT" not in variables and "DATABASE_IAM_AUTH" not in variables
     assert "rds-db:connect" in actions(cfn, "ApiRole") & actions(cfn, "ProjectionRole")
-    assert "rds-db:connect" not in actions(cfn, "RelayRole")
+    assert "rds-db:connect" not in actions(cfn, "RelayRole") | actions(cfn, "BackfillRole")
     [connect] = [s for s in statements(cfn, "ApiRole") if s["Action"] == "rds-db:connect"]
     assert "dbuser:${ProxyId}/*" in connect["Resource"]["Fn::Sub"][0]
 
@@ -332,7 +338,8 @@ def test_one_relay_schedule_per_shard_each_naming_its_shard(sam, cfn):
     relay = cfn["Resources"]["RelayOutbox"]["Properties"]
     assert relay["Environment"]["Variables"]["RELAY_SHARDS"] == {"Ref": "RelayShards"}
     assert cfn["Parameters"]["RelayShards"]["AllowedValues"] == [1, 2, 4, 8]
-    [base] = [r for r in resources(cfn, "AWS::Events::Rule").values() if "Condition" not in r]  # Chalice's: shard 0
+    [base] = [r for r in resources(cfn, "AWS::Events::Rule").values() if "Condition" not in r
+              and r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["RelayOutbox", "Arn"]}]  # Chalice's: shard 0
     assert base["Properties"]["ScheduleExpression"] == "rate(1 minute)"
     conditions = {"RelayShardSchedule": "RelayShards2Plus", "RelayMoreShardsSchedule": "RelayShards8"}
     shards = {}
@@ -365,6 +372,7 @@ def test_each_role_has_exactly_its_managed_policies_and_actions(cfn):
                            "kafka-cluster:DescribeClusterDynamicConfiguration", "kafka-cluster:DescribeTopic",
                            "kafka-cluster:ReadData", "kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"},
     }
+    exactly["BackfillRole"] = exactly["RelayRole"]
     for role, expected in exactly.items():
         properties = cfn["Resources"][role]["Properties"]
         assert properties["ManagedPolicyArns"] == managed, role
@@ -372,6 +380,32 @@ def test_each_role_has_exactly_its_managed_policies_and_actions(cfn):
         assert all(s["Effect"] == "Allow" and "NotAction" not in s and "NotResource" not in s
                    for s in statements(cfn, role)), role
     roles = {name for name, r in cfn["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
-    assert roles == {"ApiRole", "RelayRole", "ProjectionRole", "DatabaseProxyRole"}
+    assert roles == {"ApiRole", "RelayRole", "BackfillRole", "ProjectionRole", "DatabaseProxyRole"}
     proxy = cfn["Resources"]["DatabaseProxyRole"]["Properties"]
     assert "ManagedPolicyArns" not in proxy and actions(cfn, "DatabaseProxyRole") == {"secretsmanager:GetSecretValue"}
+
+
+def _topics_written(cfn, role):
+    return [s["Resource"]["Fn::Sub"][0].rsplit("/", 1)[1] for s in statements(cfn, role)
+            if "kafka-cluster:WriteData" in s["Action"]]
+
+
+def test_backfills_run_in_a_function_of_their_own_that_writes_only_to_the_backfill_topics(cfn):
+    function = cfn["Resources"]["BackfillEvents"]["Properties"]
+    assert function["Handler"] == "app.backfill_events" and function["Timeout"] == 900  # Lambda's most
+    assert function["Role"] == {"Fn::GetAtt": ["BackfillRole", "Arn"]}
+    assert function["ReservedConcurrentExecutions"] == 2
+    variables = function["Environment"]["Variables"]
+    assert variables["BACKFILL_TOPIC_PREFIX"] == {"Ref": "BackfillTopicPrefix"}
+    assert variables["DB_POOL_MAX_SIZE"] == "1" and variables["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert variables["MESSAGE_SIGNING_SECRET_ARN"] == {"Ref": "MessageSigningSecret"}  # signed as the live ones
+    assert cfn["Parameters"]["BackfillTopicPrefix"]["Default"] == "customer-events-backfill-"
+    assert _topics_written(cfn, "BackfillRole") == ["${BackfillTopicPrefix}*"]
+    assert _topics_written(cfn, "RelayRole") == ["customer-events"]
+    # Invoked again every minute until each backfill is done (it resumes from its checkpoint).
+    [rule] = [r for r in resources(cfn, "AWS::Events::Rule").values()
+              if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["BackfillEvents", "Arn"]}]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    [invoking] = [r["Properties"] for r in resources(cfn, "AWS::Lambda::EventInvokeConfig").values()
+                  if r["Properties"]["FunctionName"] == {"Ref": "BackfillEvents"}]
+    assert invoking["MaximumRetryAttempts"] == 0 and invoking["MaximumEventAgeInSeconds"] <= 60

@@ -12,19 +12,25 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import jsonschema
 import psycopg
 import pytest
 from chalice.local import LambdaContext
 
 import app as app_module
+from chalicelib.api import asyncapi
+from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.feed import Selection
+from chalicelib.infra.settings import Settings
 from chalicelib.usecases.backfills import TopicRefused
 from devstack.kafka import create_topic
 from devstack.schedule import lambda_settings, scheduled_event
 from tests.integration.test_outbox_relay import append_uncommitted
+from tests.support.api import serving
 from tests.support.builders import stored_events
 from tests.support.kafka import cloudevent, read_topic
 
+HEADERS = {**asyncapi.document()["components"]["schemas"]["headers"], "additionalProperties": False}
 pytestmark = pytest.mark.usefixtures("topic", "encryption", "signed_messages")
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +78,7 @@ def test_a_backfill_sends_every_stored_event_as_the_live_message_with_its_replay
         headers = dict(record.headers)
         assert headers["replay"] == f"backfill-{backfill.id}".encode()
         assert "ce_replay" not in headers and not any(name.startswith("ce_") for name in headers)
+        jsonschema.validate({k: v.decode() for k, v in headers.items()}, HEADERS)  # as the contract says
         same = live[message["subject"], message["streamversion"]]
         assert record.key == same.key and record.partition == same.partition
         if message["subject"] != ids[2]:  # the erased one goes out erased
@@ -139,3 +146,18 @@ def test_the_scheduled_function_goes_on_with_every_unfinished_backfill(applicati
     answer = app_module.backfill_events(scheduled_event("backfill_events"),
                                         LambdaContext("backfill_events", memory, max_runtime_ms=timeout * 1000))
     assert answer == {"backfills": [{"id": asked.id, "state": "done", "sent": 1, "running_elsewhere": False}]}
+
+
+def test_a_deployment_backfills_only_to_the_topics_its_function_may_write_to(application, client, monkeypatch,
+                                                                             backfill_topic, kafka_bootstrap):
+    client.create_id("prefix@example.com")
+    asked_elsewhere = application.start_backfill(backfill_topic)  # by an operator without the prefix set
+    monkeypatch.setenv("BACKFILL_TOPIC_PREFIX", "consumers-")  # as the template sets it
+    with serving(CustomerApplication(Settings.from_env())) as deployed:
+        with pytest.raises(TopicRefused, match=r"only to topics named consumers-\*"):
+            deployed.start_backfill(backfill_topic)
+        assert [b.id for b in deployed.backfills()] == [asked_elsewhere.id]
+        # The function gives up on one it may not send, with the reason: no retry would help.
+        [result] = deployed.run_unfinished_backfills(30)
+    assert result.backfill.state == "failed" and "consumers-*" in result.backfill.error
+    assert read_topic(kafka_bootstrap, backfill_topic, expected=0, timeout=1) == []
