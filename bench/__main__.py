@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import deployed, http_api, http_load, outbox_relay, personal_data, projection, write_side
+from bench import backfill, deployed, http_api, http_load, outbox_relay, personal_data, projection, write_side
 from devstack.kafka import broker_for_run
 from devstack.postgres import database_for_run
 
 TARGETS: dict[str, Any] = {"raw_sql": 0.85, "eventsourcing": {"1": 1.3, "4": 2.5}, "relay_vs_raw_producer": 0.85,
-           "commit_to_kafka_p50_ms": 25, "projection_per_second": 5000, "projection_vs_raw": 0.6,
+           "commit_to_kafka_p50_ms": 25, "backfill_vs_raw_producer": 0.8, "projection_per_second": 5000,
+           "projection_vs_raw": 0.6,
            "commit_to_read_model_p50_ms": 150, "snapshot_speedup": 20, "snapshot_vs_one_event": 2,
            "token_checks_vs_none": 0.9, "sealed_creations_vs_clear": 0.8, "sealed_load_vs_clear": 1.2,
            "sealed_reads_vs_clear": 0.9}
@@ -44,6 +45,12 @@ def measure(quick: bool) -> dict[str, Any]:
         results["commit_to_kafka"] = outbox_relay.latency(deployment, url, bootstrap, events=commands)
         results["commit_to_kafka_sharded"] = outbox_relay.latency(deployment, url, bootstrap, events=commands,
                                                                   shards=2 if quick else 4)
+        results["commit_to_kafka_during_backfill"] = backfill.live_latency_during(deployment, url, bootstrap,
+                                                                                  events=commands)
+        if quick:
+            results["backfill"] = backfill.rate(deployment, url, bootstrap, streams=20, per_stream=10, rounds=1)
+        else:
+            results["backfill"] = backfill.rate(deployment, url, bootstrap)
         if quick:
             results["outbox_relay"] = outbox_relay.throughput(deployment, url, bootstrap, streams=20, per_stream=10,
                                                               rounds=1, shard_counts=(1, 2))
@@ -122,6 +129,8 @@ def report(results: dict[str, Any]) -> bool:
               f" p99 {latency['p99_ms']:.1f} ms; commit to broker ack p50 {latency['commit_to_acked_p50_ms']:.1f} ms"
               f" (target p50 < {target} ms: {_met(met)})")
 
+    ok &= _report_backfill(results)
+
     proj = results["projection"]
     raw = proj["raw_per_second"]
     for name in ("deployed", "unsigned", "unsigned_in_clear"):
@@ -176,6 +185,25 @@ def report(results: dict[str, Any]) -> bool:
 
     ok = http_load.report(results["http_load"]) and ok
     return ok
+
+
+def _report_backfill(results: dict[str, Any]) -> bool:
+    rate = results["backfill"]
+    rate["ratio_vs_raw_producer"] = rate["backfill_per_second"] / rate["raw_producer_per_second"]
+    rate_ok = rate["ratio_vs_raw_producer"] >= TARGETS["backfill_vs_raw_producer"]
+    print(f"\nBackfill as deployed (backfill_events as its schedule invokes it; {rate['events']} sealed events,"
+          " signed messages with the replay header; it and the raw producer each a process of its own)")
+    print(f"  backfill {rate['backfill_per_second']:>6.0f} events/s, a raw producer of the same messages"
+          f" {rate['raw_producer_per_second']:>6.0f} events/s: ratio {rate['ratio_vs_raw_producer']:.2f}"
+          f" (target >= {TARGETS['backfill_vs_raw_producer']}: {_met(rate_ok)})")
+    beside = results["commit_to_kafka_during_backfill"]
+    target = TARGETS["commit_to_kafka_p50_ms"]
+    latency_ok = beside["p50_ms"] < target and beside["backfill_running_at_end"]
+    print(f"  live commit to consumer while backfills of the whole store ({beside['stored_events']:,} events) run"
+          f" at full speed beside it ({beside['backfill_per_second_beside']:.0f} events/s,"
+          f" {'throughout' if beside['backfill_running_at_end'] else 'NOT throughout'}): p50 {beside['p50_ms']:.1f} ms,"
+          f" p99 {beside['p99_ms']:.1f} ms (target p50 < {target} ms: {_met(latency_ok)})")
+    return rate_ok and latency_ok
 
 
 def main() -> int:

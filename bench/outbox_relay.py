@@ -52,7 +52,7 @@ def _invoke_relay(shard: int, seconds: float) -> dict:
     return result
 
 
-def _fill_outbox(env: dict[str, str], streams: int, per_stream: int) -> list[uuid.UUID]:
+def fill_outbox(env: dict[str, str], streams: int, per_stream: int) -> list[uuid.UUID]:
     """Customers' events as commands store them: personal data sealed, with
     their outbox rows."""
     become_container(env)
@@ -79,7 +79,7 @@ def _unpublished(database: str) -> list[RecordedEvent]:
             " WHERE o.published_at IS NULL ORDER BY o.id").fetchall()
 
 
-def _as_consumers_read_them(env: dict[str, str], events: list[RecordedEvent]) -> list[RecordedEvent]:
+def as_consumers_read_them(env: dict[str, str], events: list[RecordedEvent]) -> list[RecordedEvent]:
     become_container(env)
     from chalicelib import application
 
@@ -87,18 +87,19 @@ def _as_consumers_read_them(env: dict[str, str], events: list[RecordedEvent]) ->
         return [registry.upcast_recorded(unit.open_event(event)) for event in events]
 
 
-def _clear_outbox(database: str) -> None:
+def clear_outbox(database: str) -> None:
     with psycopg.connect(database) as conn:
         conn.execute("UPDATE outbox SET published_at = clock_timestamp() WHERE published_at IS NULL")
 
 
-def _signing_key(deployment: Deployment) -> bytes:
+def signing_key(deployment: Deployment) -> bytes:
     secret = deployment.client("secretsmanager").get_secret_value(
         SecretId=deployment.env["MESSAGE_SIGNING_SECRET_ARN"])["SecretString"]
     return str(json.loads(secret)["hmacKey"]).encode()
 
 
-def _raw_producer_part(bootstrap: str, topic: str, events: list[RecordedEvent], key: bytes, ready, go, out) -> None:
+def _raw_producer_part(bootstrap: str, topic: str, events: list[RecordedEvent], key: bytes,
+                       extra_headers: list[tuple[str, bytes]], ready, go, out) -> None:
     """One producing process: what a hand-written producer does with its
     share of the messages: encode, sign, send them all, flush once."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
@@ -111,7 +112,8 @@ def _raw_producer_part(bootstrap: str, topic: str, events: list[RecordedEvent], 
         producer.send(topic, key=str(event.stream_id).encode(), value=value,
                       headers=[("content-type", cloudevents.CONTENT_TYPE.encode()),
                                ("event-type", event.event_type.encode()),
-                               (HEADER, SCHEME + hmac.digest(key, value, hashlib.sha256).hex().encode())])
+                               (HEADER, SCHEME + hmac.digest(key, value, hashlib.sha256).hex().encode()),
+                               *extra_headers])
     producer.flush(timeout=120)
     out.put((began, time.monotonic(), len(events)))
     producer.close()
@@ -127,7 +129,7 @@ def _relay_part(env: dict[str, str], shard: int, shards: int, ready, go, out) ->
     out.put(_invoke_relay(shard, _INVOCATION_SECONDS))
 
 
-class _Processes:
+class Processes:
     """Processes running target(*arguments[i], ready, go, out), all set up
     before any starts."""
 
@@ -153,9 +155,12 @@ class _Processes:
             process.join(timeout=30)
 
 
-def _raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent], key: bytes, processes: int) -> float:
+def raw_producer_rate(bootstrap: str, topic: str, events: list[RecordedEvent], key: bytes, processes: int = 1,
+                      extra_headers: tuple[tuple[str, bytes], ...] = ()) -> float:
+    """Events per second that `processes` raw producers send these messages at."""
     shares = [[e for e in events if e.stream_id.bytes[15] % BUCKETS % processes == n] for n in range(processes)]
-    running = _Processes(_raw_producer_part, [(bootstrap, topic, share, key) for share in shares])
+    running = Processes(_raw_producer_part, [(bootstrap, topic, share, key, list(extra_headers))
+                                              for share in shares])
     try:
         running.go.set()
         parts = running.results()
@@ -183,22 +188,22 @@ def throughput(deployment: Deployment, database: str, bootstrap: str, streams: i
     """Relays at each shard count against as many raw producing processes,
     each a process of its own (as Lambda containers are), same messages."""
     count = streams * per_stream
-    key = _signing_key(deployment)
+    key = signing_key(deployment)
     figures: dict[str, dict] = {}
-    _clear_outbox(database)  # what earlier benchmarks left
+    clear_outbox(database)  # what earlier benchmarks left
     for shards in shard_counts:
         relay, raw = [], []
         for round_ in range(rounds):
             topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
             create_topic(bootstrap, topic)
             env = {**deployment.env, "KAFKA_TOPIC": topic}
-            relays = _Processes(_relay_part, [(env, shard, shards) for shard in range(shards)])
+            relays = Processes(_relay_part, [(env, shard, shards) for shard in range(shards)])
             try:
-                _fill_outbox(env, streams, per_stream)
-                events = _as_consumers_read_them(env, _unpublished(database))
+                fill_outbox(env, streams, per_stream)
+                events = as_consumers_read_them(env, _unpublished(database))
                 # Alternate which goes first, so neither always meets a warmer broker.
                 if round_ % 2:
-                    raw.append(_raw_producer_rate(bootstrap, topic, events, key, shards))
+                    raw.append(raw_producer_rate(bootstrap, topic, events, key, shards))
                 with psycopg.connect(database) as conn:
                     began = one(conn.execute("SELECT clock_timestamp()"))
                 relays.go.set()
@@ -207,8 +212,8 @@ def throughput(deployment: Deployment, database: str, bootstrap: str, streams: i
             finally:
                 relays.stop()
             if not round_ % 2:
-                raw.append(_raw_producer_rate(bootstrap, topic, events, key, shards))
-            _clear_outbox(database)
+                raw.append(raw_producer_rate(bootstrap, topic, events, key, shards))
+            clear_outbox(database)
         figures[str(shards)] = {"relay_per_second": statistics.median(relay),
                                 "raw_producer_per_second": statistics.median(raw)}
     return {"events": count, "shards": figures, **figures[str(shard_counts[0])]}
@@ -219,11 +224,11 @@ def latency(deployment: Deployment, database: str, bootstrap: str, events: int =
     """Commit-to-consumer latency: commands through the facade at a steady
     rate while each shard's relay invocation runs (woken by NOTIFY) and a
     consumer reads the topic."""
-    _clear_outbox(database)  # what earlier benchmarks left
+    clear_outbox(database)  # what earlier benchmarks left
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
     env = {**deployment.env, "KAFKA_TOPIC": topic}
-    relays = _Processes(_relay_part, [(env, shard, shards) for shard in range(shards)])  # stopped from here
+    relays = Processes(_relay_part, [(env, shard, shards) for shard in range(shards)])  # stopped from here
     # A consumer tuned for latency: the default lets the broker hold a fetch
     # for up to 500 ms waiting for more data, which would measure the consumer.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bench.deployed import Deployment, become_container, settings_of
-from bench.outbox_relay import _clear_outbox, _Processes, _relay_part
+from bench.outbox_relay import Processes, _relay_part, clear_outbox
 from bench.write_side import CONTEXT
 from chalicelib.domain.customer import CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore import cloudevents
@@ -167,8 +167,8 @@ def latency(deployment: Deployment, database: str, bootstrap: str, commands: int
     topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
     env = {**deployment.env, "KAFKA_TOPIC": topic}
-    _clear_outbox(database)
-    relays = _Processes(_relay_part, [(env, 0, 1)])
+    clear_outbox(database)
+    relays = Processes(_relay_part, [(env, 0, 1)])
     become_container(env)
     from chalicelib import application
 

@@ -17,8 +17,11 @@ def test_make_bench_in_its_quick_mode_runs_every_benchmark_and_writes_the_figure
     figures = json.loads(results.read_text())
     assert figures["quick"] is True and isinstance(figures["targets_met"], bool)
     for measured in ("creations_per_second", "snapshots", "outbox_relay", "commit_to_kafka", "commit_to_kafka_sharded",
-                     "projection", "commit_to_read_model", "http_api", "personal_data", "http_load"):
+                     "commit_to_kafka_during_backfill", "backfill", "projection", "commit_to_read_model", "http_api",
+                     "personal_data", "http_load"):
         assert measured in figures, measured
     assert figures["projection"]["deployed_per_second"] > 0 and figures["outbox_relay"]["relay_per_second"] > 0
+    assert figures["backfill"]["backfill_per_second"] > 0
+    assert figures["commit_to_kafka_during_backfill"]["backfill_sent"] > 0
     verdicts = [line for line in ran.stdout.splitlines() if line.rstrip(")").endswith(("met", "NOT met"))]
-    assert len(verdicts) >= 9, ran.stdout
+    assert len(verdicts) >= 11, ran.stdout
