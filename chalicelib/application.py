@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from chalicelib.eventstore.outbox import Backlog, ParkedRow
     from chalicelib.eventstore.relay import OutboxRelay, RelayResult, Sender
     from chalicelib.infra.dead_letters import DeadLetter
+    from chalicelib.infra.kafka_reader import TopicReader
     from chalicelib.readmodel.projection import ProjectionResult
     from chalicelib.readmodel.rebuild import Progress, RebuildResult
     from chalicelib.readmodel.rows import CustomerRow
     from chalicelib.usecases.catch_up import FeedPage
     from chalicelib.usecases.commands import Command, CommandResult
+    from chalicelib.usecases.console import MessageQuery, Messages, Overview, Timeline, TopicPartitions
     from chalicelib.usecases.erasure import ReapplyResult
     from chalicelib.usecases.health import Health
     from chalicelib.usecases.queries import CustomerRead, HistoryPage
@@ -265,6 +267,51 @@ class CustomerApplication:
 
         return read_side.rebuild_read_model(progress, database=self.parts.database().direct(),
                                             personal=self.parts.personal_data())
+
+    def replay_dead_letter(self, message_id: str) -> ReplayResult | None:
+        from chalicelib.usecases import read_side
+
+        return read_side.replay_dead_letter(message_id, queue=self.parts.dead_letter_queue(),
+                                            keys_at=self.parts.keys_at, units=self.parts.units())
+
+    def discard_dead_letter(self, message_id: str) -> bool:
+        from chalicelib.usecases import read_side
+
+        return read_side.discard_dead_letter(message_id, queue=self.parts.dead_letter_queue())
+
+    # The console.
+
+    def timeline(self, customer_id: uuid.UUID, *, reveal: bool) -> Timeline:
+        from chalicelib.usecases import console
+
+        return console.timeline(customer_id, reveal, units=self.parts.units(), topic=self.parts.topic_reader())
+
+    def topic_partitions(self) -> TopicPartitions:
+        from chalicelib.usecases import console
+
+        return console.topic_partitions(self._topic(), group_id=self.settings.projection_group_id)
+
+    def _topic(self) -> TopicReader:
+        from chalicelib.infra.settings import ConfigurationError
+
+        topic = self.parts.topic_reader()
+        if topic is None:
+            raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set: there is no topic to show")
+        return topic
+
+    def topic_messages(self, query: MessageQuery, *, reveal: bool) -> Messages:
+        from chalicelib.usecases import console
+
+        return console.messages(query, reveal, topic=self._topic(), signing=self.parts.message_signing())
+
+    def overview(self) -> Overview:
+        from chalicelib.usecases import console
+
+        queue = self.parts.dead_letter_queue()
+        return console.overview(connections=self.parts.connections(), shards=self.settings.relay_shards,
+                                topic=self.parts.topic_reader(), group_id=self.settings.projection_group_id,
+                                dead_letters=self.dead_letters if queue is not None else None,
+                                backfills=self.backfills)
 
     # Health.
 

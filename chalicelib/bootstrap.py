@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from chalicelib.eventstore.relay import Sender
     from chalicelib.infra.dead_letters import DeadLetter, DeadLetterQueue
     from chalicelib.infra.kafka_publisher import KafkaPublisher
+    from chalicelib.infra.kafka_reader import TopicReader
     from chalicelib.infra.message_signing import MessageSigning
     from chalicelib.personal.erasure_log import ErasureLog
     from chalicelib.personal.sealing import PersonalData
@@ -245,6 +246,16 @@ class Bootstrap:
         from chalicelib.infra.kafka_reader import keys_at
 
         return keys_at(self.settings.require_kafka(), letter.offsets(), self.kafka_security())
+
+    def topic_reader(self) -> TopicReader | None:
+        """The live topic, read for the console (a Kafka client per use);
+        None without KAFKA_BOOTSTRAP_SERVERS."""
+        from chalicelib.infra.kafka_reader import TopicReader
+
+        settings = self.settings
+        if not settings.kafka_bootstrap_servers:
+            return None
+        return TopicReader(settings.kafka_bootstrap_servers, settings.kafka_topic, self.kafka_security())
 
     def dead_letter_queue(self) -> DeadLetterQueue | None:
         from chalicelib.infra.dead_letters import DeadLetterQueue

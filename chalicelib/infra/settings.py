@@ -67,6 +67,14 @@ class Settings:
     # Backfills go only to topics of this prefix (what their function may
     # write to on AWS); any topic without it.
     backfill_topic_prefix: str | None = None
+    # The projection's consumer group (its event source mapping's): the
+    # console shows its lag per partition.
+    projection_group_id: str = "customer-service-projection"
+    # The console signs in at the issuer (OpenID Connect, code flow with
+    # PKCE) as this public client; without them it cannot sign anyone in.
+    console_client_id: str | None = None
+    auth_authorize_url: str | None = None
+    auth_token_url: str | None = None
 
     @staticmethod
     def from_env() -> Settings:
@@ -147,6 +155,11 @@ class Settings:
             erasure_log_bucket=os.environ.get("ERASURE_LOG_BUCKET", "").strip() or None,
             backfill_batch_size=max(1, _int("BACKFILL_BATCH_SIZE", 500)),
             backfill_topic_prefix=os.environ.get("BACKFILL_TOPIC_PREFIX", "").strip() or None,
+            projection_group_id=os.environ.get("PROJECTION_GROUP_ID", "").strip() or "customer-service-projection",
+            console_client_id=os.environ.get("CONSOLE_CLIENT_ID", "").strip() or None,
+            auth_authorize_url=os.environ.get("AUTH_AUTHORIZE_URL", "").strip()
+            or (f"{issuer}/authorize" if issuer else None),
+            auth_token_url=os.environ.get("AUTH_TOKEN_URL", "").strip() or (f"{issuer}/token" if issuer else None),
         )
 
     def require_auth(self) -> tuple[str, str]:

@@ -112,26 +112,61 @@ def replay_dead_letters(*, queue: DeadLetterQueue | None, keys_at: KeysAt,
     letters = _required(queue)
     result = ReplayResult()
     for letter in letters.receive(hold_seconds=300):
-        result.letters += 1
-        keys, complete = _keys_named(letter, keys_at)
-        customers = {cid for cid in map(_customer_id, keys) if cid is not None}
-        if not complete:
-            result.kept.append((letter, "some of its records are no longer on the topic: `make rebuild`"
-                                        " brings every customer up to date"))
-            letters.release([letter])
-            continue
-        try:
-            written = reproject(customers, units=units).rows_written
-        except Exception:
-            letters.release([letter])  # kept, and visible to the next replay at once
-            raise
-        result.customers += len(customers)
-        result.rows_written += written
-        letters.delete(letter)
-        result.deleted += 1
-        log("dead_letter_replayed", message_id=letter.message_id, kind=letter.kind,
-            customers=sorted(map(str, customers)))
+        _replay(letter, letters, result, keys_at, units)
     return result
+
+
+def replay_dead_letter(message_id: str, *, queue: DeadLetterQueue | None, keys_at: KeysAt,
+                       units: PostgresUnitsOfWork) -> ReplayResult | None:
+    """The replay of one letter, as above; None when the queue has no such letter."""
+    letters = _required(queue)
+    letter = _take(letters, message_id)
+    if letter is None:
+        return None
+    result = ReplayResult()
+    _replay(letter, letters, result, keys_at, units)
+    return result
+
+
+def discard_dead_letter(message_id: str, *, queue: DeadLetterQueue | None) -> bool:
+    """Delete one letter unreplayed; False when the queue has no such letter."""
+    letters = _required(queue)
+    letter = _take(letters, message_id)
+    if letter is not None:
+        letters.delete(letter)
+        log("dead_letter_discarded", message_id=message_id, kind=letter.kind)
+    return letter is not None
+
+
+def _take(letters: DeadLetterQueue, message_id: str) -> DeadLetter | None:
+    """That letter, held; every other one seen on the way is visible again at once."""
+    seen = list(letters.receive(hold_seconds=60))
+    wanted = next((letter for letter in seen if letter.message_id == message_id), None)
+    letters.release([letter for letter in seen if letter is not wanted])
+    return wanted
+
+
+def _replay(letter: DeadLetter, letters: DeadLetterQueue, result: ReplayResult, keys_at: KeysAt,
+            units: PostgresUnitsOfWork) -> None:
+    result.letters += 1
+    keys, complete = _keys_named(letter, keys_at)
+    customers = {cid for cid in map(_customer_id, keys) if cid is not None}
+    if not complete:
+        result.kept.append((letter, "some of its records are no longer on the topic: `make rebuild`"
+                                    " brings every customer up to date"))
+        letters.release([letter])
+        return
+    try:
+        written = reproject(customers, units=units).rows_written
+    except Exception:
+        letters.release([letter])  # kept, and visible to the next replay at once
+        raise
+    result.customers += len(customers)
+    result.rows_written += written
+    letters.delete(letter)
+    result.deleted += 1
+    log("dead_letter_replayed", message_id=letter.message_id, kind=letter.kind,
+        customers=sorted(map(str, customers)))
 
 
 def _keys_named(letter: DeadLetter, keys_at: KeysAt) -> tuple[list[bytes | None], bool]:
