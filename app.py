@@ -54,6 +54,10 @@ def domain_errors(view):
             return view(*args, **kwargs)
         except (parse.BadRequest, InvalidValue) as error:
             raise BadRequestError(str(error)) from None
+        except auth.Forbidden as error:
+            caller = _caller.get()
+            log("request_forbidden", level="warning", subject=caller.subject if caller else None, scope=error.scope)
+            return shape.forbidden(error)
         except CustomerNotFound as error:
             raise NotFoundError(str(error)) from None
         except StaleVersion as error:
@@ -300,6 +304,198 @@ def catch_up_feed():
     after = parse.feed_position(params.get("after"))
     limit = parse.whole_number(params.get("limit"), "limit", minimum=1, maximum=1000) or 100
     return shape.feed_page(application.current().events_page(after, limit), limit)
+
+
+# The console: a page (public: it holds no data) that signs its user in at
+# the issuer, and routes of data for it, each needing the operator's scope.
+# Personal data is masked unless the caller also has the read scope and
+# asks for it: each reveal is logged as an access to that customer's data.
+
+
+@app.route("/console", methods=["GET"])
+def console_page():
+    from chalicelib import console
+    from chalicelib.api import console_shape
+
+    return console_shape.page(console.read(console.PAGE), "text/html; charset=utf-8",
+                              application.current().settings.auth_token_url, max_age=0)
+
+
+@app.route("/console/assets/{asset}", methods=["GET"])
+def console_asset(asset):
+    from chalicelib import console
+    from chalicelib.api import console_shape
+
+    found = console.asset(asset)
+    if found is None:
+        raise NotFoundError(f"no file {parse.quoted(asset)} here; the console needs {', '.join(console.ASSETS)}")
+    return console_shape.page(*found, application.current().settings.auth_token_url, max_age=300)
+
+
+@app.route("/console/config", methods=["GET"])
+def console_config():
+    """Where the console signs in (public, as an issuer's discovery document is)."""
+    settings = application.current().settings
+    return Response(body={"issuer": settings.auth_issuer, "client_id": settings.console_client_id,
+                          "authorization_endpoint": settings.auth_authorize_url,
+                          "token_endpoint": settings.auth_token_url,
+                          "scope": f"openid {auth.OPERATE} {auth.READ}"},
+                    headers={"Cache-Control": "max-age=300"})
+
+
+def _revealing(subject_of_reveal: str) -> bool:
+    """`reveal=true`: personal data shown, to a caller with the read scope
+    (403 otherwise), and the access logged."""
+    raw = _query().get("reveal")
+    if raw not in (None, "true", "false"):
+        raise parse.BadRequest(f"reveal must be true or false, not {parse.quoted(raw)}")
+    if raw != "true":
+        return False
+    caller = _caller.get()
+    if caller is None:
+        raise RuntimeError("no caller")
+    caller.require(auth.READ)
+    log("personal_data_revealed", subject=caller.subject, client_id=caller.client_id, customer_id=subject_of_reveal,
+        route=_request().path)
+    return True
+
+
+def _done_by(action: str, target: str, **outcome) -> None:
+    caller = _caller.get()
+    log("console_action", subject=caller.subject if caller else None, action=action, target=target, **outcome)
+
+
+@data_route("/console/api/customer/{customer_id}/timeline", "GET", auth.OPERATE)
+def console_timeline(customer_id):
+    from chalicelib.api import console_shape
+
+    cid = parse.customer_id(customer_id)
+    return console_shape.answer(application.current().timeline(cid, reveal=_revealing(str(cid))))
+
+
+@data_route("/console/api/topic", "GET", auth.OPERATE)
+def console_topic():
+    """The live topic's partitions: first and next offsets, and the projection's place in each."""
+    from chalicelib.api import console_shape
+
+    return console_shape.answer(application.current().topic_partitions())
+
+
+@data_route("/console/api/topic/messages", "GET", auth.OPERATE)
+def console_messages():
+    from chalicelib.api import console_shape
+    from chalicelib.usecases.console import MessageQuery
+
+    params = _query()
+    customer = parse.customer_id(params["customer"]) if params.get("customer") else None
+    start = params.get("from") or "beginning"
+    if start not in ("beginning", "offset", "time", "newest"):
+        raise parse.BadRequest(f"from must be beginning, offset, time or newest, not {parse.quoted(start)}")
+    query = MessageQuery(
+        partition=parse.whole_number(params.get("partition"), "partition", minimum=0, maximum=10_000),
+        offset=parse.whole_number(params.get("offset"), "offset", minimum=0, maximum=2**62)
+        if start == "offset" else None,
+        since=parse.as_of(params.get("since")) if start == "time" else None,
+        until=parse.as_of(params.get("until")), newest=start == "newest", customer_id=customer,
+        event_types=frozenset(t for t in (params.get("type") or "").split(",") if t),
+        limit=parse.whole_number(params.get("limit"), "limit", minimum=1, maximum=500) or 50)
+    if start == "offset" and query.offset is None:
+        raise parse.BadRequest("from=offset needs offset=N")
+    if start == "time" and query.since is None:
+        raise parse.BadRequest("from=time needs since=TIME (ISO 8601)")
+    if _query().get("reveal") == "true" and customer is None:
+        raise parse.BadRequest("personal data is revealed for one customer's messages only: give customer=ID")
+    try:
+        found = application.current().topic_messages(query, reveal=_revealing(str(customer)))
+    except ValueError as error:
+        raise parse.BadRequest(str(error)) from None
+    return console_shape.answer(found)
+
+
+@data_route("/console/api/operations", "GET", auth.OPERATE)
+def console_operations():
+    from chalicelib.api import console_shape
+
+    current = application.current()
+    report = shape.health(current.health_details(), detailed=True).body
+    return console_shape.answer({**console_shape.plain(current.overview()), "health": report})
+
+
+@data_route("/console/api/outbox/{outbox_id}/retry", "POST", auth.OPERATE)
+def console_retry_parked(outbox_id):
+    from chalicelib.api import console_shape
+
+    row = parse.whole_number(outbox_id, "outbox id", minimum=1, maximum=2**62)
+    retried = application.current().retry_parked_outbox_rows([row] if row is not None else [])
+    _done_by("retry_parked_outbox_row", f"outbox/{row}", retried=retried)
+    if not retried:
+        raise NotFoundError(f"outbox row {row} is not parked")
+    return console_shape.answer({"retried": retried})
+
+
+@data_route("/console/api/outbox/{outbox_id}/skip", "POST", auth.OPERATE)
+def console_skip_parked(outbox_id):
+    from chalicelib.api import console_shape
+
+    row = parse.whole_number(outbox_id, "outbox id", minimum=1, maximum=2**62) or 0
+    skipped = application.current().skip_parked_outbox_row(row)
+    _done_by("skip_parked_outbox_row", f"outbox/{row}", skipped=skipped)
+    if not skipped:
+        raise NotFoundError(f"outbox row {row} is not parked")
+    return console_shape.answer({"skipped": True})
+
+
+@data_route("/console/api/dead-letters/{message_id}/replay", "POST", auth.OPERATE)
+def console_replay_dead_letter(message_id):
+    from chalicelib.api import console_shape
+
+    letter = parse.message_id(message_id)
+    result = application.current().replay_dead_letter(letter)
+    _done_by("replay_dead_letter", f"dead-letter/{letter}", found=result is not None,
+             deleted=result.deleted if result else 0)
+    if result is None:
+        raise NotFoundError(f"no dead letter {letter} in the queue")
+    return console_shape.answer({"customers": result.customers, "rows_written": result.rows_written,
+                                 "deleted": result.deleted, "kept": [why for _, why in result.kept]})
+
+
+@data_route("/console/api/dead-letters/{message_id}/discard", "POST", auth.OPERATE)
+def console_discard_dead_letter(message_id):
+    from chalicelib.api import console_shape
+
+    letter = parse.message_id(message_id)
+    discarded = application.current().discard_dead_letter(letter)
+    _done_by("discard_dead_letter", f"dead-letter/{letter}", discarded=discarded)
+    if not discarded:
+        raise NotFoundError(f"no dead letter {letter} in the queue")
+    return console_shape.answer({"discarded": True})
+
+
+@data_route("/console/api/backfills", "POST", auth.OPERATE)
+def console_start_backfill():
+    from chalicelib.api import console_shape
+    from chalicelib.eventstore.feed import Selection
+    from chalicelib.usecases.backfills import TopicRefused
+
+    body = parse.json_object(_request().raw_body, {"topic": str},
+                             optional={"customer_id": str, "event_types": list, "after_position": int,
+                                       "rate_limit": int})
+    types = body.get("event_types") or []
+    if not all(isinstance(t, str) and t for t in types):
+        raise parse.BadRequest("event_types must be a list of event type names")
+    for name in ("after_position", "rate_limit"):
+        if body.get(name) is not None and body[name] < (0 if name == "after_position" else 1):
+            raise parse.BadRequest(f"{name} must be {'0' if name == 'after_position' else '1'} or more")
+    selection = Selection(parse.customer_id(body["customer_id"]) if body.get("customer_id") else None,
+                          tuple(types), body.get("after_position"))
+    caller = _caller.get()
+    try:
+        made = application.current().start_backfill(body["topic"], selection, rate_limit=body.get("rate_limit"),
+                                                     requested_by=f"console ({caller.subject if caller else '?'})")
+    except TopicRefused as error:
+        raise parse.BadRequest(str(error)) from None
+    _done_by("start_backfill", made.name, topic=made.topic)
+    return console_shape.answer(made, status_code=201)
 
 
 # Stop this long before the Lambda timeout, so the lock is released and the

@@ -372,6 +372,8 @@ def main() -> int:
         env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
 
         say(f"API:        http://127.0.0.1:{api_port}")
+        signing_in = "  (sign in at the development issuer)" if auth else ""
+        say(f"console:    http://127.0.0.1:{api_port}/console{signing_in}")
         shown = make_conninfo(**{k: v for k, v in given.items() if k != "password"})
         say(f"PostgreSQL: {shown} (its password: in the secret {aws.SECRET_NAME})")
         say(f"AWS:        {aws_env['AWS_ENDPOINT_URL']}  dead letters in {made['PROJECTION_DLQ_URL']} (make dlq)")

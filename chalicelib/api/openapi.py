@@ -272,9 +272,10 @@ def document() -> dict[str, Any]:
                     "400": _BAD_CORRELATION_ID, "404": _error("No such file."),
                 },
             })},
+            **_console_paths(),
         },
         "security": [{"bearer": []}],
-        "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": {
+        "components": {"schemas": {**_SCHEMAS, **_CONSOLE_SCHEMAS}, "securitySchemes": {"bearer": {
             "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
             "description": "An access token from the configured OpenID Connect issuer (AUTH_ISSUER), for the "
                            "audience AUTH_AUDIENCE, with the scopes each operation names: customers:read to "
@@ -284,6 +285,126 @@ def document() -> dict[str, Any]:
         }}},
     }
 
+
+_REVEAL = _query("reveal", "true: names and emails in clear (needs customers:read too; the access is logged);"
+                           " masked otherwise.", {"type": "string", "enum": ["true", "false"]})
+_NOT_PARKED = _error("No such parked row, or no such dead letter. Nothing was changed.")
+
+
+def _console_data(operation_id: str, summary: str, schema: str, parameters: list, status: str = "200",
+                  body: str | None = None, errors: dict | None = None) -> dict:
+    operation = {"operationId": operation_id, "summary": summary, "parameters": [_CORRELATION, *parameters],
+                 "responses": {status: {"description": "The answer (never cached).", "headers": _headers(),
+                                        "content": _json(schema)},
+                               "400": _BAD_REQUEST, **(errors or {})}}
+    if body:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
+    return _secured(operation, OPERATE)
+
+
+def _path(name: str, description: str, schema: dict) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+def _console_paths() -> dict[str, Any]:
+    """The console's page (public: it holds no data) and its routes of data
+    (each needs customers:operate)."""
+    page = {"description": "The file (Content-Security-Policy: scripts from this API only, none inline).",
+            "headers": _headers(), "content": {"text/html": {"schema": {"type": "string"}}}}
+    message_id = _path("message_id", "The dead letter's SQS message id.",
+                       {"type": "string", "pattern": "^[A-Za-z0-9-]{1,100}$"})
+    outbox_id = _path("outbox_id", "The parked outbox row.", {"type": "integer", "minimum": 1})
+    return {
+        "/console": {"get": _public({"operationId": "console", "summary": "The console, a page that signs in at"
+                                     " the issuer (code flow with PKCE)", "parameters": [_CORRELATION],
+                                     "responses": {"200": page, "400": _BAD_CORRELATION_ID}})},
+        "/console/assets/{asset}": {"get": _public({
+            "operationId": "consoleAsset", "summary": "The console's script, style sheet and icon",
+            "parameters": [_CORRELATION, _path("asset", "console.js, console.css or console.svg",
+                                               {"type": "string"})],
+            "responses": {"200": {**page, "content": {"text/javascript": {"schema": {"type": "string"}},
+                                                      "text/css": {"schema": {"type": "string"}},
+                                                      "image/svg+xml": {"schema": {"type": "string"}}}},
+                          "400": _BAD_CORRELATION_ID, "404": _error("No such file.")}})},
+        "/console/config": {"get": _public({
+            "operationId": "consoleConfig", "summary": "Where the console signs in: the issuer, its endpoints and"
+                                                       " the console's client id", "parameters": [_CORRELATION],
+            "responses": {"200": {"description": "Public, as an issuer's discovery document is.",
+                                  "headers": _headers(), "content": _json("ConsoleConfig")},
+                          "400": _BAD_CORRELATION_ID}})},
+        "/console/api/customer/{customer_id}/timeline": {"get": _console_data(
+            "consoleTimeline", "A customer's every event with its metadata, the state after it, and where it is"
+            " now (outbox, topic partition and offset, read model)", "Timeline", [_CUSTOMER_ID, _REVEAL],
+            errors={"404": _NOT_FOUND})},
+        "/console/api/topic": {"get": _console_data(
+            "consoleTopic", "The live topic's partitions: first and next offsets, the projection's committed one",
+            "TopicPartitions", [])},
+        "/console/api/topic/messages": {"get": _console_data(
+            "consoleMessages", "Messages of one partition (a customer's: its key's), from the beginning, an offset,"
+                               " a time or the newest, decoded, their signatures checked", "Messages", [
+                _query("from", "Where to start.", {"type": "string",
+                                                   "enum": ["beginning", "offset", "time", "newest"]}),
+                _query("partition", "The partition (without customer).", {"type": "integer", "minimum": 0}),
+                _query("offset", "With from=offset.", {"type": "integer", "minimum": 0}),
+                _query("since", "With from=time.", _TIME), _query("until", "No message after.", _TIME),
+                _query("type", "Event types, comma-separated.", {"type": "string"}),
+                _query("customer", "Only this customer's messages.", _UUID),
+                _query("limit", "Messages at most.", {"type": "integer", "minimum": 1, "maximum": 500}),
+                _REVEAL])},
+        "/console/api/operations": {"get": _console_data(
+            "consoleOperations", "The operator's view: outbox per shard, parked rows, projection lag per"
+                                 " partition, dead letters, backfills, health", "Operations", [])},
+        "/console/api/outbox/{outbox_id}/retry": {"post": _console_data(
+            "consoleRetryParked", "Unpark an outbox row: the relay tries it again (logged with who)", "Done",
+            [outbox_id], errors={"404": _NOT_PARKED})},
+        "/console/api/outbox/{outbox_id}/skip": {"post": _console_data(
+            "consoleSkipParked", "Give up on a parked outbox row: its customer's later events go on; consumers"
+                                 " never see it (logged with who)", "Done", [outbox_id],
+            errors={"404": _NOT_PARKED})},
+        "/console/api/dead-letters/{message_id}/replay": {"post": _console_data(
+            "consoleReplayDeadLetter", "Re-project the customers a dead letter names from the store, then delete"
+                                       " it (logged with who)", "Done", [message_id], errors={"404": _NOT_PARKED})},
+        "/console/api/dead-letters/{message_id}/discard": {"post": _console_data(
+            "consoleDiscardDeadLetter", "Delete a dead letter unreplayed (logged with who)", "Done", [message_id],
+            errors={"404": _NOT_PARKED})},
+        "/console/api/backfills": {"post": _console_data(
+            "consoleStartBackfill", "Ask for a backfill (the scheduled backfill_events function runs it)",
+            "Backfill", [], status="201", body="NewBackfill", errors={"415": _UNSUPPORTED})},
+    }
+
+
+_ANY = {"type": "object"}
+_CONSOLE_SCHEMAS: dict[str, Any] = {
+    "ConsoleConfig": {"type": "object", "required": ["issuer", "client_id", "authorization_endpoint",
+                                                     "token_endpoint", "scope"],
+                      "properties": {name: {"type": ["string", "null"]} for name in (
+                          "issuer", "client_id", "authorization_endpoint", "token_endpoint", "scope")}},
+    "Timeline": {"type": "object", "required": ["customer_id", "revealed", "events", "read_model", "differences"],
+                 "properties": {"customer_id": _UUID, "revealed": {"type": "boolean"},
+                                "events": {"type": "array", "items": {"type": "object", "required": [
+                                    "version", "type", "schema_version", "recorded_at", "data", "state_after",
+                                    "where"]}},
+                                "read_model": {"type": ["object", "null"]},
+                                "differences": {"type": "array", "items": {"type": "string"}},
+                                "more": {"type": "boolean"}, "topic_error": {"type": ["string", "null"]}}},
+    "TopicPartitions": {"type": "object", "required": ["topic", "partitions"],
+                        "properties": {"topic": {"type": "string"}, "group_id": {"type": "string"},
+                                       "partitions": {"type": "array", "items": _ANY}}},
+    "Messages": {"type": "object", "required": ["topic", "partition", "messages", "revealed"],
+                 "properties": {"topic": {"type": "string"}, "partition": {"type": "integer"},
+                                "revealed": {"type": "boolean"}, "messages": {"type": "array", "items": {
+                                    "type": "object", "required": ["partition", "offset", "signature"]}}}},
+    "Operations": {"type": "object", "required": ["shards", "parked", "lag", "dead_letters", "backfills",
+                                                  "problems", "health"],
+                   "properties": {"health": {"$ref": "#/components/schemas/Health"}}},
+    "Done": _ANY,
+    "Backfill": {"type": "object", "required": ["id", "topic", "state"],
+                 "properties": {"id": {"type": "integer"}, "topic": {"type": "string"}, "state": {"type": "string"}}},
+    "NewBackfill": {"type": "object", "required": ["topic"], "additionalProperties": False, "properties": {
+        "topic": {"type": "string", "minLength": 1}, "customer_id": _UUID,
+        "event_types": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "after_position": {"type": "integer", "minimum": 0}, "rate_limit": {"type": "integer", "minimum": 1}}},
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {

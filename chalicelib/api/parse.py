@@ -148,6 +148,13 @@ def feed_position(raw: str | None) -> Position:
         raise BadRequest(f"after: {error}") from None
 
 
+def message_id(raw: str) -> str:
+    """An SQS message id (a dead letter's)."""
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", raw or ""):
+        raise BadRequest(f"not a dead letter's message id: {quoted(raw)}")
+    return raw
+
+
 def correlation_id(header: str | None) -> str:
     if header is None or header == "":
         return str(uuid.uuid4())

@@ -127,7 +127,8 @@ def test_each_role_may_do_what_its_function_does_and_nothing_more(cfn):
         managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert any("AWSLambdaVPCAccessExecutionRole" in str(arn) for arn in managed)
         assert any("AWSXRayDaemonWriteAccess" in str(arn) for arn in managed)
-    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "rds-db:connect", "s3:PutObject"}
+    assert actions(cfn, "ApiRole") == {"secretsmanager:GetSecretValue", "rds-db:connect", "s3:PutObject",
+                                       *CONSOLE_READS_KAFKA}
     [put] = [s for s in statements(cfn, "ApiRole") if s["Action"] == "s3:PutObject"]
     assert put["Resource"] == {"Fn::Sub": "${ErasureLogBucket.Arn}/erasures/*"}
     assert "s3:PutObject" not in actions(cfn, "RelayRole") | actions(cfn, "ProjectionRole")
@@ -363,7 +364,7 @@ def test_each_role_has_exactly_its_managed_policies_and_actions(cfn):
     managed = [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"},
                {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"}]
     exactly = {
-        "ApiRole": {"secretsmanager:GetSecretValue", "rds-db:connect", "s3:PutObject"},
+        "ApiRole": {"secretsmanager:GetSecretValue", "rds-db:connect", "s3:PutObject", *CONSOLE_READS_KAFKA},
         "RelayRole": {"secretsmanager:GetSecretValue", "kafka-cluster:Connect", "kafka-cluster:DescribeCluster",
                       "kafka-cluster:DescribeTopic", "kafka-cluster:WriteData",
                       "kafka-cluster:WriteDataIdempotently"},
@@ -383,6 +384,38 @@ def test_each_role_has_exactly_its_managed_policies_and_actions(cfn):
     assert roles == {"ApiRole", "RelayRole", "BackfillRole", "ProjectionRole", "DatabaseProxyRole"}
     proxy = cfn["Resources"]["DatabaseProxyRole"]["Properties"]
     assert "ManagedPolicyArns" not in proxy and actions(cfn, "DatabaseProxyRole") == {"secretsmanager:GetSecretValue"}
+
+
+CONSOLE_READS_KAFKA = ("kafka-cluster:Connect", "kafka-cluster:DescribeCluster", "kafka-cluster:DescribeTopic",
+                       "kafka-cluster:ReadData", "kafka-cluster:DescribeGroup")
+
+
+def test_the_console_reads_the_live_topic_and_handles_dead_letters_and_may_change_nothing_else(cfn):
+    """Served by the API: its role reads the live topic and the projection's
+    place (never writes, never moves a group), and the queue policy lets it
+    replay and discard dead letters; where it signs in is a setting."""
+    api = statements(cfn, "ApiRole")
+    reads = [s for s in api if "kafka-cluster:ReadData" in s["Action"]]
+    assert [s["Resource"]["Fn::Sub"][0].rsplit("/", 1)[1] for s in reads] == ["customer-events"]
+    [group] = [s for s in api if s["Action"] == "kafka-cluster:DescribeGroup"]
+    assert group["Resource"]["Fn::Sub"][0].endswith("group/${Name}/${Id}/customer-service-projection")
+    assert not {"kafka-cluster:WriteData", "kafka-cluster:AlterGroup", "sqs:SendMessage"} & actions(cfn, "ApiRole")
+    assert any(s["Action"] == "secretsmanager:GetSecretValue" and s["Resource"] == {"Ref": "MessageSigningSecret"}
+               for s in api)  # signatures checked
+    policy = cfn["Resources"]["ProjectionDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [console] = [s for st in policy for s in branches(st)
+                 if s.get("Principal") == {"AWS": {"Fn::GetAtt": ["ApiRole", "Arn"]}}]
+    assert console["Effect"] == "Allow" and set(console["Action"]) == {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+    assert console["Resource"] == {"Fn::GetAtt": ["ProjectionDeadLetterQueue", "Arn"]}
+    variables = cfn["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert variables["CONSOLE_CLIENT_ID"] == {"Ref": "ConsoleClientId"}
+    assert variables["AUTH_AUTHORIZE_URL"] == {"Ref": "AuthAuthorizeUrl"}
+    assert variables["AUTH_TOKEN_URL"] == {"Ref": "AuthTokenUrl"}
+    assert variables["PROJECTION_DLQ_URL"] == {"Ref": "ProjectionDeadLetterQueue"}
+    assert variables["MESSAGE_SIGNING_SECRET_ARN"] == {"Ref": "MessageSigningSecret"}
+    assert all(cfn["Parameters"][name]["Default"] == "" for name in ("ConsoleClientId", "AuthAuthorizeUrl",
+                                                                    "AuthTokenUrl"))
 
 
 def _topics_written(cfn, role):
