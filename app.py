@@ -425,8 +425,8 @@ def console_operations():
 def console_retry_parked(outbox_id):
     from chalicelib.api import console_shape
 
-    row = parse.whole_number(outbox_id, "outbox id", minimum=1, maximum=2**62)
-    retried = application.current().retry_parked_outbox_rows([row] if row is not None else [])
+    row = parse.whole_number(outbox_id, "outbox id", minimum=1, maximum=2**62) or 0
+    retried = application.current().retry_parked_outbox_rows([row])
     _done_by("retry_parked_outbox_row", f"outbox/{row}", retried=retried)
     if not retried:
         raise NotFoundError(f"outbox row {row} is not parked")

@@ -101,6 +101,14 @@ class TopicReader:
         finally:
             consumer.close(autocommit=False)
 
+    def partition_count(self) -> int:
+        """How many partitions the topic has (0: no such topic); metadata only."""
+        consumer = self._consumer()
+        try:
+            return len(consumer.partitions_for_topic(self.topic) or ())
+        finally:
+            consumer.close(autocommit=False)
+
     def offset_at(self, partition: int, when: datetime) -> int | None:
         """The first offset of a message at or after `when`; None: none is."""
         from kafka import TopicPartition
