@@ -28,10 +28,12 @@ GROUP BY 1
 """
 
 # For a quick health check, each an index lookup however long the backlog:
-# how long the oldest unpublished row has waited, and whether any is parked.
+# how long the oldest unpublished row has waited (the oldest ready one, or
+# a parked one: migration 019 indexes them apart), and whether any is parked.
 OLDEST_WAITING_SECONDS = """
-SELECT extract(epoch FROM clock_timestamp() - o.created_at) FROM outbox o
-WHERE o.published_at IS NULL ORDER BY o.id LIMIT 1"""
+SELECT extract(epoch FROM clock_timestamp() - least(
+    (SELECT o.created_at FROM outbox o WHERE o.published_at IS NULL AND o.parked_at IS NULL ORDER BY o.id LIMIT 1),
+    (SELECT min(o.created_at) FROM outbox o WHERE o.parked_at IS NOT NULL AND o.published_at IS NULL)))"""
 ANY_PARKED = "SELECT EXISTS (SELECT 1 FROM outbox o WHERE o.parked_at IS NOT NULL AND o.published_at IS NULL)"
 
 _PARKED = """

@@ -1,0 +1,51 @@
+"""Catch-up after an outage: the relay as deployed draining a backlog that
+built while the outbox's statistics came from a nearly empty table (its
+usual state when autovacuum last analyzed it), against the same backlog on
+a freshly analyzed outbox. Nobody runs ANALYZE in between; autovacuum is
+kept off the outbox meanwhile, as it would not have come round yet."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+from bench.deployed import Deployment
+from bench.outbox_relay import Processes, _drained_at, _relay_part, clear_outbox, fill_outbox
+from chalicelib.eventstore.postgres import one
+from devstack.kafka import create_topic
+
+
+def _drain_rate(env: dict[str, str], database: str, bootstrap: str, events: int) -> float:
+    topic = f"bench-catch-up-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    relays = Processes(_relay_part, [({**env, "KAFKA_TOPIC": topic}, 0, 1)])
+    try:
+        with psycopg.connect(database) as conn:
+            began = one(conn.execute("SELECT clock_timestamp()"))
+        relays.go.set()
+        drained = _drained_at(database, began, events)
+    finally:
+        relays.stop()
+    return events / (drained - began).total_seconds()
+
+
+def rate(deployment: Deployment, database: str, bootstrap: str, streams: int = 2000, per_stream: int = 50) -> dict:
+    events = streams * per_stream
+    clear_outbox(database)
+    with psycopg.connect(database, autocommit=True) as conn:
+        # Nearly empty, as the relay keeps it: a few published rows when analyzed.
+        conn.execute("DELETE FROM outbox WHERE id NOT IN (SELECT id FROM outbox ORDER BY id DESC LIMIT 20)")
+        conn.execute("ANALYZE outbox")
+        conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = off)")
+    try:
+        ids = fill_outbox(deployment.env, streams, per_stream)
+        stale = _drain_rate(deployment.env, database, bootstrap, events)
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("UPDATE outbox SET published_at = NULL WHERE stream_id = ANY(%s)", (ids,))
+            conn.execute("ANALYZE outbox")
+        fresh = _drain_rate(deployment.env, database, bootstrap, events)
+    finally:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("ALTER TABLE outbox RESET (autovacuum_enabled)")
+    return {"events": events, "stale_statistics_per_second": stale, "fresh_statistics_per_second": fresh}
