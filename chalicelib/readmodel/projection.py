@@ -31,7 +31,7 @@ from chalicelib.eventstore.events import DomainEvent, RecordedEvent, Snapshot
 from chalicelib.infra import kafka_delivery
 from chalicelib.infra.logs import log
 from chalicelib.readmodel.rows import COLUMNS, TABLE, CustomerRow, customer_row
-from chalicelib.readmodel.sealed import SealRow, plain
+from chalicelib.readmodel.sealed import Prefetch, SealRow, no_prefetch, plain
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,8 @@ Refusal = Callable[[kafka_delivery.DeliveredRecord], str | None]
 
 def project_kafka_batch(event: dict[str, Any], conn: psycopg.Connection, load_after: LoadAfter,
                         on_unreadable: OnUnreadable = lambda unreadable: None,
-                        seal_row: SealRow = plain, refusal: Refusal | None = None) -> ProjectionResult:
+                        seal_row: SealRow = plain, refusal: Refusal | None = None,
+                        prefetch: Prefetch = no_prefetch) -> ProjectionResult:
     """A batch of the Kafka event source mapping, applied in one transaction.
     Unreadable records, and those `refusal` refuses, go to `on_unreadable`
     first: should that fail, the whole batch fails and is delivered again."""
@@ -158,17 +159,18 @@ def project_kafka_batch(event: dict[str, Any], conn: psycopg.Connection, load_af
                 offset=record.offset, error=str(error))
     if unreadable:
         on_unreadable(unreadable)
-    result = project(conn, events, load_after, seal_row=seal_row)
+    result = project(conn, events, load_after, seal_row=seal_row, prefetch=prefetch)
     result.records, result.poison = records, len(unreadable)
     result.newest_event_time = max((e.time for e in events), default=None)
     return result
 
 
 def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_after: LoadAfter,
-            table: str = TABLE, seal_row: SealRow = plain) -> ProjectionResult:
+            table: str = TABLE, seal_row: SealRow = plain, prefetch: Prefetch = no_prefetch) -> ProjectionResult:
     """Apply events in one transaction: one read, one write. `seal_row`
     seals each row's personal data and gives it the keyed hash lookup by
-    email compares (readmodel.sealed)."""
+    email compares (readmodel.sealed); `prefetch` looks up what it needs
+    for these customers in the read's round trip."""
     result = ProjectionResult()
     by_customer: dict[uuid.UUID, dict[int, ProjectedEvent]] = defaultdict(dict)
     for projected in events:
@@ -183,10 +185,15 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
         # and PostgreSQL would abort one of them. Taken first, a batch either
         # finishes before the swap or waits for it and then writes to the
         # new table.
-        conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(name))
-        reader = conn.cursor(row_factory=customer_row)
-        set_json_loads(orjson.loads, reader)  # the sealed values: most of what the read costs
-        current = {row.id: row for row in reader.execute(sql.SQL(_SELECT).format(table=name), (list(by_customer),))}
+        # One round trip: the lock, the rows and what sealing them needs (the
+        # customers' keys) are sent together and answered together.
+        with conn.pipeline():
+            conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(name))
+            reader = conn.cursor(row_factory=customer_row)
+            set_json_loads(orjson.loads, reader)  # the sealed values: most of what the read costs
+            reader.execute(sql.SQL(_SELECT).format(table=name), (list(by_customer),))
+            prefetch(list(by_customer))
+            current = {row.id: row for row in reader}
         new_rows = []
         for customer_id, by_version in by_customer.items():
             row = current.get(customer_id)

@@ -6,6 +6,7 @@ The email's keyed hash, which lookups compare, is taken before sealing."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,13 @@ from chalicelib.readmodel.rows import CustomerRow
 SealRow = Callable[[CustomerRow, CustomerRow | None], CustomerRow]
 # Opens a row read from the table.
 OpenRow = Callable[[CustomerRow], CustomerRow]
+# Looks up, in one statement, what sealing these customers' rows needs
+# (their keys); run in the round trip that reads the rows.
+Prefetch = Callable[[list[uuid.UUID]], None]
+
+
+def no_prefetch(customer_ids: list[uuid.UUID]) -> None:
+    """Where rows are not sealed: nothing to look up."""
 
 
 def sealer(personal: PersonalData, keys: StreamKeys) -> SealRow:

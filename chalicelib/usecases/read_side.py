@@ -63,7 +63,7 @@ def project_batch(event: dict[str, Any], *, units: PostgresUnitsOfWork, dead_let
 
     with units.reading() as unit:
         result = project_kafka_batch(event, unit.conn, _load_after(unit), set_aside, seal_row=unit.seal_row,
-                                     refusal=refusal)
+                                     refusal=refusal, prefetch=unit.prefetch_keys)
     log("projection_batch", **result.to_dict())
     metrics.count("ProjectionBatchSize", result.records)
     metrics.count("DeadLetters", result.poison)
@@ -87,7 +87,7 @@ def reproject(customer_ids: set[uuid.UUID], *, units: PostgresUnitsOfWork) -> Pr
     with units.reading() as unit:
         load_after = _load_after(unit)
         events = [event for customer_id in sorted(customer_ids) for event in load_after(customer_id, 0)]
-        return project(unit.conn, events, load_after, seal_row=unit.seal_row)
+        return project(unit.conn, events, load_after, seal_row=unit.seal_row, prefetch=unit.prefetch_keys)
 
 
 def _required(queue: DeadLetterQueue | None) -> DeadLetterQueue:

@@ -72,9 +72,11 @@ class PostgresUnitOfWork:
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
         self.seal_row: sealed.SealRow = sealed.plain
         self.open_row: sealed.OpenRow = sealed.plain
+        self.prefetch_keys: sealed.Prefetch = sealed.no_prefetch
         if personal is not None and self.keys is not None:
             self.seal_row = sealed.sealer(personal, self.keys)
             self.open_row = sealed.opener(personal, self.keys)
+            self.prefetch_keys = self.keys.prefetch
 
     @property
     def customers(self) -> Repository[Customer]:
