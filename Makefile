@@ -30,6 +30,7 @@ package: $(VENV)/.installed
 	rm -rf $(DIST)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1} $(VENV)/bin/chalice package --stage $(STAGE) \
 		--merge-template deploy/template.yaml $(DIST)
+	$(PY) -m deploy.snapstart $(DIST)/sam.yaml
 	$(PY) -m deploy.bytecode $(DIST)/deployment.zip $(DIST)/sam.yaml
 	$(PY) -m deploy.validate $(DIST)/sam.yaml
 

@@ -26,7 +26,7 @@ from chalice import (
 )
 from chalice.app import Request
 
-from chalicelib import application, auth
+from chalicelib import application, auth, snapstart
 from chalicelib.api import docs_page, openapi, parse, shape
 from chalicelib.domain.errors import CustomerAlreadyExists, CustomerNotFound, InvalidValue, StaleVersion
 from chalicelib.domain.values import valid_email
@@ -37,6 +37,9 @@ from chalicelib.infra.logs import correlation_id, invocation, log
 # Logging is chalicelib.infra.logs (one JSON line per record), not Chalice's
 # plain-text copy on stdout.
 app = Chalice(app_name="customer-service", configure_logs=False)
+# On Lambda SnapStart (the API function, ApiSnapStart in the template): what
+# to do before the snapshot and after each restore.
+snapstart.register()
 
 _caller: contextvars.ContextVar[auth.Caller | None] = contextvars.ContextVar("caller", default=None)
 

@@ -442,3 +442,45 @@ def test_backfills_run_in_a_function_of_their_own_that_writes_only_to_the_backfi
     [invoking] = [r["Properties"] for r in resources(cfn, "AWS::Lambda::EventInvokeConfig").values()
                   if r["Properties"]["FunctionName"] == {"Ref": "BackfillEvents"}]
     assert invoking["MaximumRetryAttempts"] == 0 and invoking["MaximumEventAgeInSeconds"] <= 60
+
+
+def _integrations(cfn) -> list[str]:
+    body = cfn["Resources"]["RestAPI"]["Properties"]["Body"]
+    return [operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+            for methods in body["paths"].values() for operation in methods.values()
+            if "x-amazon-apigateway-integration" in operation]
+
+
+def test_api_gateway_invokes_the_api_functions_published_alias_never_latest(cfn):
+    resources = cfn["Resources"]
+    [alias] = [name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"]
+    assert resources[alias]["Properties"]["Name"] == "live"
+    assert resources[alias]["Properties"]["FunctionName"] == {"Ref": "APIHandler"}
+    version = resources[alias]["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+    assert resources[version]["Type"] == "AWS::Lambda::Version"
+    uris = _integrations(cfn)
+    assert uris and all("${" + alias + "}/invocations" in uri for uri in uris), uris
+    assert resources["APIHandlerInvokePermission"]["Properties"]["FunctionName"] == {"Ref": alias}
+    assert resources["APIHandler"]["Properties"]["SnapStart"] == {"ApplyOn": {"Ref": "ApiSnapStart"}}
+    assert cfn["Parameters"]["ApiSnapStart"]["Default"] == "None"
+
+
+def test_snapstart_is_offered_only_when_packaged_for_python_3_12_or_later(sam):
+    from deploy.snapstart import on_the_alias
+
+    runtime = sam["Resources"]["APIHandler"]["Properties"]["Runtime"]
+    offered = sam["Parameters"]["ApiSnapStart"]["AllowedValues"]
+    packaged_for = tuple(int(part) for part in runtime.removeprefix("python").split("."))
+    assert offered == (["None"] if packaged_for < (3, 12) else ["None", "PublishedVersions"])
+
+    newer = copy.deepcopy(sam)
+    for resource in newer["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["Runtime"] = "python3.12"
+    newer["Parameters"]["ApiSnapStart"].update(AllowedValues=["None", "PublishedVersions"],
+                                               Default="PublishedVersions")
+    newer = on_the_alias(newer)
+    assert newer["Parameters"]["ApiSnapStart"]["AllowedValues"] == ["None", "PublishedVersions"]
+    translated = translate(newer)
+    assert lint(translated) == [] and rules(translated) == []
+    assert all("Alias" in uri for uri in _integrations(translated))
