@@ -60,6 +60,14 @@ def _claim_cold_start() -> bool:
     return cold
 
 
+def restored() -> None:
+    """This process was restored from a snapshot (chalicelib.snapstart): its
+    next invocation is a cold start again."""
+    global _cold_start
+    with _cold_start_lock:
+        _cold_start = True
+
+
 def request_id() -> str | None:
     """The Lambda request id of the invocation running here, if any."""
     return (_invocation.get() or {}).get("function_request_id")
