@@ -180,9 +180,10 @@ class Bootstrap:
         """What each shard's relay is made of: a direct connection, the sender,
         the events as consumers read them."""
         def make() -> Relays:
-            from chalicelib.usecases.publishing import Relays, for_consumers
+            from chalicelib.usecases.publishing import Relays, for_consumers, keys_of_batch
 
-            return Relays(self.database().direct(), self.sender(), for_consumers(self.personal_data()),
+            personal = self.personal_data()
+            return Relays(self.database().direct(), self.sender(), for_consumers(personal), keys_of_batch(personal),
                           self.settings)
 
         return self._once("relays", make)

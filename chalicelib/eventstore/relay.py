@@ -42,7 +42,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from .errors import RowParked, Unavailable, UnpublishableEvent
 from .events import RecordedEvent, recorded_event_columns
@@ -117,6 +119,15 @@ def as_stored(conn: psycopg.Connection, event: RecordedEvent) -> RecordedEvent:
     return event
 
 
+# Looks up, in one statement, what preparing a batch's events needs (their
+# customers' keys), before each is prepared. Errors as Prepare's.
+Prefetch = Callable[[psycopg.Connection, Sequence[RecordedEvent]], None]
+
+
+def nothing_to_prefetch(conn: psycopg.Connection, events: Sequence[RecordedEvent]) -> None:
+    return None
+
+
 def buckets_of(shard: int, shards: int) -> list[int]:
     """The buckets shard `shard` of `shards` drains."""
     if not 1 <= shards <= BUCKETS or not 0 <= shard < shards:
@@ -150,6 +161,7 @@ class OutboxRelay:
         on_error: Callable[[Exception], None] = lambda error: None,
         on_parked: Callable[[int, RecordedEvent, str], None] = lambda outbox_id, event, error: None,
         prepare: Prepare = as_stored,
+        prefetch: Prefetch = nothing_to_prefetch,
         shard: int = 0,
         shards: int = 1,
     ) -> None:
@@ -170,6 +182,7 @@ class OutboxRelay:
         self._on_error = on_error
         self._on_parked = on_parked
         self._prepare = prepare
+        self._prefetch = prefetch
 
     def run(self, deadline: float, stop: threading.Event | None = None) -> RelayResult:
         """Drain until `deadline` (time.monotonic()) or until `stop` is set,
@@ -303,10 +316,12 @@ class OutboxRelay:
         """Claim the next batch (none of the streams in flight) and send it;
         None when there is nothing to send."""
         busy = sorted({event.stream_id for _, event in in_flight.rows}) if in_flight is not None else []
-        rows = conn.cursor(row_factory=_outbox_row).execute(
-            _CLAIM, (list(buckets), busy, self._batch_size)).fetchall()
+        claim = conn.cursor(row_factory=_outbox_row)
+        set_json_loads(orjson.loads, claim)  # the events' data and metadata: most of what reading them costs
+        rows = claim.execute(_CLAIM, (list(buckets), busy, self._batch_size)).fetchall()
         if not rows:
             return None
+        self._prefetch(conn, [event for _, event in rows])
         events = []
         for outbox_id, event in rows:
             try:

@@ -22,7 +22,15 @@ from chalicelib import idempotency
 from chalicelib.domain.customer import registry
 from chalicelib.eventstore import outbox
 from chalicelib.eventstore.events import RecordedEvent
-from chalicelib.eventstore.relay import Acknowledgement, OutboxRelay, Prepare, RelayResult, Sender
+from chalicelib.eventstore.relay import (
+    Acknowledgement,
+    OutboxRelay,
+    Prefetch,
+    Prepare,
+    RelayResult,
+    Sender,
+    nothing_to_prefetch,
+)
 from chalicelib.infra import metrics
 from chalicelib.infra.db import Connections, Database
 from chalicelib.infra.logs import log
@@ -67,6 +75,18 @@ def for_consumers(personal: PersonalData | None) -> Prepare:
     return prepare
 
 
+def keys_of_batch(personal: PersonalData | None) -> Prefetch:
+    """The keys of a batch's customers, looked up together before its
+    events are opened one by one (each then finds its key in memory)."""
+    if personal is None:
+        return nothing_to_prefetch
+
+    def prefetch(conn: psycopg.Connection, events: Sequence[RecordedEvent]) -> None:
+        personal.keys.keys_for(list({event.stream_id for event in events}), conn)
+
+    return prefetch
+
+
 @dataclass(frozen=True)
 class Relays:
     """What each shard's relay is made of; made once per container."""
@@ -74,6 +94,7 @@ class Relays:
     database: Database  # reached directly, never through RDS Proxy
     sender: Sender
     prepare: Prepare
+    prefetch: Prefetch
     settings: Settings
 
     def relay(self, shard: int = 0, shards: int | None = None) -> OutboxRelay:
@@ -88,6 +109,7 @@ class Relays:
             batch_size=settings.relay_batch_size,
             retention_seconds=settings.outbox_retention_hours * 3600,
             prepare=self.prepare,
+            prefetch=self.prefetch,
             shard=shard,
             shards=settings.relay_shards if shards is None else shards,
             on_error=lambda error: log("outbox_publish_failed", level="error", error=str(error),
