@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import os
 import statistics
 import threading
 import time
@@ -131,6 +132,37 @@ def raw_one_statement(url: str, writers: int) -> Callable[[int], None]:
     return work
 
 
+_SAME_ROWS = """
+WITH e AS (
+    INSERT INTO events (stream_id, stream_type, version, event_type, schema_version, data, metadata)
+    VALUES (%(stream_id)s, 'Customer', 1, 'CustomerCreated', 1, %(data)s, %(metadata)s)
+    RETURNING global_position, stream_id),
+r AS (INSERT INTO reservations (scope, key, owner) VALUES ('customer-email', %(email_hash)s, %(stream_id)s)),
+k AS (INSERT INTO stream_keys (stream_id, kek_id, wrapped_key) VALUES (%(stream_id)s, %(kek_id)s, %(wrapped_key)s))
+INSERT INTO outbox (global_position, stream_id) SELECT global_position, stream_id FROM e
+"""
+
+
+def raw_same_rows(url: str, writers: int) -> Callable[[int], None]:
+    """By hand, in one statement, the rows a creation as deployed writes: its
+    event (data as sealed, of the same size), its outbox row, its email's
+    reservation (a keyed hash) and the customer's wrapped key. The sizes are
+    taken from a customer the facade created."""
+    conn = psycopg.connect(url, autocommit=True)
+    row = conn.execute("SELECT e.data, e.metadata, k.kek_id, k.wrapped_key FROM events e"
+                       " JOIN stream_keys k USING (stream_id) WHERE e.version = 1"
+                       " ORDER BY e.global_position DESC LIMIT 1").fetchone()
+    if row is None:
+        raise RuntimeError("no sealed customer to copy the sizes of: run the deployed case first")
+    data, metadata, kek_id, wrapped_key = json.dumps(row[0]), row[1], row[2], bytes(row[3])
+
+    def work(n: int) -> None:
+        conn.execute(_SAME_ROWS, {"stream_id": uuid.uuid4(), "data": data,
+                                  "metadata": json.dumps({**metadata, "event_id": str(uuid.uuid4())}),
+                                  "email_hash": os.urandom(32).hex(), "kek_id": kek_id, "wrapped_key": wrapped_key})
+    return work
+
+
 @functools.cache
 def _eventsourcing_customer() -> type:
     # Defined once: the library refuses two classes under one topic name.
@@ -218,6 +250,7 @@ def run(url: str, env: dict[str, str], clear: dict[str, str], seconds: float, ro
         "ours_in_clear": functools.partial(ours, clear),
         "raw_sql": raw_two_inserts,
         "raw_sql_one_statement": raw_one_statement,
+        "raw_same_rows": raw_same_rows,
         "eventsourcing": eventsourcing_lib,
     }
     results: dict = {"creations_per_second": {}}
