@@ -17,6 +17,7 @@ from chalice.test import Client
 from app import app
 from chalicelib import application, snapstart
 from tests.support.api import Api
+from tests.support.no_network import REFUSE_NETWORK
 from tests.support.waiting import wait_for
 
 
@@ -73,13 +74,8 @@ def test_a_restored_container_connects_anew_draws_other_random_numbers_and_logs_
         assert colds[0] is True and not any(colds[1:])
 
 
-_BEFORE_SNAPSHOT = """
-import socket, sys
-def refuse(*args, **kwargs):
-    raise AssertionError("network I/O before the snapshot")
-socket.socket.connect = refuse
-socket.socket.connect_ex = refuse
-socket.create_connection = refuse
+_BEFORE_SNAPSHOT = REFUSE_NETWORK + """
+import sys
 import app, snapshot_restore_py
 from chalicelib import application, snapstart
 for func, args, kwargs in snapshot_restore_py.get_before_snapshot():

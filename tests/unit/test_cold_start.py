@@ -4,13 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-GUARD = """
-import socket
-def refuse(*args, **kwargs):
-    raise AssertionError("network I/O at import time")
-socket.socket.connect = refuse
-socket.socket.connect_ex = refuse
-socket.create_connection = refuse
+from tests.support.no_network import REFUSE_NETWORK
+
+GUARD = REFUSE_NETWORK + """
 import app
 print(sorted(app.app.routes))
 """
