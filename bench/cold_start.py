@@ -135,12 +135,18 @@ def run(project: Path = PROJECT, runs: int = 9, secret: bool = True) -> dict[str
     base.update(issuer.environment(), LOG_LEVEL="warning", POWERTOOLS_METRICS_DISABLED="true")
     try:
         with database_for_run("customer_cold_start", durable=False) as url:
+            given = os.environ.get("DATABASE_URL")
             os.environ["DATABASE_URL"] = url
             application = CustomerApplication(Settings.from_env())
             customer_id = application.create_customer("Ada", "ada@example.com",
                                                        CommandContext("bench", "bench")).customer_id
             application.reproject({uuid.UUID(customer_id)})  # both read it from the read model
             application.close()
+            # Left as found: `make bench` goes on, and a DATABASE_URL names the server to use.
+            if given is None:
+                os.environ.pop("DATABASE_URL")
+            else:
+                os.environ["DATABASE_URL"] = given
             token = issuer.token(subject="bench")
             params = __import__("psycopg").conninfo.conninfo_to_dict(url)
             made = aws.provision(emulated.endpoint, "eu-west-1", {
