@@ -144,6 +144,10 @@ def live_latency_during(deployment: Deployment, database: str, bootstrap: str, e
         with psycopg.connect(database, autocommit=True) as conn:
             running = one(conn.execute("SELECT count(*) FROM backfills WHERE topic = %s"
                                        " AND state IN ('waiting', 'running')", (topic,)))
+            failed = conn.execute("SELECT error FROM backfills WHERE topic = %s AND state = 'failed' LIMIT 1",
+                                  (topic,)).fetchone()
+        if failed is not None:
+            raise RuntimeError(f"the backfill beside the relay failed: {failed[0]}")
     finally:
         backfiller.stop()
         with psycopg.connect(database, autocommit=True) as conn:  # none left for the next run to go on with

@@ -143,6 +143,21 @@ INSERT INTO outbox (global_position, stream_id) SELECT global_position, stream_i
 """
 
 
+_SAME_ROWS_MARK = "bench-same-rows"
+
+
+def remove_same_rows(url: str) -> None:
+    """The same rows are not customers: their wrapped key is another
+    customer's, which opens for no one (the wrap is bound to its stream), and
+    the backfills measured after would stop at the first of them."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TEMP TABLE same_rows ON COMMIT DROP AS SELECT DISTINCT stream_id FROM events"
+                     " WHERE metadata->>'correlation_id' = %s", (_SAME_ROWS_MARK,))
+        for table, column in (("outbox", "stream_id"), ("reservations", "owner"), ("stream_keys", "stream_id"),
+                              ("events", "stream_id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT stream_id FROM same_rows)")
+
+
 def raw_same_rows(url: str, writers: int) -> Callable[[int], None]:
     """By hand, in one statement, the rows a creation as deployed writes: its
     event (data as sealed, of the same size), its outbox row, its email's
@@ -158,7 +173,8 @@ def raw_same_rows(url: str, writers: int) -> Callable[[int], None]:
 
     def work(n: int) -> None:
         conn.execute(_SAME_ROWS, {"stream_id": uuid.uuid4(), "data": data,
-                                  "metadata": json.dumps({**metadata, "event_id": str(uuid.uuid4())}),
+                                  "metadata": json.dumps({**metadata, "event_id": str(uuid.uuid4()),
+                                                          "correlation_id": _SAME_ROWS_MARK}),
                                   "email_hash": os.urandom(32).hex(), "kek_id": kek_id, "wrapped_key": wrapped_key})
     return work
 
@@ -263,6 +279,7 @@ def run(url: str, env: dict[str, str], clear: dict[str, str], seconds: float, ro
             for name, factory in cases.items():
                 figures[name].append(rate(factory, url, writers, seconds))
         results["creations_per_second"][str(writers)] = {name: statistics.median(v) for name, v in figures.items()}
+    remove_same_rows(url)
     quick = seconds < 1
     results["load_1000_events_ms"] = {"sealed": load_time(env, 1000) * 1000, "clear": load_time(clear, 1000) * 1000}
     big = 1000 if quick else 10_000

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -45,6 +45,17 @@ class KeyServiceUnavailable(Unavailable):
 class KeyNeedsRewrap(LookupError):
     """A key-encryption key stored without the encryption context, which
     every KMS call of the service names: `python -m ops rewrap-keys`."""
+
+
+class KeyDoesNotOpen(ValueError):
+    """A customer's stored data key that its key-encryption key does not
+    open: damaged, or copied from another customer's row (the wrap is bound
+    to its stream). Its events cannot be read; no retry changes that."""
+
+    def __init__(self, stream_id: uuid.UUID) -> None:
+        super().__init__(f"the stored data key of customer {stream_id} does not open"
+                         " (damaged, or another customer's)")
+        self.stream_id = stream_id
 
 
 class KeyRing:
@@ -85,13 +96,20 @@ class KeyRing:
 
     def key_for(self, stream_id: uuid.UUID, conn: psycopg.Connection) -> Cipher | None:
         """The customer's data key, looked up on `conn` unless in memory;
-        None when it has none (erased, or never had one)."""
-        return self.keys_for([stream_id], conn).get(stream_id)
+        None when it has none (erased, or never had one); KeyDoesNotOpen
+        when the stored one does not open."""
+        found = self.keys_for([stream_id], conn)
+        if stream_id not in found:
+            raise KeyDoesNotOpen(stream_id)
+        return found[stream_id]
 
-    def keys_for(self, stream_ids: list[uuid.UUID], conn: psycopg.Connection) -> dict[uuid.UUID, Cipher]:
-        """The data keys of these customers that have one, those not in
-        memory looked up on `conn` in one statement."""
-        found: dict[uuid.UUID, Cipher] = {}
+    def keys_for(self, stream_ids: Sequence[uuid.UUID], conn: psycopg.Connection) -> dict[uuid.UUID, Cipher | None]:
+        """What can be told of these customers' keys, those not in memory
+        looked up on `conn` in one statement: the key, or None when there is
+        none. A stored key that does not open is left out: a batch looks up
+        its customers' keys together, and one damaged row must not stop the
+        others; key_for raises for it when its own event is read."""
+        found: dict[uuid.UUID, Cipher | None] = {}
         now = self._clock()
         with self._lock:
             for stream_id in stream_ids:
@@ -102,12 +120,19 @@ class KeyRing:
         missing = [stream_id for stream_id in stream_ids if stream_id not in found]
         if not missing:
             return found
+        from cryptography.exceptions import InvalidTag  # imported on first use, as the cipher is
+
         rows = conn.execute("SELECT stream_id, kek_id, wrapped_key FROM stream_keys WHERE stream_id = ANY(%s)",
                             (missing,)).fetchall()
+        found.update(dict.fromkeys(missing))
         for stream_id, kek_id, wrapped_key in rows:
             wrapped = bytes(wrapped_key)
-            key = cipher(self._kek(kek_id)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
-                                                    str(stream_id).encode())
+            try:
+                key = cipher(self._kek(kek_id)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+                                                        str(stream_id).encode())
+            except InvalidTag:
+                del found[stream_id]
+                continue
             found[stream_id] = self._remember(stream_id, key)
         return found
 

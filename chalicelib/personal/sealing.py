@@ -75,8 +75,7 @@ class StreamKeys:
         """Look up the keys of these customers in one statement."""
         missing = [stream_id for stream_id in stream_ids if stream_id not in self._found]
         if missing:
-            found = self.ring.keys_for(missing, self._conn)
-            self._found.update({stream_id: found.get(stream_id) for stream_id in missing})
+            self._found.update(self.ring.keys_for(missing, self._conn))  # one that does not open: key_for says so
 
     def new_key(self, stream_id: uuid.UUID) -> tuple[Cipher, StreamKey]:
         key, wrapped = self.ring.new_key(stream_id)

@@ -207,8 +207,10 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
                 result.gaps_filled += 1
             try:
                 new_row = fold(pending, row)
+                # A customer whose stored key does not open cannot be sealed (ValueError)
+                sealed_row = None if new_row is None else seal_row(new_row, row)
             except ValueError as error:
-                new_row, reason = None, str(error)
+                new_row, reason = None, f"{type(error).__name__}: {error}"
             else:
                 reason = "the event store has no such events"
             if new_row is None:
@@ -219,7 +221,7 @@ def project(conn: psycopg.Connection, events: Iterable[ProjectedEvent], load_aft
                 log("projection_unprojectable_customer", level="error", customer_id=str(customer_id),
                     versions=sorted(by_version), reason=reason)
                 continue
-            new_rows.append(seal_row(new_row, row))
+            new_rows.append(sealed_row)
         if new_rows:
             # orjson writes dataclasses, UUIDs and aware datetimes as the JSON the upsert reads.
             conn.execute(sql.SQL(_UPSERT).format(table=name), (orjson.dumps(new_rows).decode(),))

@@ -9,11 +9,12 @@ import psycopg
 import pytest
 from chalice.test import Client
 
+import app as app_module
 from app import app
 from chalicelib.eventstore.events import CommandContext
 from ops.__main__ import main as ops
 from tests.support.api import Api
-from tests.support.builders import count, stored_events
+from tests.support.builders import copy_key, count, stored_events
 from tests.support.deliveries import delivered_batch
 from tests.support.pgtools import dump
 
@@ -276,16 +277,54 @@ def test_a_sealed_value_copied_into_another_customers_event_does_not_open_as_the
 def test_a_wrapped_data_key_copied_onto_another_customer_does_not_open_for_it(application, client, db):
     """The wrap is bound to its stream: a key row moved to another customer
     opens for no one, rather than opening that customer's data with another's key."""
-    from cryptography.exceptions import InvalidTag
+    from chalicelib.personal.keyring import KeyDoesNotOpen
 
     first = uuid.UUID(client.create_id("first@example.com", "First Person"))
     second = uuid.UUID(client.create_id("second@example.com", "Second Person"))
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("UPDATE stream_keys SET kek_id = f.kek_id, wrapped_key = f.wrapped_key FROM stream_keys f"
-                     " WHERE f.stream_id = %s AND stream_keys.stream_id = %s", (first, second))
+    copy_key(db, first, second)
     application.parts.close()  # a new container: no key in memory
-    with psycopg.connect(db) as conn, pytest.raises(InvalidTag):
+    with psycopg.connect(db) as conn, pytest.raises(KeyDoesNotOpen, match=str(second)):
         application.parts.required_personal_data().keys.key_for(second, conn)
+
+
+def test_a_key_that_does_not_open_parks_its_customers_row_and_the_rest_of_the_batch_goes_out(
+        application, client, db, sent):
+    """The relay looks up a batch's keys together: one that does not open
+    must not stop the batch (nor be read as an erased customer's)."""
+    from chalice.local import LambdaContext
+
+    from devstack.schedule import scheduled_event
+
+    ids = [uuid.UUID(client.create_id(f"batch{n}@example.com", f"Batch {n}")) for n in range(3)]
+    copy_key(db, ids[0], ids[1])
+    application.parts.close()  # a new container: no key in memory
+    # As the schedule invokes it, for about a second.
+    app_module.relay_outbox(scheduled_event("relay_outbox"), LambdaContext("relay_outbox", 1024, max_runtime_ms=6000))
+    assert sorted(e.stream_id for e in sent.events) == sorted([ids[0], ids[2]])
+    assert {e.data["name"] for e in sent.events} == {"Batch 0", "Batch 2"}
+    with psycopg.connect(db) as conn:
+        (error,) = conn.execute("SELECT parked_error FROM outbox WHERE parked_at IS NOT NULL").fetchone()
+    assert error.startswith("KeyDoesNotOpen") and str(ids[1]) in error
+
+
+def test_a_key_that_does_not_open_leaves_its_customers_row_alone_and_the_batch_is_projected(
+        application, client, db, capfd):
+    """No retry of the batch can open it: the customer is unprojectable, said
+    with the reason; everyone else's rows are written."""
+    from chalice.local import LambdaContext
+
+    ids = [uuid.UUID(client.create_id(f"proj{n}@example.com", f"Projected {n}")) for n in range(3)]
+    batch = delivered_batch(readable(application, db))
+    copy_key(db, ids[0], ids[1])
+    application.parts.close()
+    capfd.readouterr()
+    answer = app_module.project_customers(batch, LambdaContext("project_customers", 1024))
+    assert (answer["rows_written"], answer["unprojectable"]) == (2, 1)
+    with psycopg.connect(db) as conn:
+        projected = [row[0] for row in conn.execute("SELECT id FROM customers_view ORDER BY id")]
+    assert projected == sorted([ids[0], ids[2]])
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if "unprojectable_customer" in line]
+    assert [(line["customer_id"], line["reason"].split(":")[0]) for line in logged] == [(str(ids[1]), "KeyDoesNotOpen")]
 
 
 def test_a_sealed_value_moved_to_another_field_of_its_event_does_not_open(application, client, db):

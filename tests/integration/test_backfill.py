@@ -27,7 +27,7 @@ from devstack.kafka import create_topic
 from devstack.schedule import lambda_settings, scheduled_event
 from tests.integration.test_outbox_relay import append_uncommitted
 from tests.support.api import serving
-from tests.support.builders import stored_events
+from tests.support.builders import copy_key, stored_events
 from tests.support.kafka import cloudevent, read_topic
 
 HEADERS = {**asyncapi.document()["components"]["schemas"]["headers"], "additionalProperties": False}
@@ -161,3 +161,22 @@ def test_a_deployment_backfills_only_to_the_topics_its_function_may_write_to(app
         [result] = deployed.run_unfinished_backfills(30)
     assert result.backfill.state == "failed" and "consumers-*" in result.backfill.error
     assert read_topic(kafka_bootstrap, backfill_topic, expected=0, timeout=1) == []
+
+
+def test_an_event_whose_key_does_not_open_fails_the_backfill_with_its_reason(application, client, db, backfill_topic,
+                                                                            kafka_bootstrap):
+    """The batch's keys are looked up together; one that does not open
+    (another customer's copied onto its row) stops the backfill where it is,
+    named, rather than in a traceback on every invocation."""
+    ids = [uuid.UUID(client.create_id(f"damaged{n}@example.com")) for n in range(3)]
+    copy_key(db, ids[0], ids[1])
+    application.parts.close()  # a new container: no key in memory
+    asked = application.start_backfill(backfill_topic)
+    timeout, memory = lambda_settings("backfill_events", stage="prod")
+    answer = app_module.backfill_events(scheduled_event("backfill_events"),
+                                        LambdaContext("backfill_events", memory, max_runtime_ms=timeout * 1000))
+    assert answer["backfills"][0]["state"] == "failed"
+    failed = application.backfill(asked.id)
+    assert failed is not None and failed.state == "failed"
+    assert "KeyDoesNotOpen" in (failed.error or "") and str(ids[1]) in (failed.error or "")
+    assert read_topic(kafka_bootstrap, backfill_topic, expected=0, timeout=1) == []  # its batch was not sent

@@ -73,3 +73,10 @@ def unpublished(database_url: str) -> int:
     """Outbox rows not published yet, as `make outbox` counts them."""
     with psycopg.connect(database_url) as conn:
         return backlog(conn).unpublished
+
+
+def copy_key(db, source: uuid.UUID, target: uuid.UUID) -> None:
+    """What a bad restore or a hand-made fix might leave: one customer's wrapped key on another's row."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE stream_keys SET kek_id = f.kek_id, wrapped_key = f.wrapped_key FROM stream_keys f"
+                     " WHERE f.stream_id = %s AND stream_keys.stream_id = %s", (source, target))
