@@ -12,7 +12,7 @@ import contextvars
 import functools
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from chalice import (
     BadRequestError,
@@ -199,12 +199,16 @@ def docs():
     return Response(body=docs_page.PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
+def _found_asset(found: tuple[str, str] | None, asked: str, assets: Iterable[str]) -> tuple[str, str]:
+    """A page's static file (content, type), or 404 naming the ones it has."""
+    if found is None:
+        raise NotFoundError(f"no file {parse.quoted(asked)} here; the page needs {', '.join(assets)}")
+    return found
+
+
 @app.route("/docs/{asset}", methods=["GET"])
 def docs_asset(asset):
-    found = docs_page.asset(asset)
-    if found is None:
-        raise NotFoundError(f"no file {parse.quoted(asset)} here; the page needs {', '.join(docs_page.ASSETS)}")
-    content, content_type = found
+    content, content_type = _found_asset(docs_page.asset(asset), asset, docs_page.ASSETS)
     return Response(body=content, headers={"Content-Type": content_type, "Cache-Control": "max-age=86400"})
 
 
@@ -329,9 +333,7 @@ def console_asset(asset):
     from chalicelib import console
     from chalicelib.api import console_shape
 
-    found = console.asset(asset)
-    if found is None:
-        raise NotFoundError(f"no file {parse.quoted(asset)} here; the console needs {', '.join(console.ASSETS)}")
+    found = _found_asset(console.asset(asset), asset, console.ASSETS)
     return console_shape.page(*found, application.current().settings.auth_token_url, max_age=300)
 
 

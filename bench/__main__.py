@@ -9,12 +9,10 @@ every benchmark runs, not how fast anything is.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bench import (
@@ -29,6 +27,7 @@ from bench import (
     projection,
     write_side,
 )
+from bench.figures import met, quick_mode, seconds_and_rounds, write
 from devstack.kafka import broker_for_run
 from devstack.postgres import database_for_run
 
@@ -47,13 +46,8 @@ TARGETS: dict[str, Any] = {
 }
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def measure(quick: bool) -> dict[str, Any]:
-    seconds = 0.3 if quick else float(os.environ.get("BENCH_SECONDS", "2"))
-    rounds = 1 if quick else int(os.environ.get("BENCH_ROUNDS", "3"))
+    seconds, rounds = seconds_and_rounds(quick)
     # First, in this process's own environment: the other benchmarks leave a
     # deployed function's settings in it.
     cold = cold_start.run(runs=3 if quick else 9)
@@ -110,10 +104,10 @@ def report(results: dict[str, Any]) -> bool:
         f["ratio_vs_raw_sql_one_statement"] = f["ours"] / f["raw_sql_one_statement"]
         f["ratio_vs_raw_same_rows"] = f["ours"] / f["raw_same_rows"]
         f["ratio_vs_eventsourcing"] = f["ours"] / f["eventsourcing"]
-        met = (f["ratio_vs_raw_sql"] >= TARGETS["raw_sql"]
+        good = (f["ratio_vs_raw_sql"] >= TARGETS["raw_sql"]
                and f["ratio_vs_raw_same_rows"] >= TARGETS["creations_vs_same_rows"]
                and f["ratio_vs_eventsourcing"] >= TARGETS["eventsourcing"][writers])
-        ok &= met
+        ok &= good
         print(f"{writers:>8} {f['ours']:>7.0f} {f['raw_sql']:>8.0f} {f['ratio_vs_raw_sql']:>9.2f}"
               f" {f['raw_sql_one_statement']:>11.0f} {f['ratio_vs_raw_sql_one_statement']:>12.2f}"
               f" {f['raw_same_rows']:>10.0f} {f['ratio_vs_raw_same_rows']:>10.2f}"
@@ -123,10 +117,10 @@ def report(results: dict[str, Any]) -> bool:
     same = TARGETS["creations_vs_same_rows"]
     for writers, f in results["creations_per_second"].items():
         print(f"targets at {writers} writer{'s' if writers != '1' else ''}: ours/raw >= {TARGETS['raw_sql']}"
-              f" ({_met(f['ratio_vs_raw_sql'] >= TARGETS['raw_sql'])}), ours/same rows >="
-              f" {same} ({_met(f['ratio_vs_raw_same_rows'] >= same)}),"
+              f" ({met(f['ratio_vs_raw_sql'] >= TARGETS['raw_sql'])}), ours/same rows >="
+              f" {same} ({met(f['ratio_vs_raw_same_rows'] >= same)}),"
               f" ours/eventsourcing >= {TARGETS['eventsourcing'][writers]}x"
-              f" ({_met(f['ratio_vs_eventsourcing'] >= TARGETS['eventsourcing'][writers])})")
+              f" ({met(f['ratio_vs_eventsourcing'] >= TARGETS['eventsourcing'][writers])})")
 
     loads = results["load_1000_events_ms"]
     print(f"\nLoad a 1,000-event customer (sealed): {loads['sealed']:.1f} ms (median)")
@@ -139,7 +133,7 @@ def report(results: dict[str, Any]) -> bool:
           f" {snap['load_with_ms']:.2f} ms with one every {snap['every']} events ({snap['speedup']:.0f}x faster);"
           f" a 1-event customer {snap['load_1_event_ms']:.2f} ms ({snap['vs_one_event']:.2f}x)"
           f"  (targets >= {TARGETS['snapshot_speedup']}x and within {TARGETS['snapshot_vs_one_event']}x:"
-          f" {_met(snap_ok)}); worst case, a snapshot and {snap['every'] - 1} events after it:"
+          f" {met(snap_ok)}); worst case, a snapshot and {snap['every'] - 1} events after it:"
           f" {snap['load_unlucky_with_ms']:.2f} ms")
     ok &= snap_ok
 
@@ -153,24 +147,24 @@ def report(results: dict[str, Any]) -> bool:
         print(f"  {shards} shard{'s' if shards != '1' else ' '}: relays {f['relay_per_second']:>6.0f} events/s,"
               f" {shards} raw producer{'s' if shards != '1' else ' '} {f['raw_producer_per_second']:>6.0f} events/s:"
               f" ratio {f['ratio_vs_raw_producer']:.2f}")
-    print(f"  (target at 1 shard >= {TARGETS['relay_vs_raw_producer']}: {_met(relay_ok)})")
+    print(f"  (target at 1 shard >= {TARGETS['relay_vs_raw_producer']}: {met(relay_ok)})")
     ok &= relay_ok
     if "2" in relay["shards"]:
         relay["two_shards_vs_one"] = relay["shards"]["2"]["relay_per_second"] / relay["shards"]["1"]["relay_per_second"]
         two_ok = relay["two_shards_vs_one"] >= TARGETS["relay_2_shards_vs_1"]
         print(f"  2 shards / 1 shard: {relay['two_shards_vs_one']:.2f}x (target >= {TARGETS['relay_2_shards_vs_1']}x:"
-              f" {_met(two_ok)})")
+              f" {met(two_ok)})")
         ok &= two_ok
     for key in ("commit_to_kafka", "commit_to_kafka_sharded"):
         latency = results[key]
         target = TARGETS["commit_to_kafka_p50_ms"]
-        met = latency["p50_ms"] < target
-        verdict = f"target p50 < {target} ms: {_met(met)}"
+        good = latency["p50_ms"] < target
+        verdict = f"target p50 < {target} ms: {met(good)}"
         if latency["shards"] == 1:
             p99_met = latency["p99_ms"] < TARGETS["commit_to_kafka_p99_ms"]
-            verdict += f"; p99 < {TARGETS['commit_to_kafka_p99_ms']} ms: {_met(p99_met)}"
-            met &= p99_met
-        ok &= met
+            verdict += f"; p99 < {TARGETS['commit_to_kafka_p99_ms']} ms: {met(p99_met)}"
+            good &= p99_met
+        ok &= good
         print(f"  commit to consumer, {latency['shards']} shard{'s' if latency['shards'] > 1 else ''}"
               f" ({latency['events']} commands at 100/s): p50 {latency['p50_ms']:.1f} ms,"
               f" p99 {latency['p99_ms']:.1f} ms; commit to broker ack p50 {latency['commit_to_acked_p50_ms']:.1f} ms"
@@ -182,7 +176,7 @@ def report(results: dict[str, Any]) -> bool:
     print(f"  catch-up, 1 shard, a backlog of {catch['events']:,} events: {catch['stale_statistics_per_second']:.0f}"
           f" events/s on an outbox analyzed while nearly empty, {catch['fresh_statistics_per_second']:.0f} events/s"
           f" freshly analyzed: ratio {catch['ratio']:.2f} (target >= {TARGETS['catch_up_stale_vs_fresh']}:"
-          f" {_met(catch_ok)})")
+          f" {met(catch_ok)})")
     ok &= catch_ok
 
     ok &= _report_backfill(results)
@@ -197,7 +191,7 @@ def report(results: dict[str, Any]) -> bool:
     print(f"  as deployed (signatures checked, rows sealed) {proj['deployed_per_second']:.0f} events/s, raw batched"
           f" upserts of the same rows {raw:.0f} events/s: ratio {proj['deployed_ratio_vs_raw_upserts']:.2f}"
           f" (targets >= {TARGETS['projection_per_second']} events/s and >= {TARGETS['projection_vs_raw']}:"
-          f" {_met(proj_ok)})")
+          f" {met(proj_ok)})")
     print(f"  unsigned: {proj['unsigned_per_second']:.0f} events/s, ratio {proj['unsigned_ratio_vs_raw_upserts']:.2f};"
           f" unsigned in clear: {proj['unsigned_in_clear_per_second']:.0f} events/s,"
           f" ratio {proj['unsigned_in_clear_ratio_vs_raw_upserts']:.2f}")
@@ -205,7 +199,7 @@ def report(results: dict[str, Any]) -> bool:
     e2e_ok = e2e["p50_ms"] < TARGETS["commit_to_read_model_p50_ms"]
     print(f"  commit to read-model row ({e2e['commands']} commands at 50/s, relay + event source + function):"
           f" p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms"
-          f" (target p50 < {TARGETS['commit_to_read_model_p50_ms']} ms: {_met(e2e_ok)})")
+          f" (target p50 < {TARGETS['commit_to_read_model_p50_ms']} ms: {met(e2e_ok)})")
     ok &= proj_ok and e2e_ok
 
     http = results["http_api"]
@@ -215,7 +209,7 @@ def report(results: dict[str, Any]) -> bool:
         f = http[kind]
         print(f"  {label:<20} {f['with_token_checks']:>7.0f} req/s with checks, {f['without']:>7.0f} without:"
               f" ratio {f['ratio']:.2f}")
-    print(f"  (target >= {TARGETS['token_checks_vs_none']}: {_met(http_ok)})")
+    print(f"  (target >= {TARGETS['token_checks_vs_none']}: {met(http_ok)})")
     ok &= http_ok
 
     one = results["creations_per_second"]["1"]
@@ -236,7 +230,7 @@ def report(results: dict[str, Any]) -> bool:
           f" {reads['clear']:.0f}/s rows in clear: ratio {pd['reads_ratio']:.2f}")
     print(f"  KMS calls per 1,000 commands on a warm container: {pd['kms_calls_per_1000_commands']:.0f}")
     print(f"  (targets creations >= {TARGETS['sealed_creations_vs_clear']}, load <= {TARGETS['sealed_load_vs_clear']}x,"
-          f" reads >= {TARGETS['sealed_reads_vs_clear']}: {_met(pd_ok)})")
+          f" reads >= {TARGETS['sealed_reads_vs_clear']}: {met(pd_ok)})")
     ok &= pd_ok
 
     ok = http_load.report(results["http_load"]) and ok
@@ -251,7 +245,7 @@ def report(results: dict[str, Any]) -> bool:
             print(f"  {name:>16}: import {figures['import_ms']:4.0f} ms + first request"
                   f" {figures['first_request_ms']:4.0f} ms = {figures['total_ms']:4.0f} ms")
     print(f"  ours (DATABASE_URL) / floor: {cold['ratio']:.2f}x (target <= {TARGETS['cold_start_vs_floor']}x:"
-          f" {_met(cold_ok)})")
+          f" {met(cold_ok)})")
     ok &= cold_ok
     return ok
 
@@ -264,29 +258,25 @@ def _report_backfill(results: dict[str, Any]) -> bool:
           " signed messages with the replay header; it and the raw producer each a process of its own)")
     print(f"  backfill {rate['backfill_per_second']:>6.0f} events/s, a raw producer of the same messages"
           f" {rate['raw_producer_per_second']:>6.0f} events/s: ratio {rate['ratio_vs_raw_producer']:.2f}"
-          f" (target >= {TARGETS['backfill_vs_raw_producer']}: {_met(rate_ok)})")
+          f" (target >= {TARGETS['backfill_vs_raw_producer']}: {met(rate_ok)})")
     beside = results["commit_to_kafka_during_backfill"]
     target = TARGETS["commit_to_kafka_p50_ms"]
     latency_ok = beside["p50_ms"] < target and beside["backfill_running_at_end"]
     print(f"  live commit to consumer while backfills of the whole store ({beside['stored_events']:,} events) run"
           f" at full speed beside it ({beside['backfill_per_second_beside']:.0f} events/s,"
           f" {'throughout' if beside['backfill_running_at_end'] else 'NOT throughout'}): p50 {beside['p50_ms']:.1f} ms,"
-          f" p99 {beside['p99_ms']:.1f} ms (target p50 < {target} ms: {_met(latency_ok)})")
+          f" p99 {beside['p99_ms']:.1f} ms (target p50 < {target} ms: {met(latency_ok)})")
     return rate_ok and latency_ok
 
 
 def main() -> int:
-    quick = os.environ.get("BENCH_QUICK", "").strip().lower() in ("1", "true", "yes")
-    if quick:
-        print("BENCH_QUICK: every benchmark for a moment on small data; the figures mean little")
+    quick = quick_mode("every benchmark for a moment on small data")
     results = measure(quick)
     results["targets_met"] = report(results)
     results["quick"] = quick
     results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    out = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "results.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"figures written to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    write(results, "results.json")
     return 0
 
 

@@ -11,8 +11,7 @@ import uuid
 import psycopg
 
 from bench.deployed import Deployment
-from bench.outbox_relay import Processes, _drained_at, _relay_part, clear_outbox, fill_outbox
-from chalicelib.eventstore.postgres import one
+from bench.outbox_relay import Processes, _relay_part, clear_outbox, drain_rate, fill_outbox
 from devstack.kafka import create_topic
 
 
@@ -24,13 +23,9 @@ def _drain_rate(env: dict[str, str], database: str, bootstrap: str, events: int,
     relays = Processes(_relay_part, [({**env, "KAFKA_TOPIC": topic}, 0, 1)])
     try:
         backlog()
-        with psycopg.connect(database) as conn:
-            began = one(conn.execute("SELECT clock_timestamp()"))
-        relays.go.set()
-        drained = _drained_at(database, began, events)
+        return drain_rate(relays, database, events)
     finally:
         relays.stop()
-    return events / (drained - began).total_seconds()
 
 
 def rate(deployment: Deployment, database: str, bootstrap: str, streams: int = 2000, per_stream: int = 50) -> dict:

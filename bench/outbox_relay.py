@@ -183,6 +183,15 @@ def _drained_at(database: str, since: datetime, count: int, timeout: float = 300
     return last
 
 
+def drain_rate(relays: Processes, database: str, count: int) -> float:
+    """Sets the waiting relays going; their rate draining the outbox's
+    `count` unpublished rows, in events per second."""
+    with psycopg.connect(database) as conn:
+        began = one(conn.execute("SELECT clock_timestamp()"))
+    relays.go.set()
+    return count / (_drained_at(database, began, count) - began).total_seconds()
+
+
 def throughput(deployment: Deployment, database: str, bootstrap: str, streams: int = 200, per_stream: int = 50,
                rounds: int = 3, shard_counts: tuple[int, ...] = (1, 2, 4)) -> dict:
     """Relays at each shard count against as many raw producing processes,
@@ -204,11 +213,7 @@ def throughput(deployment: Deployment, database: str, bootstrap: str, streams: i
                 # Alternate which goes first, so neither always meets a warmer broker.
                 if round_ % 2:
                     raw.append(raw_producer_rate(bootstrap, topic, events, key, shards))
-                with psycopg.connect(database) as conn:
-                    began = one(conn.execute("SELECT clock_timestamp()"))
-                relays.go.set()
-                drained = _drained_at(database, began, count)
-                relay.append(count / (drained - began).total_seconds())
+                relay.append(drain_rate(relays, database, count))
             finally:
                 relays.stop()
             if not round_ % 2:

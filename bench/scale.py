@@ -22,30 +22,25 @@ events and measures for a moment: it shows that it runs, not the figures.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from bench import deployed, write_side
 from bench.deployed import Deployment, become_container
+from bench.figures import met, quick_mode, seconds_and_rounds, write
 from chalicelib.domain.customer import EMAIL_SCOPE, CustomerCreated, CustomerEmailChanged, registry
 from chalicelib.eventstore.events import Metadata, Reservation
 from chalicelib.eventstore.postgres import one
 from devstack.kafka import broker_for_run
-from devstack.postgres import database_for_run
+from devstack.postgres import database_beside, database_for_run
 from ops.progress import Progress
 
 TARGETS = {"creations_vs_empty": 0.9, "load_vs_empty": 1.2}
@@ -67,22 +62,6 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"creations_per_second": {writers: statistics.median(r["creations_per_second"][writers] for r in rounds)
                                      for writers in rounds[0]["creations_per_second"]},
             "load_ms": statistics.median(r["load_ms"] for r in rounds)}
-
-
-@contextlib.contextmanager
-def beside(url: str, name: str) -> Iterator[str]:
-    """Another migrated, empty database on the same server as `url`."""
-    from chalicelib.eventstore.migrations import migrate
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        other = make_conninfo(url, dbname=name)
-        migrate(other)
-        yield other
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def fill(env: dict[str, str], url: str, events: int, progress: Progress) -> int:
@@ -133,11 +112,10 @@ def fill(env: dict[str, str], url: str, events: int, progress: Progress) -> int:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    seconds = 0.3 if quick else float(os.environ.get("BENCH_SECONDS", "2"))
-    rounds = 1 if quick else int(os.environ.get("BENCH_ROUNDS", "3"))
+    seconds, rounds = seconds_and_rounds(quick)
     events = 20_000 if quick else int(os.environ.get("BENCH_SCALE_EVENTS", "1000000"))
     with (database_for_run("customer_scale", durable=True) as url, broker_for_run() as bootstrap,
-          beside(url, f"customer_scale_empty_{uuid.uuid4().hex[:8]}") as empty_url,
+          database_beside(url, f"customer_scale_empty_{uuid.uuid4().hex[:8]}") as empty_url,
           deployed.deployment(url, bootstrap) as grown, deployed.deployment(empty_url, bootstrap) as empty):
         began = time.monotonic()
         added = fill(grown.env, url, events, Progress("filling the store"))
@@ -163,30 +141,26 @@ def report(results: dict[str, Any]) -> bool:
     results["ratios"] = ratios = {}
     for writers, rate in empty["creations_per_second"].items():
         ratio = full["creations_per_second"][writers] / rate
-        met = ratio >= TARGETS["creations_vs_empty"]
-        ok &= met
+        good = ratio >= TARGETS["creations_vs_empty"]
+        ok &= good
         ratios[f"creations_{writers}"] = ratio
         print(f"  creations, {writers} writer{'s' if writers != '1' else ' '}: {rate:6.0f}/s empty,"
               f" {full['creations_per_second'][writers]:6.0f}/s grown: ratio {ratio:.2f}"
-              f" (target >= {TARGETS['creations_vs_empty']}: {'met' if met else 'NOT met'})")
+              f" (target >= {TARGETS['creations_vs_empty']}: {met(good)})")
     load = full["load_ms"] / empty["load_ms"]
-    met = load <= TARGETS["load_vs_empty"]
-    ok &= met
+    good = load <= TARGETS["load_vs_empty"]
+    ok &= good
     ratios["load"] = load
     print(f"  load a {LOADED_EVENTS}-event customer: {empty['load_ms']:.2f} ms empty, {full['load_ms']:.2f} ms grown:"
-          f" {load:.2f}x (target <= {TARGETS['load_vs_empty']}x: {'met' if met else 'NOT met'})")
+          f" {load:.2f}x (target <= {TARGETS['load_vs_empty']}x: {met(good)})")
     return ok
 
 
 def main() -> int:
-    quick = os.environ.get("BENCH_QUICK", "").strip().lower() in ("1", "true", "yes")
-    if quick:
-        print("BENCH_QUICK: a small store, each case for a moment; the figures mean little")
+    quick = quick_mode("a small store, each case for a moment")
     results = run(quick)
     results["targets_met"] = report(results)
-    out = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "scale.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"figures written to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    write(results, "scale.json")
     return 0
 
 

@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.eventstore.migrations import migrate
 from chalicelib.eventstore.postgres import one
-from devstack import aws
+from devstack import aws, processes
 from devstack.issuer import DevIssuer
 from devstack.kafka import EmbeddedKafka, create_topic
 from devstack.postgres import AlreadyRunning, EmbeddedPostgres, port_in_use, provision_login
@@ -94,13 +94,7 @@ class Child:
         self.process = subprocess.Popen(self.argv, cwd=PROJECT, env=self.env)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process)
 
 
 class Part:

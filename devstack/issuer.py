@@ -177,9 +177,7 @@ class DevIssuer:
                     status, body = issuer.exchange(form)
                     self._send(status, "application/json", json.dumps(body).encode(), cors=True)
                 elif self.path == "/authorize":
-                    refusal = issuer.authorization_refusal(form)
-                    if refusal:
-                        self._send(400, "text/plain; charset=utf-8", refusal.encode())
+                    if self._refused(form):
                         return
                     scopes = [s for s in SCOPES if form.get(s) == "on"]
                     self.send_response(303)
@@ -189,10 +187,15 @@ class DevIssuer:
                 else:
                     self.send_error(404)
 
-            def _authorize(self, query: dict[str, str]) -> None:
-                refusal = issuer.authorization_refusal(query)
+            def _refused(self, asked: dict[str, str]) -> bool:
+                """Answers 400 with the reason to an authorization request it refuses."""
+                refusal = issuer.authorization_refusal(asked)
                 if refusal:
                     self._send(400, "text/plain; charset=utf-8", refusal.encode())
+                return bool(refusal)
+
+            def _authorize(self, query: dict[str, str]) -> None:
+                if self._refused(query):
                     return
                 asked = set((query.get("scope") or "").split())
                 hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack import processes
 from devstack.postgres import port_in_use
 
 
@@ -52,16 +53,9 @@ class EmbeddedKafka:
         return self.bootstrap_servers
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            # It waits for connected clients to leave; with nothing on disk to
-            # save, there is no reason to wait for long.
-            self.process.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        # It waits for connected clients to leave; with nothing on disk to
+        # save, there is no reason to wait for long.
+        processes.stop(self.process, signal.SIGTERM, grace=1)
 
 
 def create_topic(bootstrap_servers: str, topic: str, partitions: int = 3, timeout: float = 30) -> None:

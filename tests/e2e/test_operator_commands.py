@@ -255,15 +255,26 @@ def test_make_clean_removes_the_virtualenv(tmp_path):
     assert not venv.exists()
 
 
-def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progress_and_status(stack):
+def backfill_topic(stack) -> tuple[str, str]:
+    """The stack's broker and a new topic on it for one backfill."""
     from devstack.kafka import create_topic
-    from tests.support.kafka import cloudevent, read_topic
 
     bootstrap = f"127.0.0.1:{stack.kafka_port}"
     topic = f"backfill-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
-    with psycopg.connect(stack.database) as conn:  # the other tests' events, damaged ones among them
-        (before,) = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
+    return bootstrap, topic
+
+
+def newest_position(database: str) -> int:
+    with psycopg.connect(database) as conn:
+        return conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()[0]
+
+
+def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progress_and_status(stack):
+    from tests.support.kafka import cloudevent, read_topic
+
+    bootstrap, topic = backfill_topic(stack)
+    before = newest_position(stack.database)  # the other tests' events, damaged ones among them
     added = [post_customer(stack.state, stack.api_port, f"kill{n}.{uuid.uuid4().hex[:6]}@example.com")
              for n in range(150)]
     stored = len(added)
@@ -300,14 +311,10 @@ def test_a_backfill_killed_at_any_moment_goes_on_from_its_checkpoint_with_progre
 
 
 def test_a_backfill_stops_at_an_event_it_cannot_read_names_it_and_does_not_pass_it_on_resume(stack):
-    from devstack.kafka import create_topic
     from tests.support.kafka import cloudevent, read_topic
 
-    bootstrap = f"127.0.0.1:{stack.kafka_port}"
-    topic = f"backfill-{uuid.uuid4().hex[:8]}"
-    create_topic(bootstrap, topic)
-    with psycopg.connect(stack.database) as conn:
-        (before,) = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
+    bootstrap, topic = backfill_topic(stack)
+    before = newest_position(stack.database)
     first = [post_customer(stack.state, stack.api_port, f"before{n}.{uuid.uuid4().hex[:6]}@example.com")
              for n in range(2)]
     damaged, _ = unreadable_event(stack.database)

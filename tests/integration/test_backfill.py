@@ -138,13 +138,17 @@ def test_a_rate_limit_spaces_the_batches(application, client, monkeypatch, backf
     assert time.monotonic() - began >= 12 / 20 * 0.9  # it cannot go faster than its limit
 
 
+def invoke_backfill_function() -> dict:
+    """As EventBridge and Lambda invoke it: a scheduled event, a context with the configured timeout."""
+    timeout, memory = lambda_settings("backfill_events", stage="prod")
+    return app_module.backfill_events(scheduled_event("backfill_events"),
+                                      LambdaContext("backfill_events", memory, max_runtime_ms=timeout * 1000))
+
+
 def test_the_scheduled_function_goes_on_with_every_unfinished_backfill(application, client, backfill_topic):
     client.create_id("scheduled@example.com")
     asked = application.start_backfill(backfill_topic)
-    # As EventBridge and Lambda invoke it: a scheduled event, a context with the configured timeout.
-    timeout, memory = lambda_settings("backfill_events", stage="prod")
-    answer = app_module.backfill_events(scheduled_event("backfill_events"),
-                                        LambdaContext("backfill_events", memory, max_runtime_ms=timeout * 1000))
+    answer = invoke_backfill_function()
     assert answer == {"backfills": [{"id": asked.id, "state": "done", "sent": 1, "running_elsewhere": False}]}
 
 
@@ -172,9 +176,7 @@ def test_an_event_whose_key_does_not_open_fails_the_backfill_with_its_reason(app
     copy_key(db, ids[0], ids[1])
     application.parts.close()  # a new container: no key in memory
     asked = application.start_backfill(backfill_topic)
-    timeout, memory = lambda_settings("backfill_events", stage="prod")
-    answer = app_module.backfill_events(scheduled_event("backfill_events"),
-                                        LambdaContext("backfill_events", memory, max_runtime_ms=timeout * 1000))
+    answer = invoke_backfill_function()
     assert answer["backfills"][0]["state"] == "failed"
     failed = application.backfill(asked.id)
     assert failed is not None and failed.state == "failed"

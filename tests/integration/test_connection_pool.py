@@ -14,16 +14,10 @@ from chalicelib.application import CustomerApplication
 from chalicelib.eventstore.events import CommandContext
 from chalicelib.infra import db as infra_db
 from chalicelib.infra.settings import Settings
+from tests.support.builders import client_connections
 from tests.support.waiting import run_in_threads
 
 CONTEXT = CommandContext(correlation_id="test", causation_id="test")
-
-
-def client_connections(database_url: str) -> int:
-    """Connections to this database other than the one asking."""
-    with psycopg.connect(database_url) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
 
 
 @pytest.mark.parametrize("size", [1, 2])

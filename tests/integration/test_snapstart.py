@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 import snapshot_restore_py
 from chalice.test import Client
@@ -17,6 +16,7 @@ from chalice.test import Client
 from app import app
 from chalicelib import application, snapstart
 from tests.support.api import Api
+from tests.support.builders import client_connections
 from tests.support.no_network import REFUSE_NETWORK
 from tests.support.waiting import wait_for
 
@@ -24,12 +24,6 @@ from tests.support.waiting import wait_for
 def run_hooks(registry) -> None:
     for func, args, kwargs in registry:
         func(*args, **kwargs)
-
-
-def connections(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND pid <> pg_backend_pid()").fetchone()[0]
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def test_a_restored_container_connects_anew_draws_other_random_numbers_and_logs_
     with Client(app) as lambda_client:
         api = Api(lambda_client, token=issuer.token(subject="snapstart"))
         customer_id = api.create_id("ada@example.com")
-        assert connections(db) >= 1
+        assert client_connections(db) >= 1
         before = application.current()
 
         random.seed(7)
@@ -62,13 +56,13 @@ def test_a_restored_container_connects_anew_draws_other_random_numbers_and_logs_
         random.seed(7)  # as the snapshot left it, in every copy
         run_hooks(snapshot_restore_py.get_after_restore())
         assert random.random() != snapshot_draw
-        wait_for(lambda: connections(db) == 0, timeout=10)  # the snapshot's connections are gone
+        wait_for(lambda: client_connections(db) == 0, timeout=10)  # the snapshot's connections are gone
 
         capfd.readouterr()
         assert api.get(f"/customer/{customer_id}").status_code == 200
         api.change_email(customer_id, "ada.l@example.com")
         assert application.current() is not before
-        assert connections(db) >= 1
+        assert client_connections(db) >= 1
         colds = [json.loads(line)["cold_start"] for line in capfd.readouterr().err.splitlines()
                  if '"cold_start"' in line and line.startswith("{")]
         assert colds[0] is True and not any(colds[1:])

@@ -80,3 +80,10 @@ def copy_key(db, source: uuid.UUID, target: uuid.UUID) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("UPDATE stream_keys SET kek_id = f.kek_id, wrapped_key = f.wrapped_key FROM stream_keys f"
                      " WHERE f.stream_id = %s AND stream_keys.stream_id = %s", (source, target))
+
+
+def client_connections(database_url: str) -> int:
+    """Clients' connections to this database other than the one asking."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
