@@ -9,14 +9,14 @@ import psycopg
 import pytest
 
 from chalicelib.application import CustomerApplication
-from chalicelib.domain.commands import ChangeEmail, CreateCustomer, DeleteCustomer
+from chalicelib.domain.commands import ChangeEmail, DeleteCustomer
 from chalicelib.domain.customer import CustomerCreated, registry
 from chalicelib.eventstore.events import CommandContext, Metadata
 from chalicelib.eventstore.outbox import BUCKETS
 from chalicelib.eventstore.postgres import PostgresEventStore
 from chalicelib.eventstore.relay import RELAY_LOCK_BASE, OutboxRelay
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS, KafkaPublisher
-from tests.support.builders import new_customer, unpublished
+from tests.support.builders import id_in_bucket, new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.relay import Crash, SendThenCrash, start_relay, stop_relay
 from tests.support.waiting import wait_for
@@ -225,13 +225,6 @@ def bucket(stream_id: uuid.UUID) -> int:
     return stream_id.bytes[15] % BUCKETS
 
 
-def in_bucket(b: int) -> uuid.UUID:
-    """A random id whose outbox rows go to bucket `b`."""
-    raw = bytearray(uuid.uuid4().bytes)
-    raw[15] = b
-    return uuid.UUID(bytes=bytes(raw))
-
-
 def test_writers_wake_only_the_shard_they_wrote_to(db, service):
     from chalicelib.eventstore.relay import SLEEP_LOCK_BASE, buckets_of
 
@@ -240,10 +233,7 @@ def test_writers_wake_only_the_shard_they_wrote_to(db, service):
         sleeping_shard_0.execute("; ".join(f"LISTEN outbox_{b}" for b in shard_0))
         sleeping_shard_0.execute("SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k",
                                  ([SLEEP_LOCK_BASE + b for b in shard_0],))
-        # Ids chosen, not drawn: twelve random ones all land in shard 1 once in 4,096 runs.
-        customers = [service.create(CreateCustomer(name=f"Customer {n}", email=f"c{n}@example.com",
-                                                   customer_id=in_bucket(n % BUCKETS)), CTX)
-                     for n in range(12)]
+        customers = [new_customer(service, n, CTX, id_in_bucket(n % BUCKETS)) for n in range(12)]
         expected = sorted({f"outbox_{bucket(c.id)}" for c in customers if bucket(c.id) in shard_0})
         assert expected and len(expected) < len(customers)  # some wrote to shard 1
         got = sorted({n.channel for n in sleeping_shard_0.notifies(timeout=1)})

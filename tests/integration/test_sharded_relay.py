@@ -16,7 +16,7 @@ from chalicelib.eventstore.events import CommandContext
 from chalicelib.eventstore.outbox import BUCKETS
 from chalicelib.eventstore.relay import RELAY_LOCK_BASE, OutboxRelay, buckets_of
 from tests.integration.test_outbox_relay import append_uncommitted
-from tests.support.builders import new_customer, unpublished
+from tests.support.builders import id_in_bucket, new_customer, unpublished
 from tests.support.kafka import cloudevent, read_topic
 from tests.support.relay import Crash, SendThenCrash, start_relay, stop_relay
 from tests.support.waiting import wait_for
@@ -222,7 +222,7 @@ def test_buckets_another_relay_held_are_taken_over_soon_after_their_release_not_
     results = []
     stop, thread = start_relay(relay(db, publisher, 0, 1), results)
     try:
-        customers = [new_customer(commands, n, CTX).id for n in range(12)]
+        customers = [new_customer(commands, n, CTX, id_in_bucket(n % BUCKETS)).id for n in range(12)]
         waiting = [c for c in customers if bucket(c) % 2]
         assert waiting and wait_for(lambda: unpublished(db) == len(waiting), timeout=10)
         time.sleep(0.5)
