@@ -9,10 +9,7 @@ every benchmark runs, not how fast anything is.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from bench import (
@@ -273,10 +270,7 @@ def main() -> int:
     quick = quick_mode("every benchmark for a moment on small data")
     results = measure(quick)
     results["targets_met"] = report(results)
-    results["quick"] = quick
-    results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    write(results, "results.json")
+    write(results, "results.json", quick)
     return 0
 
 

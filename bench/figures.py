@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,12 @@ def met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def write(results: dict[str, Any], name: str) -> None:
-    """The figures as JSON in bench/`name`, or where BENCH_RESULTS says."""
+def write(results: dict[str, Any], name: str, quick: bool) -> None:
+    """The figures as JSON in bench/`name`, or where BENCH_RESULTS says,
+    with the mode, the time and the machine they were measured on."""
+    results["quick"] = quick
+    results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     out = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / name)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"figures written to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")

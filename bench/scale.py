@@ -160,7 +160,7 @@ def main() -> int:
     quick = quick_mode("a small store, each case for a moment")
     results = run(quick)
     results["targets_met"] = report(results)
-    write(results, "scale.json")
+    write(results, "scale.json", quick)
     return 0
 
 

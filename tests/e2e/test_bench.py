@@ -37,6 +37,7 @@ def test_bench_scale_in_its_quick_mode_measures_an_empty_store_and_a_grown_one(t
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     figures = json.loads(results.read_text())
     assert figures["added_events"] == figures["stored_events"] == 20_000
+    assert figures["quick"] is True and figures["machine"]["cpus"] > 0 and figures["measured_at"]
     for state in ("empty", "full"):
         assert all(rate > 0 for rate in figures[state]["creations_per_second"].values())
         assert figures[state]["load_ms"] > 0
