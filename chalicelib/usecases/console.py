@@ -89,7 +89,9 @@ class Timeline:
     topic_error: str | None  # why where-on-the-topic is unknown
 
 
-_OUTBOX = "SELECT global_position, published_at, parked_at, parked_error FROM outbox WHERE stream_id = %s"
+# By the events' positions, which outbox_global_position_idx holds (migration 020).
+OUTBOX_OF_EVENTS = ("SELECT global_position, published_at, parked_at, parked_error FROM outbox"
+                    " WHERE global_position = ANY(%s)")
 
 
 def timeline(customer_id: uuid.UUID, reveal: bool, *, units: PostgresUnitsOfWork,
@@ -98,7 +100,8 @@ def timeline(customer_id: uuid.UUID, reveal: bool, *, units: PostgresUnitsOfWork
         stored = unit.events.load(customer_id, limit=TIMELINE_MAX_EVENTS + 1)
         if not stored:
             raise CustomerNotFound(f"customer {customer_id} not found")
-        outbox = {row[0]: row[1:] for row in unit.conn.execute(_OUTBOX, (customer_id,))}
+        outbox = {row[0]: row[1:] for row in unit.conn.execute(OUTBOX_OF_EVENTS,
+                                                               ([e.global_position for e in stored],))}
         row = queries.from_read_model(unit.conn, customer_id)
         read_model = unit.open_row(row) if row is not None else None
     more, stored = len(stored) > TIMELINE_MAX_EVENTS, stored[:TIMELINE_MAX_EVENTS]
