@@ -7,8 +7,6 @@ commit-to-Kafka latency at 1 and 4 shards, commands through the facade."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import multiprocessing
 import statistics
@@ -29,7 +27,7 @@ from chalicelib.eventstore.events import Metadata, RecordedEvent, recorded_event
 from chalicelib.eventstore.outbox import BUCKETS
 from chalicelib.eventstore.postgres import one, one_row, recorded_event_row
 from chalicelib.infra.kafka_publisher import PRODUCER_SETTINGS
-from chalicelib.infra.message_signing import HEADER, SCHEME
+from chalicelib.infra.message_signing import HEADER, SCHEME, hmac_sha256
 from devstack.kafka import create_topic
 
 SOURCE = "/customer-service"
@@ -112,7 +110,7 @@ def _raw_producer_part(bootstrap: str, topic: str, events: list[RecordedEvent], 
         producer.send(topic, key=str(event.stream_id).encode(), value=value,
                       headers=[("content-type", cloudevents.CONTENT_TYPE.encode()),
                                ("event-type", event.event_type.encode()),
-                               (HEADER, SCHEME + hmac.digest(key, value, hashlib.sha256).hex().encode()),
+                               (HEADER, SCHEME + hmac_sha256(key, value).hex().encode()),
                                *extra_headers])
     producer.flush(timeout=120)
     out.put((began, time.monotonic(), len(events)))
