@@ -98,6 +98,9 @@ class KeyRing:
         """The customer's data key, looked up on `conn` unless in memory;
         None when it has none (erased, or never had one); KeyDoesNotOpen
         when the stored one does not open."""
+        cached = self._cached(stream_id, self._clock())
+        if cached is not None:  # the common case, once per event the relay publishes
+            return cached
         found = self.keys_for([stream_id], conn)
         if stream_id not in found:
             raise KeyDoesNotOpen(stream_id)
@@ -111,12 +114,10 @@ class KeyRing:
         others; key_for raises for it when its own event is read."""
         found: dict[uuid.UUID, Cipher | None] = {}
         now = self._clock()
-        with self._lock:
-            for stream_id in stream_ids:
-                cached = self._keys.get(stream_id)
-                if cached is not None and cached[1] > now:
-                    self._keys.move_to_end(stream_id)
-                    found[stream_id] = cached[0]
+        for stream_id in stream_ids:
+            cached = self._cached(stream_id, now)
+            if cached is not None:
+                found[stream_id] = cached
         missing = [stream_id for stream_id in stream_ids if stream_id not in found]
         if not missing:
             return found
@@ -135,6 +136,14 @@ class KeyRing:
                 continue
             found[stream_id] = self._remember(stream_id, key)
         return found
+
+    def _cached(self, stream_id: uuid.UUID, now: float) -> Cipher | None:
+        with self._lock:
+            cached = self._keys.get(stream_id)
+            if cached is None or cached[1] <= now:
+                return None
+            self._keys.move_to_end(stream_id)
+            return cached[0]
 
     def forget(self, stream_id: uuid.UUID) -> None:
         with self._lock:
