@@ -16,7 +16,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from .events import RecordedEvent, recorded_event_columns
 from .postgres import one
@@ -107,7 +109,9 @@ def read(conn: psycopg.Connection, after: Position, limit: int, *, below: int,
     conditions, params = selection.where()
     params.update(after_transaction=str(after.transaction), after_position=after.global_position, below=str(below),
                   limit=limit)
-    rows = conn.cursor(row_factory=_row).execute(_READ.format(filters=conditions), params).fetchall()
+    cursor = conn.cursor(row_factory=_row)
+    set_json_loads(orjson.loads, cursor)  # the events' data and metadata: most of what reading them costs
+    rows = cursor.execute(_READ.format(filters=conditions), params).fetchall()
     return [(Position(transaction, event.global_position), event) for transaction, event in rows]
 
 
